@@ -1,0 +1,316 @@
+#include "common/config.hpp"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+extern char** environ;
+
+namespace drover {
+namespace {
+
+// Reads the keys of one YAML block into typed fields. Every read marks the key as known, so
+// finish() can reject what remains with the list of allowed keys.
+class BlockReader {
+ public:
+  BlockReader(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) {
+      fail_block("must be a mapping of keys to values");
+    }
+  }
+
+  template <typename Int>
+  void integer(const std::string& key, Int& out, long long min, long long max) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    const std::string text = scalar(key, v);
+    errno = 0;
+    char* end = nullptr;
+    const long long parsed = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || errno == ERANGE || parsed < min || parsed > max) {
+      fail(key, text, fmt::format("an integer in {}..{}", min, max));
+    }
+    out = static_cast<Int>(parsed);
+  }
+
+  void millis(const std::string& key, Millis& out, long long min, long long max) {
+    long long ms = out.count();
+    integer(key, ms, min, max);
+    out = Millis(ms);
+  }
+
+  void string(const std::string& key, std::string& out, bool allow_empty = false) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    std::string text = scalar(key, v);
+    if (text.empty() && !allow_empty) fail(key, text, "a non-empty string");
+    out = std::move(text);
+  }
+
+  // A file mode written as octal digits, e.g. 0660 or "660".
+  void mode(const std::string& key, std::uint32_t& out) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    const std::string text = scalar(key, v);
+    const bool ok = !text.empty() && text.size() <= 4 &&
+                    std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; });
+    if (!ok) fail(key, text, "an octal file mode such as 0660");
+    out = static_cast<std::uint32_t>(std::stoul(text, nullptr, 8));
+  }
+
+  template <typename Enum>
+  void enumeration(const std::string& key, Enum& out,
+                   const std::vector<std::pair<std::string, Enum>>& allowed) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    const std::string text = scalar(key, v);
+    for (const auto& [name, value] : allowed) {
+      if (name == text) {
+        out = value;
+        return;
+      }
+    }
+    std::string names;
+    for (const auto& [name, value] : allowed) names += (names.empty() ? "" : ", ") + name;
+    fail(key, text, "one of " + names);
+  }
+
+  void string_list(const std::string& key, std::vector<std::string>& out) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    if (!v.IsSequence() || v.size() == 0) {
+      fail(key, describe(v), "a non-empty list of strings");
+    }
+    std::vector<std::string> items;
+    for (const auto& item : v) {
+      if (!item.IsScalar()) fail(key, describe(v), "a non-empty list of strings");
+      items.push_back(item.Scalar());
+    }
+    out = std::move(items);
+  }
+
+  // REQUIRES: every key of this block has been read.
+  void finish() const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.Scalar();
+      if (!known_.contains(key)) {
+        std::string allowed;
+        for (const auto& k : known_) allowed += (allowed.empty() ? "" : ", ") + k;
+        throw ConfigError(
+            fmt::format("config: unknown key '{}.{}' (allowed keys: {})", path_, key, allowed));
+      }
+    }
+  }
+
+ private:
+  // An absent or null key comes back undefined, so callers' `if (!v)` skips it. (YAML::Node()
+  // would not do: it is a defined null node, and every unset key would then be rejected.)
+  YAML::Node take(const std::string& key) {
+    known_.insert(key);
+    const YAML::Node absent(YAML::NodeType::Undefined);
+    if (!node_ || !node_.IsMap()) return absent;
+    YAML::Node v = node_[key];
+    if (!v || v.IsNull()) return absent;
+    return v;
+  }
+
+  std::string scalar(const std::string& key, const YAML::Node& v) const {
+    if (!v.IsScalar()) fail(key, describe(v), "a single value");
+    return v.Scalar();
+  }
+
+  static std::string describe(const YAML::Node& v) {
+    YAML::Emitter out;
+    out << YAML::Flow << v;
+    return out.c_str();
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& value,
+                         const std::string& allowed) const {
+    throw ConfigError(fmt::format("config: key '{}.{}' must be {}, got '{}'", path_, key,
+                                  allowed, value));
+  }
+
+  [[noreturn]] void fail_block(const std::string& what) const {
+    throw ConfigError(fmt::format("config: block '{}' {}", path_, what));
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+// Block names in the order the environment matcher tries them: longest first, so that a
+// future PROMPT_CACHE block wins over a PROMPT block.
+std::vector<std::string> env_block_names() {
+  std::vector<std::string> names = {"server", "workers", "routing", "logging"};
+  std::sort(names.begin(), names.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return names;
+}
+
+std::string upper(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::toupper(c); });
+  return s;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// DROVER_<BLOCK>_<KEY>=value sets block.key; the value is read as YAML so lists work
+// (DROVER_WORKERS_COMMAND='[drover-worker, --x]'). Variables naming no block are left alone:
+// DROVER_WORKER_ID and friends belong to workers.
+void apply_environment(YAML::Node& root, const Environment& env) {
+  const auto blocks = env_block_names();
+  for (const auto& [name, value] : env) {
+    if (!name.starts_with("DROVER_")) continue;
+    const std::string rest = name.substr(7);
+    for (const auto& block : blocks) {
+      const std::string prefix = upper(block) + "_";
+      if (!rest.starts_with(prefix) || rest.size() == prefix.size()) continue;
+      const std::string key = lower(rest.substr(prefix.size()));
+      YAML::Node parsed;
+      try {
+        parsed = YAML::Load(value);
+      } catch (const YAML::Exception& e) {
+        throw ConfigError(fmt::format("config: environment variable {}: {}", name, e.what()));
+      }
+      if (!root[block] || root[block].IsNull()) root[block] = YAML::Node(YAML::NodeType::Map);
+      if (!root[block].IsMap()) {
+        throw ConfigError(fmt::format("config: block '{}' must be a mapping", block));
+      }
+      // Unknown keys set this way are rejected by the block reader like unknown file keys.
+      root[block][key] = parsed;
+      break;
+    }
+  }
+}
+
+void apply_flags(YAML::Node& root, const ConfigOverrides& flags) {
+  auto set = [&root](const char* block, const char* key, const std::string& value) {
+    if (!root[block] || root[block].IsNull()) root[block] = YAML::Node(YAML::NodeType::Map);
+    // As for the environment: indexing a scalar block would throw a YAML exception, and a
+    // sequence block would silently become a mapping.
+    if (!root[block].IsMap()) {
+      throw ConfigError(fmt::format("config: block '{}' must be a mapping", block));
+    }
+    root[block][key] = value;
+  };
+  if (flags.socket) set("server", "socket", *flags.socket);
+  if (flags.admin_socket) set("server", "admin_socket", *flags.admin_socket);
+  if (flags.workers) set("workers", "count", std::to_string(*flags.workers));
+  if (flags.log_level) set("logging", "level", *flags.log_level);
+}
+
+Config read_blocks(const YAML::Node& root) {
+  Config c;
+  {
+    BlockReader r(root["server"], "server");
+    r.string("socket", c.server.socket);
+    r.mode("socket_mode", c.server.socket_mode);
+    r.string("admin_socket", c.server.admin_socket);
+    r.integer("max_connections", c.server.max_connections, 1, 1'000'000);
+    r.integer("max_message_bytes", c.server.max_message_bytes, 1024, 1LL << 30);
+    r.integer("max_queue", c.server.max_queue, 1, 10'000'000);
+    r.integer("write_buffer_bytes", c.server.write_buffer_bytes, 4096, 1LL << 32);
+    r.millis("request_timeout_ms", c.server.request_timeout, 1, 24LL * 3600 * 1000);
+    r.string("run_dir", c.server.run_dir, /*allow_empty=*/true);
+    r.finish();
+  }
+  {
+    BlockReader r(root["workers"], "workers");
+    r.integer("count", c.workers.count, 1, 256);
+    r.string_list("command", c.workers.command);
+    r.enumeration<std::string>("backend", c.workers.backend, {{"sim", "sim"}});
+    r.millis("heartbeat_interval_ms", c.workers.heartbeat_interval, 10, 60'000);
+    r.millis("start_timeout_ms", c.workers.start_timeout, 100, 600'000);
+    r.integer("max_inflight", c.workers.max_inflight, 1, 100'000);
+    r.millis("drain_timeout_ms", c.workers.drain_timeout, 0, 3'600'000);
+    r.finish();
+  }
+  {
+    BlockReader r(root["routing"], "routing");
+    r.enumeration<RoutingStrategy>("strategy", c.routing.strategy,
+                                   {{"round_robin", RoutingStrategy::round_robin},
+                                    {"least_busy", RoutingStrategy::least_busy}});
+    r.finish();
+  }
+  {
+    BlockReader r(root["logging"], "logging");
+    r.enumeration<std::string>("level", c.logging.level,
+                               {{"trace", "trace"},
+                                {"debug", "debug"},
+                                {"info", "info"},
+                                {"warn", "warn"},
+                                {"error", "error"},
+                                {"critical", "critical"},
+                                {"off", "off"}});
+    r.enumeration<LogFormat>("format", c.logging.format,
+                             {{"text", LogFormat::text}, {"json", LogFormat::json}});
+    r.finish();
+  }
+  // Top-level keys: only the known blocks.
+  const std::set<std::string> blocks = {"server", "workers", "routing", "logging"};
+  for (const auto& kv : root) {
+    const std::string key = kv.first.Scalar();
+    if (!blocks.contains(key)) {
+      throw ConfigError(fmt::format(
+          "config: unknown block '{}' (allowed blocks: logging, routing, server, workers)", key));
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+Environment current_environment() {
+  Environment env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string entry(*e);
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos) continue;
+    env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return env;
+}
+
+Config parse_config(const std::string& yaml_text, const Environment& env,
+                    const ConfigOverrides& flags, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("config: {}: invalid YAML: {}", origin, e.what()));
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) {
+    throw ConfigError(fmt::format("config: {}: the top level must be a mapping of blocks", origin));
+  }
+  apply_environment(root, env);
+  apply_flags(root, flags);
+  return read_blocks(root);
+}
+
+Config load_config_file(const std::string& path, const Environment& env,
+                        const ConfigOverrides& flags) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("config: cannot read '{}'", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), env, flags, path);
+}
+
+std::string to_string(RoutingStrategy s) {
+  return s == RoutingStrategy::round_robin ? "round_robin" : "least_busy";
+}
+
+}  // namespace drover

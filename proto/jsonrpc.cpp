@@ -1,0 +1,141 @@
+#include "proto/jsonrpc.hpp"
+
+namespace drover::proto {
+namespace {
+
+bool valid_id(const json& id) { return id.is_string() || id.is_number() || id.is_null(); }
+
+RpcErrorReply invalid(json id, std::string detail) {
+  return RpcErrorReply{std::move(id), RpcError::invalid_request,
+                       std::string(default_message(RpcError::invalid_request)),
+                       json{{"detail", std::move(detail)}}};
+}
+
+}  // namespace
+
+RpcEntry validate_request(json value) {
+  if (!value.is_object()) return invalid(nullptr, "a request must be a JSON object");
+  json id = nullptr;
+  const auto id_it = value.find("id");
+  const bool has_id = id_it != value.end();
+  if (has_id) {
+    if (!valid_id(*id_it)) return invalid(nullptr, "id must be a string, a number or null");
+    id = *id_it;
+  }
+  const auto version = value.find("jsonrpc");
+  if (version == value.end() || !version->is_string() || *version != "2.0") {
+    return invalid(id, "jsonrpc must be exactly \"2.0\"");
+  }
+  const auto method = value.find("method");
+  if (method == value.end() || !method->is_string()) {
+    return invalid(id, "method must be a string");
+  }
+  RpcRequest req;
+  req.method = method->get<std::string>();
+  const auto params = value.find("params");
+  if (params != value.end()) {
+    if (!params->is_object() && !params->is_array()) {
+      return invalid(id, "params must be an object or an array");
+    }
+    req.params = std::move(*params);
+  }
+  if (has_id) req.id = std::move(id);
+  return req;
+}
+
+ParsedMessage parse_message(std::string_view text) {
+  ParsedMessage out;
+  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) {
+    out.entries.push_back(RpcErrorReply{nullptr, RpcError::parse_error,
+                                        std::string(default_message(RpcError::parse_error)),
+                                        nullptr});
+    return out;
+  }
+  if (value.is_array()) {
+    if (value.empty()) {
+      out.entries.push_back(invalid(nullptr, "an empty batch is not a request"));
+      return out;
+    }
+    out.batch = true;
+    out.entries.reserve(value.size());
+    for (auto& member : value) out.entries.push_back(validate_request(std::move(member)));
+    return out;
+  }
+  out.entries.push_back(validate_request(std::move(value)));
+  return out;
+}
+
+// Replies are assembled as text so members keep the conventional order (jsonrpc, id, then
+// result/error) and only the payload goes through the serialiser.
+namespace {
+
+void dump_to(std::string& out, const json& v) {
+  out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
+std::string make_result(const json& id, const json& result) {
+  std::string out = R"({"jsonrpc":"2.0","id":)";
+  dump_to(out, id);
+  out += R"(,"result":)";
+  dump_to(out, result);
+  out += '}';
+  return out;
+}
+
+std::string make_error(const json& id, RpcError code, std::string_view message, const json& data) {
+  std::string out = R"({"jsonrpc":"2.0","id":)";
+  dump_to(out, id);
+  out += R"(,"error":{"code":)";
+  out += std::to_string(code_of(code));
+  out += R"(,"message":)";
+  dump_to(out, json(message.empty() ? default_message(code) : message));
+  if (!data.is_null()) {
+    out += R"(,"data":)";
+    dump_to(out, data);
+  }
+  out += "}}";
+  return out;
+}
+
+std::string make_error(const RpcErrorReply& e) { return make_error(e.id, e.code, e.message, e.data); }
+
+std::string make_notification(std::string_view method, const json& params) {
+  std::string out = R"({"jsonrpc":"2.0","method":)";
+  dump_to(out, json(method));
+  out += R"(,"params":)";
+  dump_to(out, params);
+  out += '}';
+  return out;
+}
+
+std::string make_request(const json& id, std::string_view method, const json& params) {
+  std::string out = R"({"jsonrpc":"2.0","id":)";
+  dump_to(out, id);
+  out += R"(,"method":)";
+  dump_to(out, json(method));
+  if (!params.is_null()) {
+    out += R"(,"params":)";
+    dump_to(out, params);
+  }
+  out += '}';
+  return out;
+}
+
+std::string join_batch(const std::vector<std::string>& replies) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    if (i) out.push_back(',');
+    out += replies[i];
+  }
+  out.push_back(']');
+  return out;
+}
+
+bool params_empty(const json& params) {
+  return params.is_null() || ((params.is_object() || params.is_array()) && params.empty());
+}
+
+}  // namespace drover::proto

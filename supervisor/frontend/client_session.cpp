@@ -1,0 +1,150 @@
+#include "supervisor/frontend/client_session.hpp"
+
+#include <poll.h>
+
+#include "common/log.hpp"
+#include "supervisor/frontend/request_handler.hpp"
+
+namespace drover::supervisor {
+namespace {
+std::uint64_t g_next_session_id = 1;  // supervisor thread only
+}
+
+ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin,
+                             std::size_t max_message_bytes, std::size_t write_buffer_bytes,
+                             std::function<void(ClientSession*)> on_closed)
+    : socket_(std::move(socket)),
+      handler_(handler),
+      admin_(admin),
+      id_(g_next_session_id++),
+      decoder_(max_message_bytes),
+      write_buffer_bytes_(write_buffer_bytes),
+      writer_(socket_),
+      on_closed_(std::move(on_closed)) {}
+
+void ClientSession::start() {
+  writer_.on_drained([this] { maybe_finish(); });
+  spawn(socket_.get_executor(), read_loop());
+  spawn(socket_.get_executor(), write_loop());
+}
+
+asio::awaitable<void> ClientSession::read_loop() {
+  auto self = shared_from_this();
+  std::vector<char> buf(64 * 1024);
+  while (reading_ && !closed_) {
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), use_nothrow);
+    if (closed_ || !reading_) co_return;
+    if (ec) {
+      if (ec == asio::error::eof && !peer_gone()) {
+        close_when_idle();  // half-close: answer what was asked, then close
+      } else {
+        close();
+      }
+      co_return;
+    }
+    decoder_.feed(std::string_view(buf.data(), n));
+    while (reading_ && !closed_) {
+      auto frame = decoder_.next();
+      if (!frame) break;
+      handle_frame(*frame);
+    }
+  }
+}
+
+void ClientSession::handle_frame(proto::Frame& frame) {
+  switch (frame.kind) {
+    case proto::Frame::Kind::message:
+      handler_.handle(*this, proto::parse_message(frame.body));
+      return;
+    case proto::Frame::Kind::too_large:
+      write_reply(proto::make_error(nullptr, RpcError::message_too_large, {},
+                                    {{"limit_bytes", decoder_.max_message_bytes()}}));
+      return;
+    case proto::Frame::Kind::bad_header:
+      // The stream cannot be resynchronised: answer, then close once written.
+      write_reply(proto::make_error(nullptr, RpcError::parse_error, {}, {{"detail", frame.detail}}));
+      close_when_idle();
+      return;
+  }
+}
+
+asio::awaitable<void> ClientSession::write_loop() {
+  auto self = shared_from_this();
+  const auto ec = co_await writer_.run();
+  if (ec) close();
+}
+
+bool ClientSession::peer_gone() const {
+  // On a Unix stream socket a peer that shut down only its write side leaves us readable
+  // with EOF; a peer that closed (or died) also sets POLLHUP.
+  pollfd p{const_cast<Socket&>(socket_).native_handle(), POLLOUT, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+void ClientSession::write_reply(std::string&& json_text) {
+  if (closed_) return;
+  writer_.push(proto::encode_frame(decoder_.framing(), json_text));
+}
+
+bool ClientSession::write_chunk(std::string&& json_text) {
+  if (closed_) return true;
+  if (writer_.queued_bytes() + json_text.size() > write_buffer_bytes_) return false;
+  writer_.push(proto::encode_frame(decoder_.framing(), json_text));
+  return true;
+}
+
+void ClientSession::track(const std::shared_ptr<Call>& call) { calls_.emplace(call.get(), call); }
+
+void ClientSession::forget(const Call* call) {
+  calls_.erase(call);
+  maybe_finish();
+}
+
+std::vector<std::shared_ptr<Call>> ClientSession::find_calls(const proto::json& id) const {
+  std::vector<std::shared_ptr<Call>> out;
+  for (const auto& [ptr, call] : calls_) {
+    if (!call->is_notification() && call->client_id() == id) out.push_back(call);
+  }
+  return out;
+}
+
+void ClientSession::close_when_idle() {
+  reading_ = false;
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_receive, ignored);
+  maybe_finish();
+}
+
+void ClientSession::end(RpcError code) {
+  auto calls = calls_;
+  for (auto& [ptr, call] : calls) {
+    call->finish_error(code);
+    handler_.cancel(call);
+  }
+  close_when_idle();
+}
+
+void ClientSession::maybe_finish() {
+  if (!closed_ && !reading_ && calls_.empty() && writer_.idle()) close();
+}
+
+void ClientSession::close() {
+  if (closed_) return;
+  closed_ = true;
+  auto self = shared_from_this();
+  auto calls = std::exchange(calls_, {});
+  if (!calls.empty()) {
+    component_logger("frontend")
+        ->info("session {} closed with {} requests in flight; cancelling them", id_, calls.size());
+  }
+  for (auto& [ptr, call] : calls) {
+    call->detach_sink();
+    handler_.cancel(call);
+  }
+  writer_.close();
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  if (on_closed_) on_closed_(this);
+}
+
+}  // namespace drover::supervisor

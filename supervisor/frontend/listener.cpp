@@ -1,0 +1,114 @@
+#include "supervisor/frontend/listener.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include "common/log.hpp"
+
+namespace drover::supervisor {
+namespace local = asio::local;
+
+local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io, const std::string& path,
+                                                  std::uint32_t mode) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    throw std::runtime_error(fmt::format("socket path '{}' is longer than {} bytes", path,
+                                         sizeof(sockaddr_un::sun_path) - 1));
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      throw std::runtime_error(fmt::format("'{}' exists and is not a socket; not touching it", path));
+    }
+    // A socket file: live if something accepts on it, stale otherwise.
+    local::stream_protocol::socket probe(io);
+    boost::system::error_code ec;
+    probe.connect(local::stream_protocol::endpoint(path), ec);
+    if (!ec) {
+      throw std::runtime_error(
+          fmt::format("another server is already listening on '{}'; refusing to start", path));
+    }
+    ::unlink(path.c_str());
+    component_logger("frontend")->info("removed stale socket file {}", path);
+  }
+  local::stream_protocol::acceptor acceptor(io);
+  acceptor.open(local::stream_protocol());
+  // Create the file with no access, then open it up to the configured mode, so there is no
+  // window in which the socket is reachable with the umask's permissions.
+  const mode_t old_umask = ::umask(0777);
+  boost::system::error_code ec;
+  acceptor.bind(local::stream_protocol::endpoint(path), ec);
+  ::umask(old_umask);
+  if (ec) throw std::runtime_error(fmt::format("cannot bind '{}': {}", path, ec.message()));
+  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
+    throw std::runtime_error(fmt::format("cannot chmod '{}' to {:o}", path, mode));
+  }
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  return acceptor;
+}
+
+Listener::Listener(asio::io_context& io, Options options, RequestHandler& handler)
+    : io_(io),
+      opt_(std::move(options)),
+      handler_(handler),
+      acceptor_(bind_unix_socket(io, opt_.path, opt_.mode)) {}
+
+Listener::~Listener() {
+  stop_accepting();
+  close_all();
+}
+
+void Listener::start() {
+  accepting_ = true;
+  spawn(io_, accept_loop());
+}
+
+asio::awaitable<void> Listener::accept_loop() {
+  auto log = component_logger("frontend");
+  while (accepting_) {
+    auto [ec, socket] = co_await acceptor_.async_accept(use_nothrow);
+    if (ec == asio::error::operation_aborted || !accepting_) co_return;
+    if (ec) {
+      // EMFILE and friends: log, back off briefly, keep the listener alive.
+      log->error("accept on {} failed: {}", opt_.path, ec.message());
+      asio::steady_timer pause(io_, Millis(50));
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    if (sessions_.size() >= opt_.max_connections) {
+      log->warn("refusing connection on {}: server.max_connections={} reached", opt_.path,
+                opt_.max_connections);
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    auto session = std::make_shared<ClientSession>(
+        std::move(socket), handler_, opt_.admin, opt_.max_message_bytes, opt_.write_buffer_bytes,
+        [this](ClientSession* s) { sessions_.erase(s); });
+    sessions_.emplace(session.get(), session);
+    session->start();
+  }
+}
+
+void Listener::stop_accepting() {
+  if (!acceptor_.is_open()) return;
+  accepting_ = false;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  ::unlink(opt_.path.c_str());
+}
+
+void Listener::end_sessions(RpcError code) {
+  // Copy: a session may close (and unregister) while being ended.
+  auto sessions = sessions_;
+  for (auto& [ptr, s] : sessions) s->end(code);
+}
+
+void Listener::close_all() {
+  auto sessions = std::exchange(sessions_, {});
+  for (auto& [ptr, s] : sessions) s->close();
+}
+
+}  // namespace drover::supervisor

@@ -1,0 +1,65 @@
+// Listener: one Unix socket that clients connect to (Asio's `server` + `connection_manager`).
+// Binds safely — a stale socket file from a dead droverd is removed, a live droverd owning the
+// path is refused, a non-socket file is never deleted — sets the file mode, accepts
+// connections into ClientSessions and keeps the registry of live sessions so shutdown can
+// reach them. Supervisor thread only.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "common/config.hpp"
+#include "supervisor/frontend/client_session.hpp"
+
+namespace drover::supervisor {
+
+class RequestHandler;
+
+// Binds and listens on `path` with `mode`. Throws std::runtime_error with the reason when the
+// path is owned by a live server, is not a socket, or cannot be bound.
+asio::local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io,
+                                                        const std::string& path,
+                                                        std::uint32_t mode);
+
+class Listener {
+ public:
+  struct Options {
+    std::string path;
+    std::uint32_t mode = 0660;
+    bool admin = false;
+    std::size_t max_connections = 4096;
+    std::size_t max_message_bytes = 8 * 1024 * 1024;
+    std::size_t write_buffer_bytes = 16 * 1024 * 1024;
+  };
+
+  // Binds at once (throws on failure, see bind_unix_socket).
+  Listener(asio::io_context& io, Options options, RequestHandler& handler);
+  ~Listener();
+
+  void start();
+  // Stops accepting and removes the socket file; live sessions continue.
+  void stop_accepting();
+  // Closes every live session now.
+  void close_all();
+  // Answers every unfinished call of every session with `code`, then closes each session once
+  // its replies are written.
+  void end_sessions(RpcError code);
+  std::size_t sessions() const { return sessions_.size(); }
+  const std::string& path() const { return opt_.path; }
+
+ private:
+  asio::awaitable<void> accept_loop();
+
+  asio::io_context& io_;
+  Options opt_;
+  RequestHandler& handler_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  std::unordered_map<ClientSession*, std::shared_ptr<ClientSession>> sessions_;
+  bool accepting_ = false;
+};
+
+}  // namespace drover::supervisor

@@ -1,0 +1,268 @@
+#include "supervisor/frontend/request_handler.hpp"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <array>
+#include <map>
+
+#include "common/log.hpp"
+#include "proto/client_params.hpp"
+#include "proto/worker_messages.hpp"
+#include "supervisor/frontend/client_session.hpp"
+#include "supervisor/version.hpp"
+
+namespace drover::supervisor {
+namespace wm = proto::worker::method;
+using proto::json;
+
+namespace {
+
+constexpr std::array<std::string_view, 10> kAdminMethods = {
+    "workers.list",  "workers.kill",   "workers.restart", "workers.drain",
+    "workers.scale", "models.load",    "models.unload",   "config.get",
+    "config.reload", "config.updateAdaptiveTargets"};
+
+// Collects the replies of one batch and writes them as one array when the last arrives.
+struct BatchCollector {
+  std::weak_ptr<ClientSession> session;
+  std::vector<std::string> replies;
+  std::size_t pending = 0;
+
+  void deliver(std::size_t index, std::string&& reply) {
+    replies[index] = std::move(reply);
+    if (--pending == 0) {
+      if (auto s = session.lock()) s->write_reply(proto::join_batch(replies));
+    }
+  }
+};
+
+std::optional<int> parse_signal(const json& v) {
+  if (v.is_null()) return SIGKILL;
+  if (v.is_number_integer()) {
+    const int s = v.get<int>();
+    return (s > 0 && s < NSIG) ? std::optional<int>(s) : std::nullopt;
+  }
+  if (!v.is_string()) return std::nullopt;
+  static const std::map<std::string, int> names = {
+      {"KILL", SIGKILL}, {"TERM", SIGTERM}, {"INT", SIGINT},   {"STOP", SIGSTOP},
+      {"CONT", SIGCONT}, {"HUP", SIGHUP},   {"QUIT", SIGQUIT}, {"SEGV", SIGSEGV}};
+  std::string name = v.get<std::string>();
+  if (name.starts_with("SIG")) name = name.substr(3);
+  const auto it = names.find(name);
+  return it == names.end() ? std::nullopt : std::optional<int>(it->second);
+}
+
+}  // namespace
+
+bool is_admin_method(std::string_view method) {
+  return std::find(kAdminMethods.begin(), kAdminMethods.end(), method) != kAdminMethods.end();
+}
+
+RequestHandler::RequestHandler(asio::io_context& io, const Config& config, WorkerPool& pool,
+                               Admission& admission)
+    : io_(io), config_(config), pool_(pool), admission_(admission), log_(component_logger("frontend")) {}
+
+void RequestHandler::handle(ClientSession& session, proto::ParsedMessage message) {
+  auto weak = session.weak_from_this();
+  if (!message.batch) {
+    auto& entry = message.entries.front();
+    if (auto* err = std::get_if<proto::RpcErrorReply>(&entry)) {
+      session.write_reply(proto::make_error(*err));
+      return;
+    }
+    auto& req = std::get<proto::RpcRequest>(entry);
+    Reply reply;
+    if (!req.is_notification()) {
+      reply = [weak](std::string&& r) {
+        if (auto s = weak.lock()) s->write_reply(std::move(r));
+      };
+    }
+    handle_request(session, req, std::move(reply));
+    return;
+  }
+  auto batch = std::make_shared<BatchCollector>();
+  batch->session = weak;
+  // Slots first, so no reply can complete the batch before every member has its slot.
+  std::vector<std::optional<std::size_t>> slot_of(message.entries.size());
+  for (std::size_t i = 0; i < message.entries.size(); ++i) {
+    const auto* req = std::get_if<proto::RpcRequest>(&message.entries[i]);
+    if (!req || !req->is_notification()) slot_of[i] = batch->replies.size(), batch->replies.emplace_back();
+  }
+  batch->pending = batch->replies.size() + 1;  // +1 released after the loop
+  for (std::size_t i = 0; i < message.entries.size(); ++i) {
+    auto& entry = message.entries[i];
+    if (auto* err = std::get_if<proto::RpcErrorReply>(&entry)) {
+      batch->deliver(*slot_of[i], proto::make_error(*err));
+      continue;
+    }
+    auto& req = std::get<proto::RpcRequest>(entry);
+    Reply reply;
+    if (slot_of[i]) {
+      reply = [batch, slot = *slot_of[i]](std::string&& r) { batch->deliver(slot, std::move(r)); };
+    }
+    handle_request(session, req, std::move(reply));
+  }
+  // A batch of notifications only gets no reply at all (spec section 6).
+  if (--batch->pending == 0 && !batch->replies.empty()) {
+    if (auto s = weak.lock()) s->write_reply(proto::join_batch(batch->replies));
+  }
+}
+
+void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply) {
+  const json id = req.id.value_or(nullptr);
+  auto answer = [&reply, &id](const json& result) {
+    if (reply) reply(proto::make_result(id, result));
+  };
+  auto error = [&reply, &id](RpcError code, std::string_view message = {}, const json& data = nullptr) {
+    if (reply) reply(proto::make_error(id, code, message, data));
+  };
+  auto invalid_params = [&error](const std::string& why) {
+    error(RpcError::invalid_params, {}, json{{"detail", why}});
+  };
+  const std::string& m = req.method;
+
+  if (is_admin_method(m) && !session.admin()) {
+    return error(RpcError::not_permitted, {}, json{{"detail", "use the admin socket"}});
+  }
+  if (m == "generate") {
+    auto p = proto::parse_generate_params(req.params);
+    if (!p) return invalid_params(p.error());
+    const std::uint64_t seed = p->seed ? *p->seed : ids_.next_seed();
+    return start_call(session, req, std::move(reply), CallKind::generate,
+                      p->to_worker_params(seed), p->stream, p->timeout_ms);
+  }
+  if (m == "tokenize") {
+    auto p = proto::parse_tokenize_params(req.params);
+    if (!p) return invalid_params(p.error());
+    json params = {{"texts", json::array({p->text})}};
+    if (!p->model.empty()) params["model"] = p->model;
+    return start_call(session, req, std::move(reply), CallKind::tokenize, std::move(params),
+                      false, std::nullopt);
+  }
+  if (m == "detokenize") {
+    auto p = proto::parse_detokenize_params(req.params);
+    if (!p) return invalid_params(p.error());
+    json params = {{"tokens", p->tokens}};
+    if (!p->model.empty()) params["model"] = p->model;
+    return start_call(session, req, std::move(reply), CallKind::detokenize, std::move(params),
+                      false, std::nullopt);
+  }
+  if (m == "cancel") {
+    auto p = proto::parse_cancel_params(req.params);
+    if (!p) return invalid_params(p.error());
+    bool cancelled = false;
+    for (auto& call : session.find_calls(p->id)) {
+      cancel(call);
+      cancelled = true;
+    }
+    return answer(json{{"cancelled", cancelled}});
+  }
+  if (m == "health" || m == "models.list" || m == "workers.list") {
+    if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
+    if (m == "health") return answer(health());
+    if (m == "models.list") return answer(models_list());
+    return answer(workers_list());
+  }
+  if (m == "workers.kill") {
+    if (!req.params.is_object() || !req.params.contains("id") || !req.params["id"].is_number_integer()) {
+      return invalid_params("param 'id' must be a worker id (integer)");
+    }
+    const auto sig = parse_signal(req.params.value("signal", json()));
+    if (!sig) return invalid_params("param 'signal' must be a signal name (KILL, TERM, STOP, ...) or number");
+    const int wid = req.params["id"].get<int>();
+    if (!pool_.kill(wid, *sig)) return invalid_params(fmt::format("no live worker with id {}", wid));
+    return answer(json{{"killed", true}, {"id", wid}, {"signal", *sig}});
+  }
+  error(RpcError::method_not_found, {}, json{{"method", m}});
+}
+
+void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, Reply reply,
+                                CallKind kind, json worker_params, bool stream,
+                                std::optional<std::int64_t> timeout_ms) {
+  const json id = req.id.value_or(nullptr);
+  if (draining_) {
+    if (reply) reply(proto::make_error(id, RpcError::shutting_down));
+    return;
+  }
+  if (!admission_.try_acquire()) {
+    if (reply) {
+      reply(proto::make_error(id, RpcError::overloaded, {},
+                              json{{"retry_after_ms", admission_.retry_after_ms()}}));
+    }
+    return;
+  }
+  auto weak_session = session.weak_from_this();
+  CallSink sink;
+  sink.chunk = [weak_session](std::string&& n) {
+    auto s = weak_session.lock();
+    return s ? s->write_chunk(std::move(n)) : true;
+  };
+  sink.reply = std::move(reply);
+  const std::string method(kind == CallKind::generate   ? wm::kGenerate
+                           : kind == CallKind::tokenize ? wm::kBatchTokenize
+                                                        : wm::kDetokenize);
+  auto call = std::make_shared<Call>(kind, ids_.next_request_id(), id, req.is_notification(),
+                                     method, std::move(worker_params), std::move(sink));
+  call->set_streaming(stream);
+  session.track(call);
+  call->on_finish([this, weak_session, raw = call.get()] {
+    admission_.release();
+    if (auto s = weak_session.lock()) s->forget(raw);
+  });
+  const Millis timeout = timeout_ms ? Millis(*timeout_ms) : config_.server.request_timeout;
+  auto timer = std::make_unique<asio::steady_timer>(io_, timeout);
+  timer->async_wait([this, weak = std::weak_ptr<Call>(call), timeout](boost::system::error_code ec) {
+    auto c = weak.lock();
+    if (ec || !c || c->done()) return;
+    log_->warn("request_id={} timed out after {} ms", c->request_id(), timeout.count());
+    c->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", timeout.count()}});
+    pool_.cancel(c);
+  });
+  call->set_deadline(std::move(timer));
+  pool_.submit(std::move(call));
+}
+
+void RequestHandler::cancel(const std::shared_ptr<Call>& call) { pool_.cancel(call); }
+
+json RequestHandler::health() const {
+  const auto c = pool_.counts();
+  const char* status = c.ready == 0 ? "unavailable" : c.ready < c.total ? "degraded" : "ok";
+  return {{"status", status},
+          {"workers_ready", c.ready},
+          {"workers_total", c.total},
+          {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
+          {"version", kVersion}};
+}
+
+json RequestHandler::models_list() const {
+  std::map<std::string, std::vector<int>> by_model;
+  for (const auto& w : pool_.snapshot()) {
+    if (w.state != "ready") continue;
+    for (const auto& m : w.models) by_model[m].push_back(w.id);
+  }
+  json models = json::array();
+  for (const auto& [name, workers] : by_model) {
+    models.push_back({{"id", name}, {"workers", workers}, {"state", "loaded"}});
+  }
+  return {{"models", std::move(models)}};
+}
+
+json RequestHandler::workers_list() const {
+  json workers = json::array();
+  for (const auto& w : pool_.snapshot()) {
+    workers.push_back({{"id", w.id},
+                       {"pid", w.pid},
+                       {"state", w.state},
+                       {"inflight", w.inflight},
+                       {"breaker", w.breaker},
+                       {"restarts", w.restarts},
+                       {"uptime_s", w.uptime_s},
+                       {"heartbeat_age_ms", w.heartbeat_age_ms ? json(*w.heartbeat_age_ms) : json()},
+                       {"rss_bytes", w.rss_bytes},
+                       {"models", w.models}});
+  }
+  return {{"workers", std::move(workers)}};
+}
+
+}  // namespace drover::supervisor

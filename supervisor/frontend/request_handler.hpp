@@ -1,0 +1,60 @@
+// RequestHandler: turns decoded JSON-RPC messages into work (Asio's `request_handler`: logic,
+// no I/O). Validates params into typed structs, applies admission control, answers local
+// methods (health, models.list, cancel, admin methods) itself and hands worker methods to the
+// pool as Calls. Assembles batch replies. One instance serves every session; supervisor
+// thread only.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/config.hpp"
+#include "common/ids.hpp"
+#include "proto/jsonrpc.hpp"
+#include "supervisor/pipeline/admission.hpp"
+#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/worker_pool.hpp"
+
+namespace drover::supervisor {
+
+class ClientSession;
+
+class RequestHandler {
+ public:
+  // Receives the serialised reply to one request (never called for notifications).
+  using Reply = std::function<void(std::string&&)>;
+
+  RequestHandler(asio::io_context& io, const Config& config, WorkerPool& pool,
+                 Admission& admission);
+
+  void handle(ClientSession& session, proto::ParsedMessage message);
+  // Cancels a call wherever it is (used for `cancel`, timeouts and disconnects).
+  void cancel(const std::shared_ptr<Call>& call);
+  // From now on new work is refused with -32009.
+  void set_draining() { draining_ = true; }
+
+ private:
+  void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
+  void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
+                  proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms);
+  proto::json health() const;
+  proto::json models_list() const;
+  proto::json workers_list() const;
+
+  asio::io_context& io_;
+  const Config& config_;
+  WorkerPool& pool_;
+  Admission& admission_;
+  IdSource ids_;
+  Clock::time_point started_ = Clock::now();
+  bool draining_ = false;
+  std::shared_ptr<spdlog::logger> log_;
+};
+
+// Admin methods: answered only on the admin socket; -32008 on the client socket.
+bool is_admin_method(std::string_view method);
+
+}  // namespace drover::supervisor

@@ -1,0 +1,41 @@
+// Admission control: a bound on requests accepted but not yet answered, across all clients
+// (server.max_queue). Beyond it new requests are refused at once with -32001 and a
+// retry_after_ms hint, instead of queueing without bound and timing out later.
+// Single-threaded (supervisor io_context).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace drover::supervisor {
+
+class Admission {
+ public:
+  explicit Admission(std::size_t limit) : limit_(limit) {}
+
+  // Takes a slot; false when the supervisor is full.
+  bool try_acquire() {
+    if (outstanding_ >= limit_) {
+      ++rejected_;
+      return false;
+    }
+    ++outstanding_;
+    return true;
+  }
+  // REQUIRES: a slot taken by try_acquire().
+  void release() { --outstanding_; }
+
+  std::size_t outstanding() const { return outstanding_; }
+  std::size_t limit() const { return limit_; }
+  std::uint64_t rejected() const { return rejected_; }
+
+  // Hint for a refused client: a short pause; load drains at worker speed, not client speed.
+  std::int64_t retry_after_ms() const { return 50; }
+
+ private:
+  std::size_t limit_;
+  std::size_t outstanding_ = 0;
+  std::uint64_t rejected_ = 0;
+};
+
+}  // namespace drover::supervisor

@@ -1,0 +1,90 @@
+#include "supervisor/pipeline/call.hpp"
+
+#include "proto/worker_messages.hpp"
+
+namespace drover::supervisor {
+namespace {
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+Call::Call(CallKind kind, std::string request_id, json client_id, bool notification,
+           std::string worker_method, json worker_params, CallSink sink)
+    : kind_(kind),
+      request_id_(std::move(request_id)),
+      client_id_(std::move(client_id)),
+      notification_(notification),
+      worker_method_(std::move(worker_method)),
+      worker_params_(std::move(worker_params)),
+      sink_(std::move(sink)) {}
+
+void Call::mark_dispatched(const Assignment& a) {
+  state_ = State::dispatched;
+  ++attempts_;
+  last_worker_ = a.slot;
+  assignment_ = a;
+  if (!dispatched_at_) dispatched_at_ = Clock::now();
+}
+
+bool Call::deliver_chunk(const std::string& text) {
+  if (done()) return true;
+  if (!first_output_at_) first_output_at_ = Clock::now();
+  // Unary calls and notifications show nothing until the end, so they stay retryable.
+  if (!stream_ || notification_ || !sink_.chunk) return true;
+  const std::uint64_t index = chunks_sent_++;
+  json params = {{"id", client_id_}, {"index", index}, {"text", text}};
+  return sink_.chunk(proto::make_notification(proto::worker::method::kChunk, params));
+}
+
+void Call::finish_from_worker(const json& worker_result, int worker_slot) {
+  if (done()) return;
+  const auto now = Clock::now();
+  if (!first_output_at_) first_output_at_ = now;
+  json result = worker_result.is_object() ? worker_result : json{{"value", worker_result}};
+  if (kind_ == CallKind::generate) {
+    result["worker"] = worker_slot >= 0 ? json(worker_slot) : json(nullptr);
+    // No cache stage exists yet, so every answer comes from a worker.
+    if (!result.contains("cache")) result["cache"] = "miss";
+    const auto dispatched = dispatched_at_.value_or(now);
+    result["timing"] = {{"queue_ms", ms_between(accepted_at_, dispatched)},
+                        {"ttft_ms", ms_between(accepted_at_, *first_output_at_)},
+                        {"total_ms", ms_between(accepted_at_, now)}};
+  }
+  finish_result(result);
+}
+
+void Call::finish_result(const json& result) {
+  if (done()) return;
+  complete(notification_ ? std::string() : proto::make_result(client_id_, result));
+}
+
+void Call::finish_cancelled() {
+  if (done()) return;
+  if (kind_ != CallKind::generate) {
+    finish_error(RpcError::cancelled);
+    return;
+  }
+  finish_from_worker({{"text", ""},
+                      {"finish_reason", "cancelled"},
+                      {"usage", {{"prompt_tokens", 0}, {"completion_tokens", 0}}}},
+                     last_worker_);
+}
+
+void Call::finish_error(RpcError code, std::string_view message, const json& data) {
+  if (done()) return;
+  complete(notification_ ? std::string() : proto::make_error(client_id_, code, message, data));
+}
+
+void Call::complete(std::string&& reply) {
+  state_ = State::done;
+  if (deadline_) deadline_->cancel();
+  if (!reply.empty() && sink_.reply) sink_.reply(std::move(reply));
+  sink_ = {};
+  auto hooks = std::move(finish_hooks_);
+  for (auto& hook : hooks) hook();
+}
+
+}  // namespace drover::supervisor

@@ -1,0 +1,127 @@
+// Call: one client request on its way through the supervisor (admission -> queue -> worker ->
+// reply). Created by the frontend, owned by shared_ptr among the pool's queue, the worker link
+// that runs it and the session's cancel index (weakly). Lives on the supervisor's single
+// io_context thread; no locking.
+//
+// Exactly-once: every Call ends in exactly one of finish_result / finish_error (or is dropped
+// silently for a notification); later attempts to finish are ignored, so a late worker reply
+// after a timeout or cancel cannot produce a second answer.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/error_codes.hpp"
+#include "proto/client_params.hpp"
+#include "proto/jsonrpc.hpp"
+
+namespace drover::supervisor {
+
+using json = proto::json;
+using Clock = std::chrono::steady_clock;
+
+enum class CallKind { generate, tokenize, detokenize };
+
+// Where a Call's output goes. The frontend supplies it; the session may be gone by the time a
+// worker answers, in which case the sink drops the output (the Call is then cancelled).
+struct CallSink {
+  // Writes a generate.chunk notification; returns false when the client is not reading
+  // (its write buffer is full), which fails the call with -32010.
+  std::function<bool(std::string&& notification)> chunk;
+  // Delivers the final reply (already serialised, or empty for notifications).
+  std::function<void(std::string&& reply)> reply;
+};
+
+class Call : public std::enable_shared_from_this<Call> {
+ public:
+  enum class State { queued, dispatched, done };
+
+  Call(CallKind kind, std::string request_id, json client_id, bool notification,
+       std::string worker_method, json worker_params, CallSink sink);
+
+  CallKind kind() const { return kind_; }
+  const std::string& request_id() const { return request_id_; }
+  const json& client_id() const { return client_id_; }
+  bool is_notification() const { return notification_; }
+  const std::string& worker_method() const { return worker_method_; }
+  const json& worker_params() const { return worker_params_; }
+  State state() const { return state_; }
+  bool done() const { return state_ == State::done; }
+  bool streaming() const { return stream_; }
+
+  // Attempts made so far (a retry on another worker counts as a second attempt).
+  int attempts() const { return attempts_; }
+  // The worker slot of the most recent attempt, or -1.
+  int last_worker() const { return last_worker_; }
+  // Chunks already delivered to the client; a call that has sent any cannot simply be retried.
+  std::uint64_t chunks_sent() const { return chunks_sent_; }
+
+  // Which worker incarnation holds the call, under which worker-side request id.
+  struct Assignment {
+    int slot = -1;
+    std::uint64_t generation = 0;
+    std::uint64_t worker_request_id = 0;
+  };
+  const std::optional<Assignment>& assignment() const { return assignment_; }
+
+  void set_streaming(bool s) { stream_ = s; }
+  void mark_dispatched(const Assignment& a);
+  // Back in the queue after its worker died (before it produced output).
+  void mark_requeued() {
+    state_ = State::queued;
+    assignment_.reset();
+  }
+
+  // Forwards one generate chunk to the client with the next contiguous index.
+  // Returns false when the client cannot keep up (caller fails the call with -32010).
+  bool deliver_chunk(const std::string& text);
+
+  // The worker's result for this call, turned into the client's result.
+  void finish_from_worker(const json& worker_result, int worker_slot);
+  void finish_result(const json& result);
+  // Cancelled before any worker answered: generate gets a result with finish_reason
+  // "cancelled" (what a worker answers for a cancel mid-run), other methods -32005.
+  void finish_cancelled();
+  void finish_error(RpcError code, std::string_view message = {}, const json& data = nullptr);
+
+  // The client went away: output is dropped from now on.
+  void detach_sink() { sink_ = {}; }
+
+  // Deadline timer, armed by whoever admits the call; cancelled when the call finishes.
+  void set_deadline(std::unique_ptr<boost::asio::steady_timer> timer) { deadline_ = std::move(timer); }
+
+  // Released when the call finishes (admission slot, cancel-index entry...).
+  void on_finish(std::function<void()> hook) { finish_hooks_.push_back(std::move(hook)); }
+
+  Clock::time_point accepted_at() const { return accepted_at_; }
+
+ private:
+  void complete(std::string&& reply);
+
+  CallKind kind_;
+  std::string request_id_;
+  json client_id_;
+  bool notification_;
+  std::string worker_method_;
+  json worker_params_;
+  CallSink sink_;
+  State state_ = State::queued;
+  bool stream_ = false;
+  int attempts_ = 0;
+  int last_worker_ = -1;
+  std::optional<Assignment> assignment_;
+  std::uint64_t chunks_sent_ = 0;
+  Clock::time_point accepted_at_ = Clock::now();
+  std::optional<Clock::time_point> dispatched_at_;
+  std::optional<Clock::time_point> first_output_at_;
+  std::unique_ptr<boost::asio::steady_timer> deadline_;
+  std::vector<std::function<void()>> finish_hooks_;
+};
+
+}  // namespace drover::supervisor

@@ -1,0 +1,138 @@
+// WorkerLink: the supervisor's end of one worker incarnation — its process, its control
+// socket, the hello/init handshake and the requests it holds. Owned (shared, for the
+// coroutines that serve it) by WorkerPool; reports to the pool through LinkObserver. Runs on
+// the supervisor's io_context thread only.
+//
+// Life: starting (spawned, waiting for connect + hello + init reply) -> ready (takes traffic)
+// -> stopping (shutdown sent) -> dead. A link dies once: on process exit, socket error or EOF,
+// garbage from the worker, or the start timeout. On death it kills the process, hands every
+// request it held back to the pool (LinkObserver::on_lost) and, later, reports the reap.
+//
+// The transport is the control socket with NDJSON framing; the shared-memory rings will plug
+// in behind send()/the read loop without changing this interface.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/async_util.hpp"
+#include "common/config.hpp"
+#include "proto/framing.hpp"
+#include "proto/worker_messages.hpp"
+#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/worker_process.hpp"
+
+namespace drover::supervisor {
+
+class WorkerLink;
+
+class LinkObserver {
+ public:
+  virtual ~LinkObserver() = default;
+  virtual void on_ready(WorkerLink& link) = 0;
+  // A request finished (or the worker reported progress), so it may take another.
+  virtual void on_capacity(WorkerLink& link) = 0;
+  // The link died; `orphans` are the unfinished calls it held, in dispatch order.
+  virtual void on_lost(WorkerLink& link, const std::string& reason,
+                       std::vector<std::shared_ptr<Call>> orphans) = 0;
+  // The process has been reaped; the pool may now forget the link.
+  virtual void on_reaped(WorkerLink& link, const ExitStatus& status) = 0;
+};
+
+struct WorkerLinkOptions {
+  int slot = 0;
+  std::uint64_t generation = 0;  // incarnation counter of the slot
+  std::string socket_path;       // control socket to create for this incarnation
+  std::vector<std::string> command;
+  std::string backend;
+  Millis start_timeout{30'000};
+  Millis heartbeat_interval{1000};
+  std::size_t max_message_bytes = 64 * 1024 * 1024;
+};
+
+// What the worker reported in its last heartbeat (or hello).
+struct WorkerReport {
+  std::int64_t inflight = 0;
+  std::int64_t queue_depth = 0;
+  std::int64_t rss_bytes = 0;
+  double tokens_per_s = 0;
+  std::vector<std::string> models;
+  std::optional<Clock::time_point> last_heartbeat;
+};
+
+class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
+ public:
+  enum class State { starting, ready, draining, stopping, dead };
+
+  WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObserver& observer);
+  ~WorkerLink();
+
+  // Creates the control socket, spawns the process and starts the handshake.
+  // On failure the link reports on_lost (and on_reaped) asynchronously like any other death.
+  void start();
+
+  // Sends a call to the worker. REQUIRES: state() == ready.
+  void dispatch(std::shared_ptr<Call> call);
+  // Asks the worker to stop a call it holds; the worker still answers it (finish_reason
+  // "cancelled" or -32005), which is when the link forgets it.
+  void cancel(std::uint64_t worker_request_id);
+  // Sends a signal to the process (operator kill); the death is handled as usual.
+  void signal(int sig);
+  // Graceful stop: no new work; the worker is asked to exit once idle.
+  void stop();
+  // Kills the process now and reports the loss.
+  void fail(const std::string& reason);
+
+  int slot() const { return opt_.slot; }
+  std::uint64_t generation() const { return opt_.generation; }
+  int pid() const { return process_ ? process_->pid() : 0; }
+  State state() const { return state_; }
+  std::size_t inflight() const { return inflight_.size(); }
+  const WorkerReport& report() const { return report_; }
+  Clock::time_point started_at() const { return started_at_; }
+  std::optional<Clock::time_point> ready_at() const { return ready_at_; }
+
+ private:
+  asio::awaitable<void> serve();
+  asio::awaitable<void> write_loop();
+  void handle_message(std::string_view text);
+  void handle_hello(const proto::json& params);
+  void handle_reply(proto::worker::WorkerMessage& m);
+  void handle_chunk(const proto::json& params);
+  void handle_heartbeat(const proto::json& params);
+  void send(std::string json_text);
+  void cleanup_socket_file();
+
+  asio::io_context& io_;
+  WorkerLinkOptions opt_;
+  LinkObserver& observer_;
+  State state_ = State::starting;
+  std::unique_ptr<WorkerProcess> process_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  asio::local::stream_protocol::socket socket_;
+  WriteQueue<asio::local::stream_protocol::socket> writer_;
+  asio::steady_timer start_timer_;
+  proto::FrameDecoder decoder_;
+  bool hello_seen_ = false;
+  std::uint64_t next_request_id_ = 1;
+  std::uint64_t init_request_id_ = 0;
+  // Calls sent to the worker and not yet answered by it (a call may already be finished for
+  // the client, e.g. after a timeout, while the worker still holds it).
+  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> inflight_;
+  WorkerReport report_;
+  Clock::time_point started_at_ = Clock::now();
+  std::optional<Clock::time_point> ready_at_;
+  std::shared_ptr<spdlog::logger> log_;
+};
+
+std::string to_string(WorkerLink::State s);
+
+}  // namespace drover::supervisor

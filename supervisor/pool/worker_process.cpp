@@ -1,0 +1,106 @@
+#include "supervisor/pool/worker_process.hpp"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/process/v2/environment.hpp>
+// Boost 1.81's header-only Process v2 forgets to include the definition of
+// process_environment::on_setup; it is compiled here, in this one file.
+#include <boost/process/v2/impl/environment.ipp>
+#include <filesystem>
+
+extern char** environ;
+
+namespace drover::supervisor {
+namespace bp = boost::process::v2;
+namespace {
+
+// Runs in the child between fork and exec: die with the parent, and start with the default
+// signal mask and dispositions (droverd blocks nothing, but be explicit).
+struct DieWithParent {
+  template <typename Launcher>
+  boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
+                                          const char* const*(&)) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // If droverd died between fork and prctl, the child would never get the signal.
+    if (::getppid() == 1) ::_exit(127);
+    return {};
+  }
+};
+
+}  // namespace
+
+std::string ExitStatus::describe() const {
+  if (signal != 0) return fmt::format("killed by signal {} ({})", signal, ::strsignal(signal));
+  return fmt::format("exited with code {}", code);
+}
+
+std::string resolve_program(const std::string& argv0) {
+  if (argv0.find('/') != std::string::npos) return argv0;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto sibling = self.parent_path() / argv0;
+    if (::access(sibling.c_str(), X_OK) == 0) return sibling.string();
+  }
+  const auto found = bp::environment::find_executable(argv0);
+  return found.empty() ? argv0 : found.string();
+}
+
+boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess::spawn(
+    boost::asio::any_io_executor executor, const std::vector<std::string>& argv,
+    const Env& extra_env) {
+  using R = boost::system::result<std::unique_ptr<WorkerProcess>, std::string>;
+  if (argv.empty()) return R(boost::system::in_place_error, "empty worker command");
+  const std::string program = resolve_program(argv[0]);
+  if (::access(program.c_str(), X_OK) != 0) {
+    return R(boost::system::in_place_error,
+             fmt::format("worker program '{}' not found or not executable", argv[0]));
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view entry(*e);
+    const auto eq = entry.find('=');
+    const std::string_view name = entry.substr(0, eq);
+    bool overridden = false;
+    for (const auto& [k, v] : extra_env) overridden = overridden || k == name;
+    if (!overridden) env.emplace_back(entry);
+  }
+  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
+  std::vector<std::string> args(argv.begin() + 1, argv.end());
+  try {
+    bp::process proc(executor, program, args, bp::process_environment(env), DieWithParent{});
+    return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(proc)));
+  } catch (const boost::system::system_error& e) {
+    return R(boost::system::in_place_error, fmt::format("cannot start '{}': {}", program, e.what()));
+  }
+}
+
+WorkerProcess::WorkerProcess(bp::process proc) : proc_(std::move(proc)), pid_(proc_.id()) {}
+
+// bp::process's destructor kills a child still running and reaps it, so no zombie remains.
+WorkerProcess::~WorkerProcess() = default;
+
+void WorkerProcess::signal(int sig) {
+  if (!reaped_) ::kill(pid_, sig);
+}
+
+void WorkerProcess::async_wait(std::function<void(ExitStatus)> on_exit) {
+  proc_.async_wait([this, on_exit = std::move(on_exit)](boost::system::error_code ec, int) {
+    if (ec == boost::asio::error::operation_aborted) return;
+    reaped_ = true;
+    const int raw = proc_.native_exit_code();
+    ExitStatus status;
+    if (WIFSIGNALED(raw)) {
+      status.signal = WTERMSIG(raw);
+    } else if (WIFEXITED(raw)) {
+      status.code = WEXITSTATUS(raw);
+    }
+    on_exit(status);
+  });
+}
+
+}  // namespace drover::supervisor

@@ -1,0 +1,59 @@
+// WorkerProcess: one spawned worker OS process (Boost.Process v2). Owns the child until it has
+// been reaped: the destructor SIGKILLs a child still running, and reaping is asynchronous via a
+// pidfd, so no zombie outlives its WorkerProcess. The child gets PR_SET_PDEATHSIG(SIGKILL), so
+// it also dies if droverd itself is killed. Used on the supervisor's io_context thread only.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/process/v2/process.hpp>
+#include <boost/system/result.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace drover::supervisor {
+
+struct ExitStatus {
+  int code = -1;    // exit code when exited normally, else -1
+  int signal = 0;   // terminating signal, else 0
+  std::string describe() const;
+};
+
+class WorkerProcess {
+ public:
+  using Env = std::vector<std::pair<std::string, std::string>>;
+
+  // Starts argv with the supervisor's environment plus `extra_env`. A bare argv[0] (no '/') is
+  // looked up next to the running droverd first, then in PATH.
+  static boost::system::result<std::unique_ptr<WorkerProcess>, std::string> spawn(
+      boost::asio::any_io_executor executor, const std::vector<std::string>& argv,
+      const Env& extra_env);
+
+  ~WorkerProcess();
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  int pid() const { return pid_; }
+  bool reaped() const { return reaped_; }
+  // Sends a signal unless the child has already been reaped (pid reuse is then impossible).
+  void signal(int sig);
+  // Calls on_exit once, when the child has exited and been reaped.
+  // REQUIRES: called at most once.
+  void async_wait(std::function<void(ExitStatus)> on_exit);
+
+ private:
+  explicit WorkerProcess(boost::process::v2::process proc);
+
+  boost::process::v2::process proc_;
+  int pid_;
+  bool reaped_ = false;
+};
+
+// The path of a worker program: argv0 itself when it holds a '/', else the file of that name
+// next to /proc/self/exe when it exists, else the PATH lookup.
+std::string resolve_program(const std::string& argv0);
+
+}  // namespace drover::supervisor

@@ -1,0 +1,80 @@
+// Backend: the model engine inside a worker process (sim, tinyllm, ...). The WorkerRuntime
+// owns one and calls it from its single io_context thread; a backend that computes for long
+// must do so off that thread (a thread pool) and resume the coroutine when done, so the
+// runtime keeps answering cancels and heartbeats meanwhile.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error_codes.hpp"
+#include "proto/jsonrpc.hpp"
+
+namespace drover::worker {
+
+using proto::json;
+
+struct BackendError {
+  RpcError code = RpcError::internal_error;
+  std::string message;
+  json data;
+};
+
+template <typename T>
+using BackendResult = boost::system::result<T, BackendError>;
+
+struct GenerateRequest {
+  std::string model;  // empty: the backend's default
+  std::string prompt;
+  int max_tokens = 64;
+  double temperature = 0.8;
+  double top_p = 0.95;
+  std::uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool stream = false;
+};
+
+struct GenerateOutcome {
+  std::string text;
+  std::string finish_reason;  // length | stop | cancelled
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+// Set by the runtime when the supervisor cancels a request; backends poll it between tokens.
+struct CancelFlag {
+  bool cancelled = false;
+};
+
+// Receives each generated piece of text as it is produced (streamed to the client).
+using ChunkSink = std::function<void(const std::string& text)>;
+
+// A fault the sim backend asks the runtime to enact before serving a request.
+enum class Fault { none, crash, hang, garbage };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Models this backend serves once loaded (reported in hello, init and heartbeats).
+  virtual std::vector<std::string> models() const = 0;
+  // Loads (and warms) the models. Called once, for init, before the worker is ready.
+  virtual boost::asio::awaitable<BackendResult<json>> load() = 0;
+  virtual boost::asio::awaitable<BackendResult<GenerateOutcome>> generate(
+      const GenerateRequest& request, ChunkSink on_chunk, std::shared_ptr<CancelFlag> cancel) = 0;
+  virtual BackendResult<std::vector<std::vector<std::int64_t>>> batch_tokenize(
+      const std::string& model, const std::vector<std::string>& texts) = 0;
+  virtual BackendResult<std::string> detokenize(const std::string& model,
+                                                const std::vector<std::int64_t>& tokens) = 0;
+  // Fault injection hook, consulted once per request; only sim injects faults.
+  virtual Fault next_fault() { return Fault::none; }
+};
+
+}  // namespace drover::worker

@@ -1,0 +1,65 @@
+// drover-worker: the reference worker process. Reads its identity and control socket from the
+// environment droverd sets (DROVER_WORKER_ID, DROVER_CONTROL_SOCKET), builds the backend that
+// init names, and serves until told to stop. Backend options are flags, so a pool's
+// workers.command carries them (e.g. [drover-worker, --ttft-ms, "20"]).
+#include <CLI/CLI.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "common/log.hpp"
+#include "proto/worker_messages.hpp"
+#include "worker/backends/sim_backend.hpp"
+#include "worker/runtime/worker_runtime.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"drover-worker: inference worker process for droverd"};
+  drover::worker::RuntimeOptions rt;
+  drover::worker::SimOptions sim;
+  std::string log_level = "info";
+  if (const char* s = std::getenv(drover::proto::worker::kEnvControlSocket)) rt.control_socket = s;
+  if (const char* id = std::getenv(drover::proto::worker::kEnvWorkerId)) rt.worker_id = std::atoi(id);
+  app.add_option("--control-socket", rt.control_socket, "control socket to connect to")
+      ->envname(drover::proto::worker::kEnvControlSocket);
+  app.add_option("--worker-id", rt.worker_id, "worker id")->envname(drover::proto::worker::kEnvWorkerId);
+  app.add_option("--model", sim.model, "sim: model name served")->capture_default_str();
+  app.add_option("--load-ms", sim.load_ms, "sim: model load time")->check(CLI::Range(0, 3'600'000));
+  app.add_option("--ttft-ms", sim.ttft_ms, "sim: time to first token")->check(CLI::Range(0, 3'600'000));
+  app.add_option("--tokens-per-s", sim.tokens_per_s, "sim: generation rate (0: unlimited)")
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--crash-after", sim.crash_after, "sim: exit abruptly on request N+1")
+      ->check(CLI::Range(-1, 1'000'000'000));
+  app.add_option("--hang-after", sim.hang_after, "sim: stop responding on request N+1")
+      ->check(CLI::Range(-1, 1'000'000'000));
+  app.add_option("--garbage-after", sim.garbage_after, "sim: write garbage on request N+1")
+      ->check(CLI::Range(-1, 1'000'000'000));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+  CLI11_PARSE(app, argc, argv);
+  if (rt.control_socket.empty()) {
+    std::cerr << "drover-worker: no control socket (set " << drover::proto::worker::kEnvControlSocket
+              << " or pass --control-socket); droverd starts workers itself\n";
+    return 2;
+  }
+  drover::configure_logging(log_level, drover::LogFormat::text);
+
+  boost::asio::io_context io;
+  auto factory = [&io, &sim](const std::string& name)
+      -> boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string> {
+    if (name == "sim") {
+      return std::unique_ptr<drover::worker::Backend>(
+          std::make_unique<drover::worker::SimBackend>(io.get_executor(), sim));
+    }
+    return boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string>(
+        boost::system::in_place_error, "unknown backend '" + name + "' (available: sim)");
+  };
+  drover::worker::WorkerRuntime runtime(io, rt, factory);
+  int exit_code = 1;
+  boost::asio::co_spawn(io, runtime.run(), [&](std::exception_ptr e, int code) {
+    if (e) std::rethrow_exception(e);
+    exit_code = code;
+    io.stop();
+  });
+  io.run();
+  return exit_code;
+}
