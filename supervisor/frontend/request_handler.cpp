@@ -8,6 +8,7 @@
 
 #include "common/log.hpp"
 #include "proto/client_params.hpp"
+#include "proto/methods.hpp"
 #include "proto/worker_messages.hpp"
 #include "supervisor/frontend/client_session.hpp"
 #include "supervisor/version.hpp"
@@ -17,11 +18,6 @@ namespace wm = proto::worker::method;
 using proto::json;
 
 namespace {
-
-constexpr std::array<std::string_view, 10> kAdminMethods = {
-    "workers.list",  "workers.kill",   "workers.restart", "workers.drain",
-    "workers.scale", "models.load",    "models.unload",   "config.get",
-    "config.reload", "config.updateAdaptiveTargets"};
 
 // Collects the replies of one batch and writes them as one array when the last arrives.
 struct BatchCollector {
@@ -54,10 +50,6 @@ std::optional<int> parse_signal(const json& v) {
 }
 
 }  // namespace
-
-bool is_admin_method(std::string_view method) {
-  return std::find(kAdminMethods.begin(), kAdminMethods.end(), method) != kAdminMethods.end();
-}
 
 RequestHandler::RequestHandler(asio::io_context& io, const Config& config, WorkerPool& pool,
                                Admission& admission)
@@ -122,7 +114,7 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
   };
   const std::string& m = req.method;
 
-  if (is_admin_method(m) && !session.admin()) {
+  if (proto::is_admin_method(m) && !session.admin()) {
     return error(RpcError::not_permitted, {}, json{{"detail", "use the admin socket"}});
   }
   if (m == "generate") {

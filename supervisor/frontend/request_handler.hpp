@@ -54,7 +54,4 @@ class RequestHandler {
   std::shared_ptr<spdlog::logger> log_;
 };
 
-// Admin methods: answered only on the admin socket; -32008 on the client socket.
-bool is_admin_method(std::string_view method);
-
 }  // namespace drover::supervisor

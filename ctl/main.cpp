@@ -1,0 +1,155 @@
+// droverctl: the operator's and scripter's CLI for droverd (shared/DESIGN.md section 1).
+// Exit status: 0 on success, 1 when droverd answered with a JSON-RPC error (printed on
+// stderr), 2 on usage errors, 3 when droverd cannot be reached.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "client/rpc_client.hpp"
+#include "common/config.hpp"
+#include "proto/methods.hpp"
+
+namespace {
+
+using drover::client::json;
+using drover::client::RpcClient;
+
+struct Target {
+  std::string socket;
+  std::string admin_socket;
+  int timeout_ms = 300'000;
+};
+
+// Prints a reply; returns the exit status it stands for.
+int report(const json& reply, bool as_json, const std::function<void(const json&)>& pretty) {
+  if (reply.contains("error")) {
+    std::cerr << "error " << reply["error"].value("code", 0) << ": "
+              << reply["error"].value("message", std::string()) << "\n";
+    if (reply["error"].contains("data")) std::cerr << reply["error"]["data"].dump(2) << "\n";
+    return 1;
+  }
+  if (as_json || !pretty) {
+    std::cout << reply["result"].dump(2) << "\n";
+  } else {
+    pretty(reply["result"]);
+  }
+  return 0;
+}
+
+json call(const Target& t, const std::string& method, const json& params,
+          const std::function<void(const json&)>& on_notification = {}) {
+  RpcClient c(drover::proto::is_admin_method(method) ? t.admin_socket : t.socket);
+  return c.call(method, params, std::chrono::milliseconds(t.timeout_ms), on_notification);
+}
+
+void print_workers(const json& result) {
+  std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9} {:>10} {:>9}  {}\n", "ID", "PID",
+                           "STATE", "INFLIGHT", "RESTARTS", "UPTIME_S", "RSS_MB", "HB_AGE", "MODELS");
+  for (const auto& w : result.value("workers", json::array())) {
+    std::string models;
+    for (const auto& m : w.value("models", json::array())) {
+      models += (models.empty() ? "" : ",") + m.get<std::string>();
+    }
+    const json age = w.value("heartbeat_age_ms", json());
+    std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9}  {}\n",
+                             w.value("id", -1), w.value("pid", 0), w.value("state", std::string()),
+                             w.value("inflight", 0), w.value("restarts", 0),
+                             w.value("uptime_s", 0.0), w.value("rss_bytes", 0) / 1048576.0,
+                             age.is_null() ? std::string("-") : fmt::format("{}ms", age.get<long>()),
+                             models);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"droverctl: talk to droverd (JSON-RPC over its Unix sockets)"};
+  app.require_subcommand(1);
+  const drover::ServerConfig defaults;
+  Target target{defaults.socket, defaults.admin_socket};
+  if (const char* s = std::getenv("DROVER_SERVER_SOCKET")) target.socket = s;
+  if (const char* s = std::getenv("DROVER_SERVER_ADMIN_SOCKET")) target.admin_socket = s;
+  bool as_json = false;
+  app.add_option("--socket", target.socket, "client socket of droverd")->capture_default_str();
+  app.add_option("--admin-socket", target.admin_socket, "admin socket of droverd")->capture_default_str();
+  app.add_option("--timeout-ms", target.timeout_ms, "give up waiting after this long")->capture_default_str();
+  app.add_flag("--json", as_json, "print results as JSON");
+
+  auto* call_cmd = app.add_subcommand("call", "call any method: droverctl call METHOD [JSON-PARAMS]");
+  std::string method, params_text;
+  call_cmd->add_option("method", method, "method name, e.g. health")->required();
+  call_cmd->add_option("params", params_text, "params as JSON, e.g. '{\"prompt\":\"hi\"}'");
+
+  auto* gen_cmd = app.add_subcommand("generate", "generate text for a prompt");
+  std::string prompt, model;
+  bool stream = false;
+  int max_tokens = 64;
+  std::optional<double> temperature;
+  std::optional<std::uint64_t> seed;
+  gen_cmd->add_option("prompt", prompt, "the prompt")->required();
+  gen_cmd->add_flag("--stream", stream, "print chunks as they arrive");
+  gen_cmd->add_option("--model", model, "model id");
+  gen_cmd->add_option("--max-tokens", max_tokens, "tokens to generate")->capture_default_str();
+  gen_cmd->add_option("--temperature", temperature, "sampling temperature");
+  gen_cmd->add_option("--seed", seed, "sampling seed");
+
+  app.add_subcommand("health", "pool health");
+  app.add_subcommand("workers", "list workers (admin socket)");
+  auto* kill_cmd = app.add_subcommand("kill", "send a signal to a worker (admin socket)");
+  int worker_id = 0;
+  std::string signal_name = "KILL";
+  kill_cmd->add_option("id", worker_id, "worker id")->required();
+  kill_cmd->add_option("--signal", signal_name, "signal name or number")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*call_cmd) {
+      json params = nullptr;
+      if (!params_text.empty()) {
+        params = json::parse(params_text, nullptr, false);
+        if (params.is_discarded()) {
+          std::cerr << "droverctl: params are not valid JSON: " << params_text << "\n";
+          return 2;
+        }
+      }
+      return report(call(target, method, params), true, {});
+    }
+    if (app.got_subcommand("generate")) {
+      json params = {{"prompt", prompt}, {"max_tokens", max_tokens}, {"stream", stream}};
+      if (!model.empty()) params["model"] = model;
+      if (temperature) params["temperature"] = *temperature;
+      if (seed) params["seed"] = *seed;
+      bool printed_chunks = false;
+      const json reply = call(target, "generate", params, [&](const json& n) {
+        if (as_json) {
+          std::cout << n.dump() << "\n";
+        } else {
+          std::cout << n["params"].value("text", std::string()) << std::flush;
+          printed_chunks = true;
+        }
+      });
+      return report(reply, as_json, [&](const json& r) {
+        if (!printed_chunks) std::cout << r.value("text", std::string());
+        std::cout << "\n";
+      });
+    }
+    if (app.got_subcommand("health")) return report(call(target, "health", nullptr), true, {});
+    if (app.got_subcommand("workers")) {
+      return report(call(target, "workers.list", nullptr), as_json, print_workers);
+    }
+    if (app.got_subcommand("kill")) {
+      json sig = signal_name;
+      if (!signal_name.empty() && std::isdigit(static_cast<unsigned char>(signal_name[0]))) {
+        sig = std::stoi(signal_name);
+      }
+      return report(call(target, "workers.kill", {{"id", worker_id}, {"signal", sig}}), true, {});
+    }
+  } catch (const drover::client::ClientError& e) {
+    std::cerr << "droverctl: " << e.what() << "\n";
+    return 3;
+  }
+  return 2;
+}
