@@ -1,0 +1,48 @@
+# Shared by scripts/run and scripts/test: install missing Debian packages, configure, build.
+# Sourced, not executed.
+
+DROVER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+# Debian 12 packages drover needs to build, test and run (shared/DESIGN.md section 3).
+DROVER_PACKAGES=(
+  g++ cmake ninja-build pkg-config
+  libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
+  libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
+  python3 socat
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_packages() {
+  local missing=()
+  local p
+  for p in "${DROVER_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    log "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "drover needs these Debian packages: ${missing[*]}" >&2
+    echo "install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+# build DIR BUILD_TYPE [extra cmake args...]: configure (once) and build out of tree.
+build_tree() {
+  local dir="$1" type="$2"
+  shift 2
+  if [ ! -f "$dir/CMakeCache.txt" ]; then
+    log "configuring $dir ($type)"
+    cmake -S "$DROVER_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
+  fi
+  log "building $dir"
+  cmake --build "$dir" --parallel "$(nproc)"
+}
