@@ -1,0 +1,146 @@
+#include "supervisor/pipeline/call.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace drover::supervisor {
+namespace {
+
+struct Captured {
+  std::vector<json> chunks;
+  std::vector<json> replies;
+  bool accept_chunks = true;
+
+  CallSink sink() {
+    CallSink s;
+    s.chunk = [this](std::string&& n) {
+      chunks.push_back(json::parse(n));
+      return accept_chunks;
+    };
+    s.reply = [this](std::string&& r) { replies.push_back(json::parse(r)); };
+    return s;
+  }
+};
+
+std::shared_ptr<Call> make_call(Captured& c, CallKind kind = CallKind::generate, json id = 7,
+                                bool notification = false) {
+  return std::make_shared<Call>(kind, "r-1", std::move(id), notification, "generate",
+                                json::object(), c.sink());
+}
+
+TEST(Call, AnswersExactlyOnce) {
+  Captured c;
+  auto call = make_call(c);
+  int hooks = 0;
+  call->on_finish([&hooks] { ++hooks; });
+  call->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", 5}});
+  call->finish_from_worker(json{{"text", "late"}, {"finish_reason", "length"}}, 0);
+  call->finish_result(json{{"x", 1}});
+  call->finish_cancelled();
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0]["error"]["code"], -32004);
+  EXPECT_EQ(c.replies[0]["id"], 7);
+  EXPECT_EQ(hooks, 1);
+  EXPECT_TRUE(call->done());
+}
+
+TEST(Call, StreamChunksCarryClientIdAndContiguousIndex) {
+  Captured c;
+  auto call = make_call(c, CallKind::generate, "abc");
+  call->set_streaming(true);
+  call->mark_dispatched({1, 1, 42});
+  for (const char* t : {"a", "b", "c"}) EXPECT_TRUE(call->deliver_chunk(t));
+  ASSERT_EQ(c.chunks.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.chunks[i]["method"], "generate.chunk");
+    EXPECT_EQ(c.chunks[i]["params"]["id"], "abc");
+    EXPECT_EQ(c.chunks[i]["params"]["index"], i);
+  }
+  EXPECT_EQ(call->chunks_sent(), 3u);
+}
+
+TEST(Call, UnaryCallsSendNoChunksAndStayRetryable) {
+  Captured c;
+  auto call = make_call(c);
+  call->mark_dispatched({0, 1, 1});
+  EXPECT_TRUE(call->deliver_chunk("x"));
+  EXPECT_TRUE(c.chunks.empty());
+  EXPECT_EQ(call->chunks_sent(), 0u);
+}
+
+TEST(Call, SlowConsumerIsReported) {
+  Captured c;
+  c.accept_chunks = false;
+  auto call = make_call(c);
+  call->set_streaming(true);
+  EXPECT_FALSE(call->deliver_chunk("x"));
+}
+
+TEST(Call, WorkerResultGetsSupervisorFields) {
+  Captured c;
+  auto call = make_call(c);
+  call->mark_dispatched({3, 1, 9});
+  call->finish_from_worker(json{{"text", "hi"}, {"finish_reason", "length"}}, 3);
+  ASSERT_EQ(c.replies.size(), 1u);
+  const json& r = c.replies[0]["result"];
+  EXPECT_EQ(r["text"], "hi");
+  EXPECT_EQ(r["worker"], 3);
+  EXPECT_EQ(r["cache"], "miss");
+  ASSERT_TRUE(r["timing"].is_object());
+  EXPECT_GE(r["timing"]["total_ms"].get<double>(), r["timing"]["queue_ms"].get<double>());
+}
+
+TEST(Call, CancelBeforeDispatchGivesCancelledResultForGenerate) {
+  Captured c;
+  auto call = make_call(c);
+  call->finish_cancelled();
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0]["result"]["finish_reason"], "cancelled");
+  EXPECT_EQ(c.replies[0]["result"]["text"], "");
+  EXPECT_TRUE(c.replies[0]["result"]["worker"].is_null());
+}
+
+TEST(Call, CancelBeforeDispatchGivesMinus32005ForTokenize) {
+  Captured c;
+  auto call = make_call(c, CallKind::tokenize);
+  call->finish_cancelled();
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0]["error"]["code"], -32005);
+}
+
+TEST(Call, NotificationsNeverReply) {
+  Captured c;
+  auto call = make_call(c, CallKind::generate, nullptr, /*notification=*/true);
+  call->set_streaming(true);
+  call->deliver_chunk("x");
+  call->finish_result(json{{"text", "x"}});
+  EXPECT_TRUE(c.chunks.empty());
+  EXPECT_TRUE(c.replies.empty());
+  EXPECT_TRUE(call->done());
+}
+
+TEST(Call, RequeueClearsAssignmentButCountsAttempts) {
+  Captured c;
+  auto call = make_call(c);
+  call->mark_dispatched({0, 1, 5});
+  call->mark_requeued();
+  EXPECT_FALSE(call->assignment().has_value());
+  EXPECT_EQ(call->state(), Call::State::queued);
+  call->mark_dispatched({1, 1, 6});
+  EXPECT_EQ(call->attempts(), 2);
+  EXPECT_EQ(call->last_worker(), 1);
+}
+
+TEST(Call, DetachedSinkDropsOutput) {
+  Captured c;
+  auto call = make_call(c);
+  call->detach_sink();
+  call->finish_result(json{{"x", 1}});
+  EXPECT_TRUE(c.replies.empty());
+  EXPECT_TRUE(call->done());
+}
+
+}  // namespace
+}  // namespace drover::supervisor
