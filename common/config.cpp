@@ -1,6 +1,7 @@
 #include "common/config.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -37,6 +38,54 @@ class BlockReader {
       fail(key, text, fmt::format("an integer in {}..{}", min, max));
     }
     out = static_cast<Int>(parsed);
+  }
+
+  void seconds(const std::string& key, std::chrono::seconds& out, long long min, long long max) {
+    long long s = out.count();
+    integer(key, s, min, max);
+    out = std::chrono::seconds(s);
+  }
+
+  void number(const std::string& key, double& out, double min, double max) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    const std::string text = scalar(key, v);
+    char* end = nullptr;
+    const double parsed = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !(parsed >= min && parsed <= max)) {
+      fail(key, text, fmt::format("a number in {}..{}", min, max));
+    }
+    out = parsed;
+  }
+
+  void boolean(const std::string& key, bool& out) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    const std::string text = scalar(key, v);
+    if (text == "true" || text == "yes" || text == "on") {
+      out = true;
+    } else if (text == "false" || text == "no" || text == "off") {
+      out = false;
+    } else {
+      fail(key, text, "true or false");
+    }
+  }
+
+  void uid_list(const std::string& key, std::vector<std::uint32_t>& out) {
+    const YAML::Node v = take(key);
+    if (!v) return;
+    if (!v.IsSequence()) fail(key, describe(v), "a list of numeric uids");
+    std::vector<std::uint32_t> items;
+    for (const auto& item : v) {
+      const std::string text = item.IsScalar() ? item.Scalar() : describe(item);
+      char* end = nullptr;
+      const unsigned long uid = std::strtoul(text.c_str(), &end, 10);
+      if (text.empty() || *end != '\0' || uid > 0xfffffffeUL) {
+        fail(key, describe(v), "a list of numeric uids");
+      }
+      items.push_back(static_cast<std::uint32_t>(uid));
+    }
+    out = std::move(items);
   }
 
   void millis(const std::string& key, Millis& out, long long min, long long max) {
@@ -150,7 +199,8 @@ class BlockReader {
 // Block names in the order the environment matcher tries them: longest first, so that a
 // future PROMPT_CACHE block wins over a PROMPT block.
 std::vector<std::string> env_block_names() {
-  std::vector<std::string> names = {"server", "workers", "routing", "logging"};
+  std::vector<std::string> names = {"server", "workers", "routing", "circuit_breaker", "retry",
+                                    "logging"};
   std::sort(names.begin(), names.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   return names;
@@ -218,6 +268,7 @@ Config read_blocks(const YAML::Node& root) {
     r.string("socket", c.server.socket);
     r.mode("socket_mode", c.server.socket_mode);
     r.string("admin_socket", c.server.admin_socket);
+    r.uid_list("admin_uids", c.server.admin_uids);
     r.integer("max_connections", c.server.max_connections, 1, 1'000'000);
     r.integer("max_message_bytes", c.server.max_message_bytes, 1024, 1LL << 30);
     r.integer("max_queue", c.server.max_queue, 1, 10'000'000);
@@ -230,11 +281,58 @@ Config read_blocks(const YAML::Node& root) {
     BlockReader r(root["workers"], "workers");
     r.integer("count", c.workers.count, 1, 256);
     r.string_list("command", c.workers.command);
-    r.enumeration<std::string>("backend", c.workers.backend, {{"sim", "sim"}});
+    r.enumeration<std::string>("backend", c.workers.backend, {{"sim", "sim"}, {"tinyllm", "tinyllm"}});
     r.millis("heartbeat_interval_ms", c.workers.heartbeat_interval, 10, 60'000);
+    r.millis("heartbeat_timeout_ms", c.workers.heartbeat_timeout, 50, 600'000);
+    r.millis("stall_timeout_ms", c.workers.stall_timeout, 50, 3'600'000);
     r.millis("start_timeout_ms", c.workers.start_timeout, 100, 600'000);
     r.integer("max_inflight", c.workers.max_inflight, 1, 100'000);
     r.millis("drain_timeout_ms", c.workers.drain_timeout, 0, 3'600'000);
+    r.integer("warm_spares", c.workers.warm_spares, 0, 64);
+    r.millis("restart_backoff_base_ms", c.workers.restart_backoff_base, 1, 600'000);
+    r.millis("restart_backoff_max_ms", c.workers.restart_backoff_max, 1, 3'600'000);
+    r.integer("max_restarts", c.workers.max_restarts, 1, 1'000'000);
+    r.seconds("restart_window_s", c.workers.restart_window, 1, 86'400);
+    r.seconds("crash_loop_window_s", c.workers.crash_loop_window, 0, 86'400);
+    r.integer("max_requests", c.workers.max_requests, 0, 1LL << 40);
+    r.integer("max_requests_jitter", c.workers.max_requests_jitter, 0, 1LL << 40);
+    r.integer("max_rss_mb", c.workers.max_rss_mb, 0, 1LL << 24);
+    r.finish();
+    if (c.workers.heartbeat_timeout <= c.workers.heartbeat_interval) {
+      throw ConfigError(fmt::format(
+          "config: key 'workers.heartbeat_timeout_ms' must be greater than "
+          "workers.heartbeat_interval_ms ({}), got '{}'",
+          c.workers.heartbeat_interval.count(), c.workers.heartbeat_timeout.count()));
+    }
+    if (c.workers.restart_backoff_max < c.workers.restart_backoff_base) {
+      throw ConfigError(fmt::format(
+          "config: key 'workers.restart_backoff_max_ms' must be at least "
+          "workers.restart_backoff_base_ms ({}), got '{}'",
+          c.workers.restart_backoff_base.count(), c.workers.restart_backoff_max.count()));
+    }
+  }
+  {
+    BlockReader r(root["circuit_breaker"], "circuit_breaker");
+    auto& b = c.circuit_breaker;
+    r.boolean("enabled", b.enabled);
+    r.integer("consecutive_failures", b.consecutive_failures, 1, 1'000'000);
+    r.number("failure_rate", b.failure_rate, 0.01, 1.0);
+    r.integer("min_requests", b.min_requests, 1, 1'000'000);
+    r.seconds("window_s", b.window, 1, 3600);
+    r.millis("open_ms", b.open_duration, 1, 3'600'000);
+    r.integer("half_open_probes", b.half_open_probes, 1, 1000);
+    r.finish();
+  }
+  {
+    BlockReader r(root["retry"], "retry");
+    auto& t = c.retry;
+    r.integer("max_attempts", t.max_attempts, 1, 10);
+    r.millis("base_delay_ms", t.base_delay, 0, 60'000);
+    r.millis("max_delay_ms", t.max_delay, 0, 600'000);
+    r.number("budget_percent", t.budget_percent, 0.0, 100.0);
+    r.integer("min_retry_concurrency", t.min_retry_concurrency, 0, 1'000'000);
+    r.integer("poison_threshold", t.poison_threshold, 1, 100);
+    r.seconds("poison_ttl_s", t.poison_ttl, 0, 86'400);
     r.finish();
   }
   {
@@ -259,12 +357,13 @@ Config read_blocks(const YAML::Node& root) {
     r.finish();
   }
   // Top-level keys: only the known blocks.
-  const std::set<std::string> blocks = {"server", "workers", "routing", "logging"};
+  const std::set<std::string> blocks = {"server", "workers", "routing", "circuit_breaker",
+                                        "retry", "logging"};
   for (const auto& kv : root) {
     const std::string key = kv.first.Scalar();
     if (!blocks.contains(key)) {
       throw ConfigError(fmt::format(
-          "config: unknown block '{}' (allowed blocks: logging, routing, server, workers)", key));
+          "config: unknown block '{}' (allowed blocks: {})", key, fmt::join(blocks, ", ")));
     }
   }
   return c;

@@ -28,6 +28,8 @@ struct ServerConfig {
   std::string socket = "/tmp/drover.sock";
   std::uint32_t socket_mode = 0660;
   std::string admin_socket = "/tmp/drover-admin.sock";  // always mode 0600
+  // Peer uids (SO_PEERCRED) allowed on the admin socket besides droverd's own uid and root.
+  std::vector<std::uint32_t> admin_uids;
   std::size_t max_connections = 4096;
   std::size_t max_message_bytes = 8 * 1024 * 1024;
   // Admission: requests accepted but not yet finished, across all clients. Beyond it -32001.
@@ -47,11 +49,61 @@ struct WorkersConfig {
   std::vector<std::string> command = {"drover-worker"};
   std::string backend = "sim";
   Millis heartbeat_interval{1000};
+  // No heartbeat for this long (a stopped or spinning worker): killed and replaced.
+  Millis heartbeat_timeout{5000};
+  // Holding work but no token, reply or heartbeat progress for this long: hung, replaced.
+  Millis stall_timeout{30'000};
   // A worker must connect and finish init within this, or it is killed and replaced.
   Millis start_timeout{30'000};
   // Requests a worker holds at once; more wait in the admission queue.
   int max_inflight = 256;
+  // Drain (SIGTERM, workers.drain, recycling): how long in-flight work may take.
   Millis drain_timeout{10'000};
+  // Ready workers kept idle to replace a dead one at once.
+  int warm_spares = 0;
+  // Restart policy for crash loops (a worker dying before ready or within
+  // crash_loop_window of ready): exponential backoff with jitter, and more than
+  // max_restarts crashes within restart_window parks the slot.
+  Millis restart_backoff_base{100};
+  Millis restart_backoff_max{10'000};
+  int max_restarts = 5;
+  std::chrono::seconds restart_window{60};
+  std::chrono::seconds crash_loop_window{10};
+  // Recycling: replace a worker after max_requests (+ up to max_requests_jitter more, so a
+  // pool does not recycle all at once) or above max_rss_mb. 0 disables each.
+  std::int64_t max_requests = 0;
+  std::int64_t max_requests_jitter = 0;
+  std::int64_t max_rss_mb = 0;
+};
+
+struct CircuitBreakerConfig {
+  bool enabled = true;
+  // Opens after this many consecutive failures...
+  int consecutive_failures = 5;
+  // ...or when at least min_requests in the window failed at this rate or more.
+  double failure_rate = 0.5;
+  int min_requests = 20;
+  std::chrono::seconds window{10};
+  // How long an open breaker keeps its worker out of rotation before probing it.
+  Millis open_duration{5000};
+  // Requests let through while half-open; all must succeed to close again.
+  int half_open_probes = 2;
+};
+
+struct RetryConfig {
+  // Attempts per request, the first included (1 disables retries).
+  int max_attempts = 3;
+  // Full-jitter exponential backoff: a retry waits uniform(0, min(max, base * 2^n)).
+  Millis base_delay{10};
+  Millis max_delay{500};
+  // Envoy-style retry budget: retries in progress stay below budget_percent of the requests
+  // in progress, but min_retry_concurrency are always allowed.
+  double budget_percent = 20.0;
+  int min_retry_concurrency = 8;
+  // A request that took down this many different workers is poison: not retried again, and
+  // identical requests fail fast for poison_ttl.
+  int poison_threshold = 2;
+  std::chrono::seconds poison_ttl{300};
 };
 
 enum class RoutingStrategy { round_robin, least_busy };
@@ -69,6 +121,8 @@ struct Config {
   ServerConfig server;
   WorkersConfig workers;
   RoutingConfig routing;
+  CircuitBreakerConfig circuit_breaker;
+  RetryConfig retry;
   LoggingConfig logging;
 };
 

@@ -103,6 +103,18 @@ int main(int argc, char** argv) {
   kill_cmd->add_option("id", worker_id, "worker id")->required();
   kill_cmd->add_option("--signal", signal_name, "signal name or number")->capture_default_str();
 
+  auto* restart_cmd = app.add_subcommand("restart", "gracefully replace a worker; unparks a parked slot (admin socket)");
+  restart_cmd->add_option("id", worker_id, "worker id")->required();
+  auto* drain_cmd = app.add_subcommand("drain", "drain a worker: it finishes its work and is replaced (admin socket)");
+  drain_cmd->add_option("id", worker_id, "worker id")->required();
+  auto* scale_cmd = app.add_subcommand("scale", "change the number of workers (admin socket)");
+  int count = 0;
+  scale_cmd->add_option("count", count, "new worker count")->required();
+  auto* inject_cmd = app.add_subcommand("inject", "make a worker misbehave, for chaos drills (admin socket)");
+  std::string fault;
+  inject_cmd->add_option("id", worker_id, "worker id")->required();
+  inject_cmd->add_option("fault", fault, "crash, hang, stall, garbage or slow")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -146,6 +158,12 @@ int main(int argc, char** argv) {
         sig = std::stoi(signal_name);
       }
       return report(call(target, "workers.kill", {{"id", worker_id}, {"signal", sig}}), true, {});
+    }
+    if (*restart_cmd) return report(call(target, "workers.restart", {{"id", worker_id}}), true, {});
+    if (*drain_cmd) return report(call(target, "workers.drain", {{"id", worker_id}}), true, {});
+    if (*scale_cmd) return report(call(target, "workers.scale", {{"count", count}}), true, {});
+    if (*inject_cmd) {
+      return report(call(target, "workers.inject", {{"id", worker_id}, {"fault", fault}}), true, {});
     }
   } catch (const drover::client::ClientError& e) {
     std::cerr << "droverctl: " << e.what() << "\n";

@@ -9,10 +9,10 @@
 
 namespace drover::proto {
 
-inline constexpr std::array<std::string_view, 10> kAdminMethods = {
+inline constexpr std::array<std::string_view, 11> kAdminMethods = {
     "workers.list",  "workers.kill",   "workers.restart", "workers.drain",
-    "workers.scale", "models.load",    "models.unload",   "config.get",
-    "config.reload", "config.updateAdaptiveTargets"};
+    "workers.scale", "workers.inject", "models.load",     "models.unload",
+    "config.get",    "config.reload",  "config.updateAdaptiveTargets"};
 
 constexpr bool is_admin_method(std::string_view method) {
   return std::find(kAdminMethods.begin(), kAdminMethods.end(), method) != kAdminMethods.end();

@@ -38,6 +38,7 @@ constexpr std::string_view kUnloadModel = "unload_model";
 constexpr std::string_view kWarmup = "warmup";
 constexpr std::string_view kCancel = "cancel";      // notification {id}
 constexpr std::string_view kShutdown = "shutdown";  // notification
+constexpr std::string_view kInject = "inject";      // notification {fault}: chaos drills
 }  // namespace method
 
 // One message received from a worker, classified. Requests from a worker (hello) and

@@ -40,7 +40,8 @@ Supervisor::Supervisor(Config config)
   ::signal(SIGPIPE, SIG_IGN);
   run_dir_ = make_run_dir(config_.server.run_dir);
   own_run_dir_ = config_.server.run_dir.empty();
-  pool_ = std::make_unique<WorkerPool>(io_, config_.workers, run_dir_, config_.routing.strategy);
+  pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
+                                       run_dir_, config_.routing.strategy);
   handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_);
   Listener::Options client;
   client.path = config_.server.socket;
@@ -52,6 +53,7 @@ Supervisor::Supervisor(Config config)
   admin.path = config_.server.admin_socket;
   admin.mode = 0600;
   admin.admin = true;
+  admin.allowed_uids = config_.server.admin_uids;
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
 }

@@ -1,7 +1,8 @@
 // drover-worker: the reference worker process. Reads its identity and control socket from the
 // environment droverd sets (DROVER_WORKER_ID, DROVER_CONTROL_SOCKET), builds the backend that
 // init names, and serves until told to stop. Backend options are flags, so a pool's
-// workers.command carries them (e.g. [drover-worker, --ttft-ms, "20"]).
+// workers.command carries them (e.g. [drover-worker, --ttft-ms, "20"], or
+// [drover-worker, --model-path, build/models/tinyllm.bin, --threads, "1"] for tinyllm).
 #include <CLI/CLI.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -11,19 +12,29 @@
 #include "common/log.hpp"
 #include "proto/worker_messages.hpp"
 #include "worker/backends/sim_backend.hpp"
+#include "worker/backends/tinyllm/tinyllm_backend.hpp"
 #include "worker/runtime/worker_runtime.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"drover-worker: inference worker process for droverd"};
   drover::worker::RuntimeOptions rt;
   drover::worker::SimOptions sim;
+  drover::worker::TinyLlmOptions tinyllm;
+  std::string model_name;
   std::string log_level = "info";
   if (const char* s = std::getenv(drover::proto::worker::kEnvControlSocket)) rt.control_socket = s;
   if (const char* id = std::getenv(drover::proto::worker::kEnvWorkerId)) rt.worker_id = std::atoi(id);
   app.add_option("--control-socket", rt.control_socket, "control socket to connect to")
       ->envname(drover::proto::worker::kEnvControlSocket);
   app.add_option("--worker-id", rt.worker_id, "worker id")->envname(drover::proto::worker::kEnvWorkerId);
-  app.add_option("--model", sim.model, "sim: model name served")->capture_default_str();
+  app.add_option("--model", model_name,
+                 "model id served (default: sim for sim, the checkpoint's file stem for tinyllm)");
+  app.add_option("--model-path", tinyllm.model_path, "tinyllm: llama2.c checkpoint file");
+  app.add_option("--tokenizer-path", tinyllm.tokenizer_path,
+                 "tinyllm: tokenizer.bin (default: tokenizer.bin beside the checkpoint)");
+  app.add_option("--threads", tinyllm.threads, "tinyllm: threads per forward pass")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
   app.add_option("--load-ms", sim.load_ms, "sim: model load time")->check(CLI::Range(0, 3'600'000));
   app.add_option("--ttft-ms", sim.ttft_ms, "sim: time to first token")->check(CLI::Range(0, 3'600'000));
   app.add_option("--tokens-per-s", sim.tokens_per_s, "sim: generation rate (0: unlimited)")
@@ -42,16 +53,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   drover::configure_logging(log_level, drover::LogFormat::text);
+  if (!model_name.empty()) {
+    sim.model = model_name;
+    tinyllm.model_name = model_name;
+  }
 
   boost::asio::io_context io;
-  auto factory = [&io, &sim](const std::string& name)
+  auto factory = [&io, &sim, &tinyllm](const std::string& name)
       -> boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string> {
     if (name == "sim") {
       return std::unique_ptr<drover::worker::Backend>(
           std::make_unique<drover::worker::SimBackend>(io.get_executor(), sim));
     }
+    if (name == "tinyllm") {
+      return std::unique_ptr<drover::worker::Backend>(
+          std::make_unique<drover::worker::TinyLlmBackend>(io.get_executor(), tinyllm));
+    }
     return boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string>(
-        boost::system::in_place_error, "unknown backend '" + name + "' (available: sim)");
+        boost::system::in_place_error, "unknown backend '" + name + "' (available: sim, tinyllm)");
   };
   drover::worker::WorkerRuntime runtime(io, rt, factory);
   int exit_code = 1;

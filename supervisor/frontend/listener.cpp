@@ -1,9 +1,11 @@
 #include "supervisor/frontend/listener.hpp"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "common/log.hpp"
@@ -77,6 +79,7 @@ asio::awaitable<void> Listener::accept_loop() {
       co_await pause.async_wait(use_nothrow);
       continue;
     }
+    if (opt_.admin && !peer_allowed(socket)) continue;
     if (sessions_.size() >= opt_.max_connections) {
       log->warn("refusing connection on {}: server.max_connections={} reached", opt_.path,
                 opt_.max_connections);
@@ -90,6 +93,25 @@ asio::awaitable<void> Listener::accept_loop() {
     sessions_.emplace(session.get(), session);
     session->start();
   }
+}
+
+bool Listener::peer_allowed(local::stream_protocol::socket& socket) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    component_logger("frontend")->warn("admin connection refused: cannot read peer credentials");
+    return false;
+  }
+  const auto& uids = opt_.allowed_uids;
+  if (cred.uid == 0 || cred.uid == ::getuid() ||
+      std::find(uids.begin(), uids.end(), cred.uid) != uids.end()) {
+    return true;
+  }
+  component_logger("frontend")->warn(
+      "admin connection refused: peer uid {} (pid {}) is not in server.admin_uids", cred.uid, cred.pid);
+  boost::system::error_code ignored;
+  socket.close(ignored);
+  return false;
 }
 
 void Listener::stop_accepting() {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "common/config.hpp"
 #include "supervisor/frontend/client_session.hpp"
@@ -31,6 +32,8 @@ class Listener {
     std::string path;
     std::uint32_t mode = 0660;
     bool admin = false;
+    // Admin listener only: peer uids accepted (SO_PEERCRED) besides our own uid and root.
+    std::vector<std::uint32_t> allowed_uids;
     std::size_t max_connections = 4096;
     std::size_t max_message_bytes = 8 * 1024 * 1024;
     std::size_t write_buffer_bytes = 16 * 1024 * 1024;
@@ -53,6 +56,8 @@ class Listener {
 
  private:
   asio::awaitable<void> accept_loop();
+  // SO_PEERCRED check of an admin connection; closes it (and logs) when refused.
+  bool peer_allowed(asio::local::stream_protocol::socket& socket);
 
   asio::io_context& io_;
   Options opt_;

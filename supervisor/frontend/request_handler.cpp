@@ -156,17 +156,50 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     if (m == "models.list") return answer(models_list());
     return answer(workers_list());
   }
-  if (m == "workers.kill") {
-    if (!req.params.is_object() || !req.params.contains("id") || !req.params["id"].is_number_integer()) {
-      return invalid_params("param 'id' must be a worker id (integer)");
-    }
-    const auto sig = parse_signal(req.params.value("signal", json()));
-    if (!sig) return invalid_params("param 'signal' must be a signal name (KILL, TERM, STOP, ...) or number");
-    const int wid = req.params["id"].get<int>();
-    if (!pool_.kill(wid, *sig)) return invalid_params(fmt::format("no live worker with id {}", wid));
-    return answer(json{{"killed", true}, {"id", wid}, {"signal", *sig}});
+  if (m.starts_with("workers.") && m != "workers.list") {
+    return answer_admin(req, reply);
   }
   error(RpcError::method_not_found, {}, json{{"method", m}});
+}
+
+void RequestHandler::answer_admin(proto::RpcRequest& req, Reply& reply) {
+  const json id = req.id.value_or(nullptr);
+  const std::string& m = req.method;
+  auto fail = [&](const std::string& why) {
+    if (reply) reply(proto::make_error(id, RpcError::invalid_params, {}, json{{"detail", why}}));
+  };
+  auto done = [&](const std::string& err, json result) {
+    if (!err.empty()) return fail(err);
+    if (reply) reply(proto::make_result(id, result));
+  };
+  const json& p = req.params;
+  auto int_param = [&p](const char* name) -> std::optional<int> {
+    if (!p.is_object() || !p.contains(name) || !p[name].is_number_integer()) return std::nullopt;
+    return p[name].get<int>();
+  };
+  if (m == "workers.scale") {
+    const auto count = int_param("count");
+    if (!count) return fail("param 'count' must be an integer in 1..256");
+    return done(pool_.scale(*count), json{{"count", *count}});
+  }
+  const auto wid = int_param("id");
+  if (!wid) return fail("param 'id' must be a worker id (integer)");
+  if (m == "workers.kill") {
+    const auto sig = parse_signal(p.value("signal", json()));
+    if (!sig) return fail("param 'signal' must be a signal name (KILL, TERM, STOP, CONT, ...) or number");
+    return done(pool_.kill(*wid, *sig), json{{"killed", true}, {"id", *wid}, {"signal", *sig}});
+  }
+  if (m == "workers.restart" || m == "workers.drain") {
+    return done(pool_.restart(*wid), json{{"draining", true}, {"id", *wid}});
+  }
+  if (m == "workers.inject") {
+    if (!p.contains("fault") || !p["fault"].is_string()) {
+      return fail("param 'fault' must be one of crash, hang, stall, garbage, slow");
+    }
+    const std::string fault = p["fault"].get<std::string>();
+    return done(pool_.inject(*wid, fault), json{{"injected", fault}, {"id", *wid}});
+  }
+  if (reply) reply(proto::make_error(id, RpcError::method_not_found, {}, json{{"method", m}}));
 }
 
 void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, Reply reply,
@@ -209,7 +242,7 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
     if (ec || !c || c->done()) return;
     log_->warn("request_id={} timed out after {} ms", c->request_id(), timeout.count());
     c->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", timeout.count()}});
-    pool_.cancel(c);
+    pool_.on_timeout(c);
   });
   call->set_deadline(std::move(timer));
   pool_.submit(std::move(call));
@@ -219,10 +252,13 @@ void RequestHandler::cancel(const std::shared_ptr<Call>& call) { pool_.cancel(ca
 
 json RequestHandler::health() const {
   const auto c = pool_.counts();
-  const char* status = c.ready == 0 ? "unavailable" : c.ready < c.total ? "degraded" : "ok";
+  const bool degraded = c.ready < c.total || c.parked > 0 || c.open_breakers > 0;
+  const char* status = c.ready == 0 ? "unavailable" : degraded ? "degraded" : "ok";
   return {{"status", status},
           {"workers_ready", c.ready},
           {"workers_total", c.total},
+          {"workers_parked", c.parked},
+          {"spares_ready", c.spares_ready},
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
           {"version", kVersion}};
 }

@@ -38,6 +38,7 @@ class RequestHandler {
 
  private:
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
+  void answer_admin(proto::RpcRequest& req, Reply& reply);
   void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
                   proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms);
   proto::json health() const;

@@ -26,17 +26,30 @@ void Call::mark_dispatched(const Assignment& a) {
   ++attempts_;
   last_worker_ = a.slot;
   assignment_ = a;
+  tried_slots_.push_back(a.slot);
   if (!dispatched_at_) dispatched_at_ = Clock::now();
 }
 
-bool Call::deliver_chunk(const std::string& text) {
-  if (done()) return true;
-  if (!first_output_at_) first_output_at_ = Clock::now();
+Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t worker_index) {
+  if (done()) return ChunkResult::skipped;
   // Unary calls and notifications show nothing until the end, so they stay retryable.
-  if (!stream_ || notification_ || !sink_.chunk) return true;
+  if (!stream_ || notification_) {
+    if (!first_output_at_) first_output_at_ = Clock::now();
+    return ChunkResult::skipped;
+  }
+  if (worker_index < chunks_sent_) {
+    // A failover replay of a chunk the client already has: it must be the same text.
+    return sent_chunks_[worker_index] == text ? ChunkResult::skipped : ChunkResult::diverged;
+  }
+  if (worker_index != chunks_sent_) return ChunkResult::diverged;  // a gap in the stream
+  if (!first_output_at_) first_output_at_ = Clock::now();
   const std::uint64_t index = chunks_sent_++;
+  sent_chunks_.push_back(text);
+  if (!sink_.chunk) return ChunkResult::delivered;
   json params = {{"id", client_id_}, {"index", index}, {"text", text}};
-  return sink_.chunk(proto::make_notification(proto::worker::method::kChunk, params));
+  return sink_.chunk(proto::make_notification(proto::worker::method::kChunk, params))
+             ? ChunkResult::delivered
+             : ChunkResult::slow_consumer;
 }
 
 void Call::finish_from_worker(const json& worker_result, int worker_slot) {
@@ -52,6 +65,15 @@ void Call::finish_from_worker(const json& worker_result, int worker_slot) {
     result["timing"] = {{"queue_ms", ms_between(accepted_at_, dispatched)},
                         {"ttft_ms", ms_between(accepted_at_, *first_output_at_)},
                         {"total_ms", ms_between(accepted_at_, now)}};
+  }
+  if (kind_ == CallKind::tokenize) {
+    // The worker answered batch_tokenize for a batch of this one text ({"tokens": [[...]]});
+    // the client's tokenize result is that one list ({"tokens": [...]}, DESIGN.md section 4).
+    if (const auto t = result.find("tokens");
+        t != result.end() && t->is_array() && t->size() == 1 && (*t)[0].is_array()) {
+      json tokens = std::move((*t)[0]);
+      result["tokens"] = std::move(tokens);
+    }
   }
   finish_result(result);
 }

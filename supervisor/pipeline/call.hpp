@@ -62,6 +62,16 @@ class Call : public std::enable_shared_from_this<Call> {
   // Chunks already delivered to the client; a call that has sent any cannot simply be retried.
   std::uint64_t chunks_sent() const { return chunks_sent_; }
 
+  // Workers that died while holding this call through their own fault (crash, hang,
+  // garbage); used for poison-request detection.
+  int blamed_losses() const { return blamed_losses_; }
+  void note_loss(bool worker_at_fault) { blamed_losses_ += worker_at_fault ? 1 : 0; }
+  // Slots of the workers tried so far, so a retry prefers a different one.
+  const std::vector<int>& tried_slots() const { return tried_slots_; }
+  // A retry is in progress (counts against the retry budget until the call finishes).
+  bool retrying() const { return retrying_; }
+  void set_retrying() { retrying_ = true; }
+
   // Which worker incarnation holds the call, under which worker-side request id.
   struct Assignment {
     int slot = -1;
@@ -78,9 +88,13 @@ class Call : public std::enable_shared_from_this<Call> {
     assignment_.reset();
   }
 
-  // Forwards one generate chunk to the client with the next contiguous index.
-  // Returns false when the client cannot keep up (caller fails the call with -32010).
-  bool deliver_chunk(const std::string& text);
+  enum class ChunkResult { delivered, skipped, slow_consumer, diverged };
+  // Forwards one generate chunk to the client with the next contiguous index. `worker_index`
+  // is the chunk's index within the current attempt: after a failover the new worker replays
+  // the stream from the start (same seed), and chunks the client already has are checked
+  // against what was sent and skipped. slow_consumer: the client is not reading (fail the call
+  // with -32010); diverged: the replay differs, so the stream cannot continue seamlessly.
+  ChunkResult deliver_chunk(const std::string& text, std::uint64_t worker_index);
 
   // The worker's result for this call, turned into the client's result.
   void finish_from_worker(const json& worker_result, int worker_slot);
@@ -117,6 +131,10 @@ class Call : public std::enable_shared_from_this<Call> {
   int last_worker_ = -1;
   std::optional<Assignment> assignment_;
   std::uint64_t chunks_sent_ = 0;
+  std::vector<std::string> sent_chunks_;  // what the client has, for checking a replay
+  int blamed_losses_ = 0;
+  std::vector<int> tried_slots_;
+  bool retrying_ = false;
   Clock::time_point accepted_at_ = Clock::now();
   std::optional<Clock::time_point> dispatched_at_;
   std::optional<Clock::time_point> first_output_at_;

@@ -10,6 +10,17 @@ namespace drover::supervisor {
 namespace wm = proto::worker::method;
 using proto::json;
 
+namespace {
+
+// After the control socket closes, how long to wait for the exit status before killing.
+constexpr Millis kExitGrace{2000};
+
+Millis ms_since(Clock::time_point t, Clock::time_point now) {
+  return std::chrono::duration_cast<Millis>(now - t);
+}
+
+}  // namespace
+
 std::string to_string(WorkerLink::State s) {
   switch (s) {
     case WorkerLink::State::starting: return "starting";
@@ -29,7 +40,11 @@ WorkerLink::WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObse
       socket_(io),
       writer_(socket_),
       start_timer_(io),
+      liveness_timer_(io),
+      exit_grace_timer_(io),
+      drain_timer_(io),
       decoder_(opt_.max_message_bytes),
+      breaker_(opt_.breaker),
       log_(component_logger("pool")) {}
 
 WorkerLink::~WorkerLink() { cleanup_socket_file(); }
@@ -40,6 +55,12 @@ void WorkerLink::cleanup_socket_file() {
 
 void WorkerLink::start() {
   auto self = shared_from_this();
+  auto fail_soon = [self](std::string reason) {
+    asio::post(self->io_, [self, reason] {
+      self->fail(reason, true);
+      self->observer_.on_reaped(*self, ExitStatus{});
+    });
+  };
   // The control socket exists before the process, so the worker can connect at once.
   boost::system::error_code ec;
   cleanup_socket_file();
@@ -48,40 +69,80 @@ void WorkerLink::start() {
   if (!ec) ::chmod(opt_.socket_path.c_str(), 0600);
   if (!ec) acceptor_.listen(1, ec);
   if (ec) {
-    const std::string reason = fmt::format("cannot create control socket {}: {}",
-                                           opt_.socket_path, ec.message());
-    asio::post(io_, [self, reason] {
-      self->fail(reason);
-      self->observer_.on_reaped(*self, ExitStatus{});
-    });
-    return;
+    return fail_soon(fmt::format("cannot create control socket {}: {}", opt_.socket_path, ec.message()));
   }
   auto spawned = WorkerProcess::spawn(
       io_.get_executor(), opt_.command,
-      {{proto::worker::kEnvWorkerId, std::to_string(opt_.slot)},
+      {{proto::worker::kEnvWorkerId, std::to_string(opt_.worker_id)},
        {proto::worker::kEnvControlSocket, opt_.socket_path}});
-  if (!spawned) {
-    const std::string reason = spawned.error();
-    asio::post(io_, [self, reason] {
-      self->fail(reason);
-      self->observer_.on_reaped(*self, ExitStatus{});
-    });
-    return;
-  }
+  if (!spawned) return fail_soon(spawned.error());
   process_ = std::move(*spawned);
-  log_->info("worker_id={} generation={} pid={} spawned", opt_.slot, opt_.generation,
-             process_->pid());
-  process_->async_wait([self](ExitStatus status) {
-    self->fail("process " + status.describe());
-    self->observer_.on_reaped(*self, status);
-  });
+  log_->info("worker_id={} generation={} pid={} spawned", opt_.slot, opt_.generation, process_->pid());
+  process_->async_wait([self](ExitStatus status) { self->on_process_exit(status); });
   start_timer_.expires_after(opt_.start_timeout);
   start_timer_.async_wait([self](boost::system::error_code e) {
     if (!e && self->state_ == State::starting) {
-      self->fail(fmt::format("not ready within start_timeout_ms={}", self->opt_.start_timeout.count()));
+      self->fail(fmt::format("not ready within start_timeout_ms={}", self->opt_.start_timeout.count()),
+                 true);
     }
   });
+  arm_liveness_check();
   spawn(io_, serve());
+}
+
+void WorkerLink::arm_liveness_check() {
+  // Checked at a tenth of the heartbeat timeout (10..250 ms), so a stopped worker is found
+  // within about 110% of heartbeat_timeout_ms.
+  const Millis tick = std::clamp(opt_.heartbeat_timeout / 10, Millis(10), Millis(250));
+  liveness_timer_.expires_after(tick);
+  liveness_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->state_ == State::dead) return;
+    self->check_liveness();
+    if (self->state_ != State::dead) self->arm_liveness_check();
+  });
+}
+
+void WorkerLink::check_liveness() {
+  if (state_ == State::starting || socket_closed_) return;
+  const auto now = Clock::now();
+  const auto last_beat = report_.last_heartbeat.value_or(*ready_at_);
+  if (now - last_beat > opt_.heartbeat_timeout) {
+    return fail(fmt::format("no heartbeat for {} ms (heartbeat_timeout_ms={})",
+                            ms_since(last_beat, now).count(), opt_.heartbeat_timeout.count()),
+                !operator_caused_);
+  }
+  if (!inflight_.empty() && now - last_progress_ > opt_.stall_timeout) {
+    return fail(fmt::format("no progress for {} ms while holding {} requests (stall_timeout_ms={})",
+                            ms_since(last_progress_, now).count(), inflight_.size(),
+                            opt_.stall_timeout.count()),
+                !operator_caused_);
+  }
+}
+
+void WorkerLink::on_process_exit(const ExitStatus& status) {
+  exit_grace_timer_.cancel();
+  // Whose fault: a signal an operator or another process sent to stop it is not the
+  // worker's; a crash signal, a non-zero exit or an exit nobody asked for is.
+  const bool asked_to_exit = state_ == State::stopping;
+  const bool outside_kill = status.signal == SIGKILL || status.signal == SIGTERM ||
+                            status.signal == SIGINT || status.signal == SIGHUP;
+  const bool at_fault = !operator_caused_ && !outside_kill && !(asked_to_exit && status.code == 0);
+  fail("process " + status.describe(), at_fault);
+  observer_.on_reaped(*this, status);
+}
+
+void WorkerLink::on_socket_closed(const std::string& why) {
+  if (state_ == State::dead || socket_closed_) return;
+  socket_closed_ = true;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  writer_.close();
+  // Wait for the exit status to tell a crash from a kill; a worker that closed its socket but
+  // keeps running is broken.
+  exit_grace_timer_.expires_after(kExitGrace);
+  exit_grace_timer_.async_wait([self = shared_from_this(), why](boost::system::error_code ec) {
+    if (!ec) self->fail(why + ", and the process did not exit", true);
+  });
 }
 
 asio::awaitable<void> WorkerLink::serve() {
@@ -91,18 +152,16 @@ asio::awaitable<void> WorkerLink::serve() {
   acceptor_.close(ignored);
   cleanup_socket_file();
   if (ec) {
-    if (state_ != State::dead) fail("control socket accept failed: " + ec.message());
+    if (state_ != State::dead) fail("control socket accept failed: " + ec.message(), true);
     co_return;
   }
   spawn(io_, write_loop());
   std::vector<char> buf(64 * 1024);
-  while (state_ != State::dead) {
+  while (state_ != State::dead && !socket_closed_) {
     auto [rec, n] = co_await socket_.async_read_some(asio::buffer(buf), use_nothrow);
     if (rec) {
-      if (state_ != State::dead) {
-        fail(rec == asio::error::eof ? "control socket closed by worker"
-                                     : "control socket error: " + rec.message());
-      }
+      on_socket_closed(rec == asio::error::eof ? "control socket closed by worker"
+                                               : "control socket error: " + rec.message());
       co_return;
     }
     decoder_.feed(std::string_view(buf.data(), n));
@@ -110,7 +169,7 @@ asio::awaitable<void> WorkerLink::serve() {
       auto frame = decoder_.next();
       if (!frame) break;
       if (frame->kind != proto::Frame::Kind::message) {
-        fail("garbage from worker: " + frame->detail);
+        fail("garbage from worker: " + frame->detail, !operator_caused_);
         co_return;
       }
       handle_message(frame->body);
@@ -121,7 +180,7 @@ asio::awaitable<void> WorkerLink::serve() {
 asio::awaitable<void> WorkerLink::write_loop() {
   auto self = shared_from_this();
   const auto ec = co_await writer_.run();
-  if (ec && state_ != State::dead) fail("control socket write failed: " + ec.message());
+  if (ec) on_socket_closed("control socket write failed: " + ec.message());
 }
 
 void WorkerLink::send(std::string json_text) {
@@ -130,58 +189,50 @@ void WorkerLink::send(std::string json_text) {
 
 void WorkerLink::handle_message(std::string_view text) {
   auto parsed = proto::worker::parse_worker_message(text);
-  if (!parsed) {
-    fail("garbage from worker: " + parsed.error());
-    return;
-  }
+  if (!parsed) return fail("garbage from worker: " + parsed.error(), !operator_caused_);
   auto& m = *parsed;
   using Kind = proto::worker::WorkerMessage::Kind;
   if (!hello_seen_ && !(m.kind == Kind::notification && m.method == wm::kHello)) {
-    fail("protocol error: first message is not hello");
-    return;
+    return fail("protocol error: first message is not hello", true);
   }
   switch (m.kind) {
     case Kind::reply:
-      handle_reply(m);
-      return;
+      return handle_reply(m);
     case Kind::request:
-      fail(fmt::format("protocol error: unexpected request '{}' from worker", m.method));
-      return;
+      return fail(fmt::format("protocol error: unexpected request '{}' from worker", m.method), true);
     case Kind::notification:
-      if (m.method == wm::kChunk) {
-        handle_chunk(m.params);
-      } else if (m.method == wm::kHeartbeat) {
-        handle_heartbeat(m.params);
-      } else if (m.method == wm::kHello) {
-        handle_hello(m.params);
-      } else if (m.method == wm::kModelLoaded) {
+      if (m.method == wm::kChunk) return handle_chunk(m.params);
+      if (m.method == wm::kHeartbeat) return handle_heartbeat(m.params);
+      if (m.method == wm::kHello) return handle_hello(m.params);
+      if (m.method == wm::kModelLoaded) {
         log_->info("worker_id={} model loaded: {}", opt_.slot, m.params.dump());
-      } else {
-        fail(fmt::format("protocol error: unknown notification '{}'", m.method));
+        return;
       }
-      return;
+      return fail(fmt::format("protocol error: unknown notification '{}'", m.method), true);
+  }
+}
+
+void WorkerLink::read_models(const json& list) {
+  if (!list.is_array()) return;
+  report_.models.clear();
+  for (const auto& mdl : list) {
+    if (mdl.is_string()) report_.models.push_back(mdl.get<std::string>());
   }
 }
 
 void WorkerLink::handle_hello(const json& params) {
-  if (hello_seen_) {
-    fail("protocol error: second hello");
-    return;
-  }
+  if (hello_seen_) return fail("protocol error: second hello", true);
   hello_seen_ = true;
   if (!params.is_object() || params.value("protocol", -1) != proto::worker::kProtocolVersion) {
-    fail(fmt::format("protocol error: hello must carry protocol {}", proto::worker::kProtocolVersion));
-    return;
+    return fail(fmt::format("protocol error: hello must carry protocol {}",
+                            proto::worker::kProtocolVersion),
+                true);
   }
   if (const auto caps = params.find("capabilities"); caps != params.end() && caps->is_object()) {
-    if (const auto models = caps->find("models"); models != caps->end() && models->is_array()) {
-      for (const auto& mdl : *models) {
-        if (mdl.is_string()) report_.models.push_back(mdl.get<std::string>());
-      }
-    }
+    if (const auto models = caps->find("models"); models != caps->end()) read_models(*models);
   }
   init_request_id_ = next_request_id_++;
-  const json init = {{"worker_id", opt_.slot},
+  const json init = {{"worker_id", opt_.worker_id},
                      {"generation", opt_.generation},
                      {"backend", opt_.backend},
                      {"heartbeat_interval_ms", opt_.heartbeat_interval.count()},
@@ -190,88 +241,109 @@ void WorkerLink::handle_hello(const json& params) {
 }
 
 void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
+  const auto now = Clock::now();
   if (state_ == State::starting) {
     if (m.id != init_request_id_ || init_request_id_ == 0) {
-      fail("protocol error: reply before init completed");
-      return;
+      return fail("protocol error: reply before init completed", true);
     }
     if (!m.error.is_null()) {
-      fail("init failed: " + m.error.value("message", std::string("unknown error")));
-      return;
+      return fail("init failed: " + m.error.value("message", std::string("unknown error")), true);
     }
-    if (const auto models = m.result.find("models"); models != m.result.end() && models->is_array()) {
-      report_.models.clear();
-      for (const auto& mdl : *models) {
-        if (mdl.is_string()) report_.models.push_back(mdl.get<std::string>());
-      }
-    }
+    if (const auto models = m.result.find("models"); models != m.result.end()) read_models(*models);
     state_ = State::ready;
-    ready_at_ = Clock::now();
+    ready_at_ = now;
+    last_progress_ = now;
     start_timer_.cancel();
     log_->info("worker_id={} pid={} ready in {} ms", opt_.slot, pid(),
-               std::chrono::duration_cast<Millis>(*ready_at_ - started_at_).count());
+               ms_since(started_at_, now).count());
     observer_.on_ready(*this);
     return;
   }
   const auto it = inflight_.find(m.id);
   if (it == inflight_.end()) {
-    fail(fmt::format("protocol error: reply to unknown request id {}", m.id));
-    return;
+    return fail(fmt::format("protocol error: reply to unknown request id {}", m.id), true);
   }
   std::shared_ptr<Call> call = std::move(it->second);
   inflight_.erase(it);
+  last_progress_ = now;
+  ++completed_;
   if (!m.error.is_null()) {
     const int code = m.error["code"].get<int>();
+    // Only errors the worker is to blame for count against its breaker.
+    const bool worker_failure = code == code_of(RpcError::internal_error) ||
+                                code == code_of(RpcError::worker_failed);
+    breaker_.record(!worker_failure, now);
     call->finish_error(static_cast<RpcError>(code), m.error.value("message", std::string()),
                        m.error.contains("data") ? m.error["data"] : json());
   } else {
+    breaker_.record(true, now);
     call->finish_from_worker(m.result, opt_.slot);
   }
-  if (state_ == State::stopping && inflight_.empty()) {
-    send(proto::make_notification(wm::kShutdown, json::object()));
-  }
+  maybe_stop();
   observer_.on_capacity(*this);
 }
 
 void WorkerLink::handle_chunk(const json& params) {
   const auto id = params.find("id");
   const auto text = params.find("text");
+  const auto index = params.find("index");
   if (id == params.end() || !id->is_number_unsigned() || text == params.end() ||
-      !text->is_string()) {
-    fail("garbage from worker: generate.chunk without unsigned id and string text");
-    return;
+      !text->is_string() || index == params.end() || !index->is_number_unsigned()) {
+    return fail("garbage from worker: generate.chunk needs unsigned id and index and string text",
+                !operator_caused_);
   }
   const auto it = inflight_.find(id->get<std::uint64_t>());
   if (it == inflight_.end()) {
-    fail(fmt::format("protocol error: chunk for unknown request id {}", id->get<std::uint64_t>()));
-    return;
+    return fail(fmt::format("protocol error: chunk for unknown request id {}", id->get<std::uint64_t>()),
+                true);
   }
+  last_progress_ = Clock::now();
   Call& call = *it->second;
-  if (!call.deliver_chunk(text->get_ref<const std::string&>())) {
-    log_->warn("request_id={} worker_id={} client is not reading its stream; failing it",
-               call.request_id(), opt_.slot);
-    call.finish_error(RpcError::slow_consumer);
-    cancel(it->first);
+  switch (call.deliver_chunk(text->get_ref<const std::string&>(), index->get<std::uint64_t>())) {
+    case Call::ChunkResult::delivered:
+    case Call::ChunkResult::skipped:
+      return;
+    case Call::ChunkResult::slow_consumer:
+      log_->warn("request_id={} worker_id={} client is not reading its stream; failing it",
+                 call.request_id(), opt_.slot);
+      call.finish_error(RpcError::slow_consumer);
+      return cancel(it->first);
+    case Call::ChunkResult::diverged:
+      log_->error("request_id={} worker_id={} replayed stream differs from what the client has",
+                  call.request_id(), opt_.slot);
+      call.finish_error(RpcError::worker_failed, "Worker failed: stream failover diverged",
+                        json{{"attempts", call.attempts()}, {"worker", opt_.slot},
+                             {"reason", "stream failover diverged"}});
+      return cancel(it->first);
   }
 }
 
 void WorkerLink::handle_heartbeat(const json& params) {
   if (!params.is_object()) return;
+  const auto now = Clock::now();
   report_.inflight = params.value("inflight", std::int64_t{0});
   report_.queue_depth = params.value("queue_depth", std::int64_t{0});
   report_.rss_bytes = params.value("rss_bytes", std::int64_t{0});
   report_.tokens_per_s = params.value("tokens_per_s", 0.0);
-  if (const auto models = params.find("models"); models != params.end() && models->is_array()) {
-    report_.models.clear();
-    for (const auto& mdl : *models) {
-      if (mdl.is_string()) report_.models.push_back(mdl.get<std::string>());
-    }
+  if (const auto models = params.find("models"); models != params.end()) read_models(*models);
+  report_.last_heartbeat = now;
+  // `progress` counts the worker's tokens and replies: work moving inside a long unary
+  // generate keeps the stall detector quiet even though nothing reaches us yet.
+  const std::int64_t progress = params.value("progress", std::int64_t{-1});
+  if (progress >= 0 && progress != last_progress_counter_) {
+    last_progress_counter_ = progress;
+    last_progress_ = now;
   }
-  report_.last_heartbeat = Clock::now();
+}
+
+bool WorkerLink::can_take(std::size_t max_inflight, Clock::time_point now) {
+  return state_ == State::ready && inflight_.size() < max_inflight && breaker_.can_accept(now);
 }
 
 void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   const std::uint64_t id = next_request_id_++;
+  if (inflight_.empty()) last_progress_ = Clock::now();
+  breaker_.on_dispatch();
   call->mark_dispatched({opt_.slot, opt_.generation, id});
   send(proto::make_request(id, call->worker_method(), call->worker_params()));
   inflight_.emplace(id, std::move(call));
@@ -282,21 +354,47 @@ void WorkerLink::cancel(std::uint64_t worker_request_id) {
   send(proto::make_notification(wm::kCancel, json{{"id", worker_request_id}}));
 }
 
-void WorkerLink::signal(int sig) {
+void WorkerLink::record_timeout() { breaker_.record(false, Clock::now()); }
+
+void WorkerLink::signal(int sig, bool by_operator) {
+  if (by_operator) operator_caused_ = true;
   if (process_) process_->signal(sig);
 }
 
-void WorkerLink::stop() {
-  if (state_ == State::dead || state_ == State::stopping) return;
-  state_ = State::stopping;
-  if (inflight_.empty()) send(proto::make_notification(wm::kShutdown, json::object()));
+void WorkerLink::inject(const std::string& fault) {
+  operator_caused_ = true;
+  send(proto::make_notification(wm::kInject, json{{"fault", fault}}));
 }
 
-void WorkerLink::fail(const std::string& reason) {
+void WorkerLink::drain(Millis timeout) {
+  if (state_ == State::dead || state_ == State::draining || state_ == State::stopping) return;
+  if (state_ == State::starting) return fail("stopped before it became ready", false);
+  state_ = State::draining;
+  drain_timer_.expires_after(timeout);
+  drain_timer_.async_wait([self = shared_from_this(), timeout](boost::system::error_code ec) {
+    if (!ec && self->state_ != State::dead) {
+      self->fail(fmt::format("drain_timeout_ms={} passed with {} requests held", timeout.count(),
+                             self->inflight_.size()),
+                 false);
+    }
+  });
+  maybe_stop();
+}
+
+void WorkerLink::maybe_stop() {
+  if (state_ != State::draining || !inflight_.empty()) return;
+  state_ = State::stopping;
+  send(proto::make_notification(wm::kShutdown, json::object()));
+}
+
+void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
   if (state_ == State::dead) return;
   const State was = state_;
   state_ = State::dead;
   start_timer_.cancel();
+  liveness_timer_.cancel();
+  exit_grace_timer_.cancel();
+  drain_timer_.cancel();
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   socket_.close(ignored);
@@ -309,13 +407,14 @@ void WorkerLink::fail(const std::string& reason) {
   for (auto& [id, call] : held) {
     if (!call->done()) orphans.push_back(std::move(call));
   }
-  if (was == State::stopping && orphans.empty()) {
+  LinkLoss loss{reason, worker_at_fault, ready_at_.has_value(), ready_at_};
+  if (was == State::stopping && orphans.empty() && !worker_at_fault) {
     log_->info("worker_id={} pid={} stopped ({})", opt_.slot, pid(), reason);
   } else {
-    log_->warn("worker_id={} pid={} lost while {}: {} ({} requests held)", opt_.slot, pid(),
-               to_string(was), reason, orphans.size());
+    log_->warn("worker_id={} pid={} lost while {}: {} ({} requests held{})", opt_.slot, pid(),
+               to_string(was), reason, orphans.size(), worker_at_fault ? "" : ", not its fault");
   }
-  observer_.on_lost(*this, reason, std::move(orphans));
+  observer_.on_lost(*this, loss, std::move(orphans));
 }
 
 }  // namespace drover::supervisor

@@ -1,15 +1,18 @@
 // WorkerLink: the supervisor's end of one worker incarnation — its process, its control
-// socket, the hello/init handshake and the requests it holds. Owned (shared, for the
-// coroutines that serve it) by WorkerPool; reports to the pool through LinkObserver. Runs on
-// the supervisor's io_context thread only.
+// socket, the hello/init handshake, liveness checks and the requests it holds. Owned (shared,
+// for the coroutines that serve it) by WorkerPool; reports to the pool through LinkObserver.
+// Runs on the supervisor's io_context thread only.
 //
-// Life: starting (spawned, waiting for connect + hello + init reply) -> ready (takes traffic)
-// -> stopping (shutdown sent) -> dead. A link dies once: on process exit, socket error or EOF,
-// garbage from the worker, or the start timeout. On death it kills the process, hands every
-// request it held back to the pool (LinkObserver::on_lost) and, later, reports the reap.
+// Life: starting (spawned; waiting for connect, hello and the init reply) -> ready (takes
+// traffic) -> draining (finishes what it holds, takes nothing new) -> stopping (told to exit)
+// -> dead. A link dies exactly once, on: process exit; control-socket EOF or error (then the
+// exit status is awaited briefly so the loss can be classified); garbage from the worker; no
+// heartbeat within heartbeat_timeout; no progress on held work within stall_timeout; the start
+// or drain timeout. On death it kills the process, hands every unfinished request back to the
+// pool (LinkObserver::on_lost) and, once the process is reaped, reports on_reaped.
 //
 // The transport is the control socket with NDJSON framing; the shared-memory rings will plug
-// in behind send()/the read loop without changing this interface.
+// in behind send() and the read loop without changing this interface.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -28,37 +31,52 @@
 #include "proto/framing.hpp"
 #include "proto/worker_messages.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/circuit_breaker.hpp"
 #include "supervisor/pool/worker_process.hpp"
 
 namespace drover::supervisor {
 
 class WorkerLink;
 
+// Why a link died, as far as the pool's policies care.
+struct LinkLoss {
+  std::string reason;
+  // The worker itself failed (crash, garbage, hang, stall, start failure) — as opposed to an
+  // operator's kill or fault injection, an outside SIGKILL/SIGTERM, or a drain timeout.
+  bool worker_at_fault = false;
+  bool was_ready = false;
+  std::optional<Clock::time_point> ready_at;
+};
+
 class LinkObserver {
  public:
   virtual ~LinkObserver() = default;
   virtual void on_ready(WorkerLink& link) = 0;
-  // A request finished (or the worker reported progress), so it may take another.
+  // A request finished (or the worker freed capacity), so it may take another.
   virtual void on_capacity(WorkerLink& link) = 0;
   // The link died; `orphans` are the unfinished calls it held, in dispatch order.
-  virtual void on_lost(WorkerLink& link, const std::string& reason,
+  virtual void on_lost(WorkerLink& link, const LinkLoss& loss,
                        std::vector<std::shared_ptr<Call>> orphans) = 0;
   // The process has been reaped; the pool may now forget the link.
   virtual void on_reaped(WorkerLink& link, const ExitStatus& status) = 0;
 };
 
 struct WorkerLinkOptions {
-  int slot = 0;
-  std::uint64_t generation = 0;  // incarnation counter of the slot
+  int slot = 0;                  // slot id; a warm spare gets a slot when promoted
+  int worker_id = 0;             // DROVER_WORKER_ID given to the process
+  std::uint64_t generation = 0;  // incarnation counter (unique per pool)
   std::string socket_path;       // control socket to create for this incarnation
   std::vector<std::string> command;
   std::string backend;
   Millis start_timeout{30'000};
   Millis heartbeat_interval{1000};
+  Millis heartbeat_timeout{5000};
+  Millis stall_timeout{30'000};
+  CircuitBreakerConfig breaker;
   std::size_t max_message_bytes = 64 * 1024 * 1024;
 };
 
-// What the worker reported in its last heartbeat (or hello).
+// What the worker reported in its last heartbeat (or init reply).
 struct WorkerReport {
   std::int64_t inflight = 0;
   std::int64_t queue_depth = 0;
@@ -79,36 +97,53 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // On failure the link reports on_lost (and on_reaped) asynchronously like any other death.
   void start();
 
+  // Whether the router may send it a request now (ready, below max_inflight, breaker allows).
+  bool can_take(std::size_t max_inflight, Clock::time_point now);
   // Sends a call to the worker. REQUIRES: state() == ready.
   void dispatch(std::shared_ptr<Call> call);
   // Asks the worker to stop a call it holds; the worker still answers it (finish_reason
   // "cancelled" or -32005), which is when the link forgets it.
   void cancel(std::uint64_t worker_request_id);
-  // Sends a signal to the process (operator kill); the death is handled as usual.
-  void signal(int sig);
-  // Graceful stop: no new work; the worker is asked to exit once idle.
-  void stop();
+  // A call this worker held ran out of time: counts against its breaker.
+  void record_timeout();
+  // Sends a signal to the process; `by_operator` keeps the death from counting as a crash.
+  void signal(int sig, bool by_operator);
+  // Asks the worker to enact a fault (chaos drills); the resulting death is not its fault.
+  void inject(const std::string& fault);
+  // No new work; once idle the worker is told to exit; after `timeout` it is killed and what
+  // it still holds is handed back to the pool.
+  void drain(Millis timeout);
   // Kills the process now and reports the loss.
-  void fail(const std::string& reason);
+  void fail(const std::string& reason, bool worker_at_fault);
 
   int slot() const { return opt_.slot; }
+  void set_slot(int slot) { opt_.slot = slot; }
+  int worker_id() const { return opt_.worker_id; }
   std::uint64_t generation() const { return opt_.generation; }
   int pid() const { return process_ ? process_->pid() : 0; }
   State state() const { return state_; }
   std::size_t inflight() const { return inflight_.size(); }
+  std::uint64_t completed() const { return completed_; }
   const WorkerReport& report() const { return report_; }
+  const CircuitBreaker& breaker() const { return breaker_; }
   Clock::time_point started_at() const { return started_at_; }
   std::optional<Clock::time_point> ready_at() const { return ready_at_; }
 
  private:
   asio::awaitable<void> serve();
   asio::awaitable<void> write_loop();
+  void arm_liveness_check();
+  void check_liveness();
+  void on_process_exit(const ExitStatus& status);
+  void on_socket_closed(const std::string& why);
   void handle_message(std::string_view text);
   void handle_hello(const proto::json& params);
   void handle_reply(proto::worker::WorkerMessage& m);
   void handle_chunk(const proto::json& params);
   void handle_heartbeat(const proto::json& params);
+  void read_models(const proto::json& list);
   void send(std::string json_text);
+  void maybe_stop();
   void cleanup_socket_file();
 
   asio::io_context& io_;
@@ -120,13 +155,22 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   asio::local::stream_protocol::socket socket_;
   WriteQueue<asio::local::stream_protocol::socket> writer_;
   asio::steady_timer start_timer_;
+  asio::steady_timer liveness_timer_;
+  asio::steady_timer exit_grace_timer_;
+  asio::steady_timer drain_timer_;
   proto::FrameDecoder decoder_;
+  CircuitBreaker breaker_;
   bool hello_seen_ = false;
+  bool socket_closed_ = false;
+  bool operator_caused_ = false;  // an operator's kill or injected fault is coming
   std::uint64_t next_request_id_ = 1;
   std::uint64_t init_request_id_ = 0;
   // Calls sent to the worker and not yet answered by it (a call may already be finished for
   // the client, e.g. after a timeout, while the worker still holds it).
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> inflight_;
+  std::uint64_t completed_ = 0;
+  std::int64_t last_progress_counter_ = -1;
+  Clock::time_point last_progress_ = Clock::now();
   WorkerReport report_;
   Clock::time_point started_at_ = Clock::now();
   std::optional<Clock::time_point> ready_at_;

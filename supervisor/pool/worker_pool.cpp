@@ -10,113 +10,233 @@
 namespace drover::supervisor {
 namespace {
 
-// Backoff before respawning a slot whose worker died before becoming ready: 100 ms doubling
-// to 10 s, so a broken worker command costs one spawn per 10 s instead of a busy loop. A
-// worker that dies after becoming ready (a kill, a crash under load) is replaced at once.
-Millis respawn_delay(int crash_streak) {
-  if (crash_streak <= 0) return Millis(0);
-  const int shift = std::min(crash_streak - 1, 7);
-  return std::min(Millis(100) * (1 << shift), Millis(10'000));
-}
+constexpr std::array<std::string_view, 5> kFaults = {"crash", "hang", "stall", "garbage", "slow"};
 
 }  // namespace
 
-WorkerPool::WorkerPool(asio::io_context& io, const WorkersConfig& config, std::string run_dir,
-                       RoutingStrategy strategy)
+WorkerPool::WorkerPool(asio::io_context& io, const WorkersConfig& workers,
+                       const CircuitBreakerConfig& breaker, const RetryConfig& retry,
+                       std::string run_dir, RoutingStrategy strategy)
     : io_(io),
-      config_(config),
+      config_(workers),
+      breaker_config_(breaker),
+      retry_(retry),
       run_dir_(std::move(run_dir)),
       router_(make_router(strategy)),
+      spare_policy_(workers),
+      breaker_timer_(io),
       log_(component_logger("pool")) {
-  slots_.resize(static_cast<std::size_t>(config_.count));
-  for (int i = 0; i < config_.count; ++i) slots_[static_cast<std::size_t>(i)].id = i;
+  for (int i = 0; i < config_.count; ++i) {
+    slots_.push_back(std::unique_ptr<Slot>(new Slot{i, nullptr, 0, false, RestartPolicy(config_), nullptr, {}}));
+  }
+  next_spare_id_ = 1000;  // spares' worker ids stay clear of slot ids when the pool scales up
 }
 
 WorkerPool::~WorkerPool() = default;
 
+double WorkerPool::uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
 void WorkerPool::start() {
-  log_->info("starting {} workers: {}", slots_.size(), fmt::join(config_.command, " "));
-  for (auto& slot : slots_) spawn_slot(slot);
+  log_->info("starting {} workers and {} warm spares: {}", slots_.size(), config_.warm_spares,
+             fmt::join(config_.command, " "));
+  for (auto& slot : slots_) fill_slot(*slot);
+  for (int i = 0; i < config_.warm_spares; ++i) spawn_spare();
 }
 
-void WorkerPool::spawn_slot(Slot& slot) {
-  ++slot.generation;
+std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   WorkerLinkOptions opt;
-  opt.slot = slot.id;
-  opt.generation = slot.generation;
-  opt.socket_path = fmt::format("{}/w{}.{}.sock", run_dir_, slot.id, slot.generation);
+  opt.slot = slot;
+  opt.worker_id = worker_id;
+  opt.generation = ++next_generation_;
+  opt.socket_path = fmt::format("{}/w{}.{}.sock", run_dir_, worker_id, opt.generation);
   opt.command = config_.command;
   opt.backend = config_.backend;
   opt.start_timeout = config_.start_timeout;
   opt.heartbeat_interval = config_.heartbeat_interval;
-  slot.link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
-  slot.link->start();
+  opt.heartbeat_timeout = config_.heartbeat_timeout;
+  opt.stall_timeout = config_.stall_timeout;
+  opt.breaker = breaker_config_;
+  auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
+  link->start();
+  return link;
 }
 
-void WorkerPool::schedule_respawn(Slot& slot) {
-  const Millis delay = respawn_delay(slot.crash_streak);
-  if (delay.count() == 0) {
-    spawn_slot(slot);
+void WorkerPool::fill_slot(Slot& slot) {
+  if (slot.parked || shutting_down_ || slot.link) return;
+  if (slot.respawn_timer) slot.respawn_timer->cancel();
+  const auto spare = std::find_if(spares_.begin(), spares_.end(), [](const auto& l) {
+    return l->state() == WorkerLink::State::ready;
+  });
+  if (spare != spares_.end()) {
+    slot.link = std::move(*spare);
+    spares_.erase(spare);
+    slot.link->set_slot(slot.id);
+    ++stats_.promotions;
+    const auto waited = slot.vacant_since
+                            ? std::chrono::duration<double, std::milli>(Clock::now() - *slot.vacant_since).count()
+                            : 0.0;
+    log_->info("worker_id={} promoted warm spare pid={} ({:.2f} ms after the vacancy)", slot.id,
+               slot.link->pid(), waited);
+    slot.vacant_since.reset();
+    spawn_spare();
+    pump();
     return;
   }
-  log_->warn("worker_id={} died {} times before becoming ready; respawning in {} ms", slot.id,
-             slot.crash_streak, delay.count());
-  slot.respawn_timer = std::make_unique<asio::steady_timer>(io_, delay);
-  slot.respawn_timer->async_wait([this, id = slot.id](boost::system::error_code ec) {
-    if (ec || shutting_down_) return;
-    Slot& s = slots_[static_cast<std::size_t>(id)];
-    if (!s.link) spawn_slot(s);
-  });
+  slot.link = make_link(slot.id, slot.id);
+  slot.vacant_since.reset();
+}
+
+void WorkerPool::spawn_spare() {
+  if (shutting_down_ || static_cast<int>(spares_.size()) >= config_.warm_spares) return;
+  spares_.push_back(make_link(-1, next_spare_id_++));
 }
 
 WorkerPool::Slot* WorkerPool::slot_of(const WorkerLink& link) {
-  if (link.slot() < 0 || static_cast<std::size_t>(link.slot()) >= slots_.size()) return nullptr;
-  Slot& s = slots_[static_cast<std::size_t>(link.slot())];
-  return s.link.get() == &link ? &s : nullptr;
+  for (auto& s : slots_) {
+    if (s->link.get() == &link) return s.get();
+  }
+  return nullptr;
+}
+
+WorkerPool::Slot* WorkerPool::slot_by_id(int id) {
+  for (auto& s : slots_) {
+    if (s->id == id) return s.get();
+  }
+  return nullptr;
+}
+
+std::shared_ptr<WorkerLink> WorkerPool::find_link(int id) {
+  if (Slot* s = slot_by_id(id); s && s->link) return s->link;
+  for (auto& l : spares_) {
+    if (l->worker_id() == id) return l;
+  }
+  return nullptr;
+}
+
+void WorkerPool::retire(const std::shared_ptr<WorkerLink>& link) { retired_.push_back(link); }
+
+std::uint64_t WorkerPool::fingerprint(const Call& call) const {
+  // The seed is left out: a request that kills workers does so whatever its seed.
+  json params = call.worker_params();
+  if (params.is_object()) params.erase("seed");
+  return std::hash<std::string>{}(call.worker_method() + "\n" + params.dump());
 }
 
 void WorkerPool::submit(std::shared_ptr<Call> call) {
-  if (shutting_down_) {
-    call->finish_error(RpcError::shutting_down);
-    return;
+  if (shutting_down_) return call->finish_error(RpcError::shutting_down);
+  const auto now = Clock::now();
+  if (!poison_.empty()) {
+    const auto it = poison_.find(fingerprint(*call));
+    if (it != poison_.end()) {
+      if (it->second > now) {
+        return call->finish_error(
+            RpcError::worker_failed, "Worker failed: this request crashed workers before",
+            json{{"attempts", 0}, {"worker", nullptr}, {"poison", true}});
+      }
+      poison_.erase(it);
+    }
   }
-  const bool any_alive = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) {
-    return s.link && s.link->state() != WorkerLink::State::dead;
-  });
+  bool any_alive = false, any_ready = false, any_accepting = false;
+  for (const auto& s : slots_) {
+    if (!s->link || s->link->state() == WorkerLink::State::dead) continue;
+    any_alive = true;
+    if (s->link->state() == WorkerLink::State::ready) {
+      any_ready = true;
+      any_accepting = any_accepting || s->link->can_take(SIZE_MAX, now);
+    } else if (s->link->state() == WorkerLink::State::starting) {
+      any_accepting = true;  // will take work soon
+    }
+  }
   if (!any_alive) {
-    call->finish_error(RpcError::no_healthy_worker, {}, json{{"retry_after_ms", 500}});
-    return;
+    return call->finish_error(RpcError::no_healthy_worker, {}, json{{"retry_after_ms", 500}});
   }
+  if (any_ready && !any_accepting) {
+    // Every worker's circuit is open.
+    return call->finish_error(RpcError::no_healthy_worker, {},
+                              json{{"retry_after_ms", retry_after_ms()}, {"reason", "all circuits open"}});
+  }
+  ++counters_->active;
+  call->on_finish([counters = counters_] { --counters->active; });
   queue_.push_back(std::move(call));
   pump();
 }
 
 void WorkerPool::pump() {
   std::vector<RouteCandidate> candidates;
+  std::vector<RouteCandidate> untried;
+  const auto now = Clock::now();
   while (!queue_.empty()) {
+    if (queue_.front()->done()) {
+      queue_.pop_front();
+      continue;
+    }
     candidates.clear();
     for (const auto& s : slots_) {
-      if (s.link && s.link->state() == WorkerLink::State::ready &&
-          s.link->inflight() < static_cast<std::size_t>(config_.max_inflight)) {
-        candidates.push_back({s.id, static_cast<int>(s.link->inflight())});
+      if (s->link && s->link->can_take(static_cast<std::size_t>(config_.max_inflight), now)) {
+        candidates.push_back({s->id, static_cast<int>(s->link->inflight())});
       }
     }
-    if (candidates.empty()) return;
+    if (candidates.empty()) {
+      arm_breaker_pump();
+      return;
+    }
     std::shared_ptr<Call> call = std::move(queue_.front());
     queue_.pop_front();
-    if (call->done()) continue;
-    const auto chosen = router_->pick(candidates);
-    slots_[static_cast<std::size_t>(candidates[*chosen].slot)].link->dispatch(std::move(call));
+    // A retry goes to a worker it has not tried, when there is one.
+    std::span<const RouteCandidate> choice = candidates;
+    if (!call->tried_slots().empty()) {
+      untried.clear();
+      for (const auto& c : candidates) {
+        const auto& tried = call->tried_slots();
+        if (std::find(tried.begin(), tried.end(), c.slot) == tried.end()) untried.push_back(c);
+      }
+      if (!untried.empty()) choice = untried;
+    }
+    const auto chosen = router_->pick(choice);
+    slot_by_id(choice[*chosen].slot)->link->dispatch(std::move(call));
   }
+}
+
+void WorkerPool::arm_breaker_pump() {
+  // Queued calls wait for capacity; if the only obstacle is open breakers, nothing else will
+  // wake the queue when they turn half-open, so a timer does.
+  if (breaker_timer_armed_ || queue_.empty()) return;
+  bool open = false;
+  for (const auto& s : slots_) {
+    open = open || (s->link && s->link->state() == WorkerLink::State::ready &&
+                    s->link->breaker().state() == CircuitBreaker::State::open);
+  }
+  if (!open) return;
+  breaker_timer_armed_ = true;
+  breaker_timer_.expires_after(Millis(retry_after_ms()));
+  breaker_timer_.async_wait([this](boost::system::error_code ec) {
+    breaker_timer_armed_ = false;
+    if (!ec) pump();
+  });
+}
+
+std::int64_t WorkerPool::retry_after_ms() const {
+  const auto now = Clock::now();
+  std::optional<std::int64_t> soonest;
+  for (const auto& s : slots_) {
+    if (!s->link || s->link->breaker().state() != CircuitBreaker::State::open) continue;
+    const auto left = std::chrono::duration_cast<Millis>(s->link->breaker().open_until() - now).count();
+    soonest = std::min(soonest.value_or(left), left);
+  }
+  return std::max<std::int64_t>(soonest.value_or(100), 1);
 }
 
 void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
   if (const auto& a = call->assignment()) {
     // A worker holds it: ask it to stop; its answer (finish_reason "cancelled") ends the call,
     // unless the call already ended (timeout, client gone) and only the worker's work remains.
-    if (a->slot < 0 || static_cast<std::size_t>(a->slot) >= slots_.size()) return;
-    const Slot& s = slots_[static_cast<std::size_t>(a->slot)];
-    if (s.link && s.link->generation() == a->generation) s.link->cancel(a->worker_request_id);
+    auto holds = [&a](const std::shared_ptr<WorkerLink>& l) { return l && l->generation() == a->generation; };
+    for (const auto& s : slots_) {
+      if (holds(s->link)) return s->link->cancel(a->worker_request_id);
+    }
+    for (const auto& l : retired_) {
+      if (holds(l)) return l->cancel(a->worker_request_id);
+    }
     return;
   }
   const auto it = std::find(queue_.begin(), queue_.end(), call);
@@ -124,88 +244,290 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
   call->finish_cancelled();
 }
 
-bool WorkerPool::kill(int slot, int sig) {
-  if (slot < 0 || static_cast<std::size_t>(slot) >= slots_.size()) return false;
-  const Slot& s = slots_[static_cast<std::size_t>(slot)];
-  if (!s.link || s.link->state() == WorkerLink::State::dead) return false;
-  log_->warn("worker_id={} pid={} signal {} sent by operator", slot, s.link->pid(), sig);
-  s.link->signal(sig);
-  return true;
+void WorkerPool::on_timeout(const std::shared_ptr<Call>& call) {
+  if (const auto& a = call->assignment()) {
+    for (const auto& s : slots_) {
+      if (s->link && s->link->generation() == a->generation) s->link->record_timeout();
+    }
+  }
+  cancel(call);
 }
 
 void WorkerPool::on_ready(WorkerLink& link) {
-  if (Slot* s = slot_of(link)) s->crash_streak = 0;
-  pump();
-}
-
-void WorkerPool::on_capacity(WorkerLink&) { pump(); }
-
-void WorkerPool::on_lost(WorkerLink& link, const std::string& reason,
-                         std::vector<std::shared_ptr<Call>> orphans) {
-  if (Slot* s = slot_of(link)) {
-    retired_.push_back(std::move(s->link));
-    if (!shutting_down_) {
-      ++s->restarts;
-      s->crash_streak = link.ready_at() ? 0 : s->crash_streak + 1;
-      schedule_respawn(*s);
+  if (!slot_of(link)) {
+    log_->info("warm spare worker {} pid={} ready", link.worker_id(), link.pid());
+    // A slot may be waiting for a spare (vacated while none was ready).
+    for (auto& s : slots_) {
+      if (!s->link && !s->parked) {
+        fill_slot(*s);
+        break;
+      }
     }
   }
-  // Retries go to the front, in their original order, ahead of requests that came later.
+  pump();
+}
+
+void WorkerPool::on_capacity(WorkerLink& link) {
+  maybe_recycle(link);
+  pump();
+}
+
+void WorkerPool::maybe_recycle(WorkerLink& link) {
+  Slot* slot = slot_of(link);
+  if (!slot || shutting_down_ || link.state() != WorkerLink::State::ready) return;
+  bool due = false;
+  std::string why;
+  if (config_.max_requests > 0) {
+    // Per-worker jitter, so a pool started together is not recycled together.
+    const auto jitter = config_.max_requests_jitter > 0
+                            ? static_cast<std::int64_t>((link.generation() * 2654435761ULL) %
+                                                        static_cast<std::uint64_t>(config_.max_requests_jitter + 1))
+                            : 0;
+    if (static_cast<std::int64_t>(link.completed()) >= config_.max_requests + jitter) {
+      due = true;
+      why = fmt::format("served {} requests", link.completed());
+    }
+  }
+  if (!due && config_.max_rss_mb > 0 && link.report().rss_bytes > config_.max_rss_mb * 1024 * 1024) {
+    due = true;
+    why = fmt::format("rss {} MiB above max_rss_mb={}", link.report().rss_bytes >> 20, config_.max_rss_mb);
+  }
+  if (!due) return;
+  log_->info("worker_id={} pid={} recycled: {}", slot->id, link.pid(), why);
+  ++stats_.recycled;
+  auto old = std::move(slot->link);
+  retire(old);
+  old->drain(config_.drain_timeout);
+  slot->vacant_since = Clock::now();
+  fill_slot(*slot);
+}
+
+void WorkerPool::vacate(Slot& slot, const LinkLoss* loss) {
+  retire(slot.link);
+  slot.link.reset();
+  slot.vacant_since = Clock::now();
+  if (shutting_down_) return;
+  ++slot.restarts;
+  ++stats_.restarts;
+  const auto now = Clock::now();
+  const bool crash = loss && loss->worker_at_fault &&
+                     (!loss->was_ready || (loss->ready_at && now - *loss->ready_at < config_.crash_loop_window));
+  if (!crash) {
+    slot.policy.on_clean_death();
+    return fill_slot(slot);
+  }
+  ++stats_.crashes;
+  const auto delay = slot.policy.on_crash(now, uniform());
+  if (!delay) {
+    slot.parked = true;
+    log_->error("worker_id={} PARKED: more than {} crashes within {} s (last: {}); the pool is "
+                "degraded until `droverctl restart {}`",
+                slot.id, config_.max_restarts, config_.restart_window.count(), loss->reason, slot.id);
+    return;
+  }
+  // A ready spare is proven to work: promote it now; only fresh spawns wait out the backoff.
+  if (std::any_of(spares_.begin(), spares_.end(),
+                  [](const auto& l) { return l->state() == WorkerLink::State::ready; })) {
+    return fill_slot(slot);
+  }
+  log_->warn("worker_id={} crash loop ({} in a row); respawning in {} ms", slot.id, slot.policy.streak(),
+             delay->count());
+  slot.respawn_timer = std::make_unique<asio::steady_timer>(io_, *delay);
+  slot.respawn_timer->async_wait([this, id = slot.id](boost::system::error_code ec) {
+    if (ec || shutting_down_) return;
+    if (Slot* s = slot_by_id(id)) fill_slot(*s);
+  });
+}
+
+void WorkerPool::on_lost(WorkerLink& link, const LinkLoss& loss,
+                         std::vector<std::shared_ptr<Call>> orphans) {
+  if (Slot* s = slot_of(link)) {
+    vacate(*s, &loss);
+  } else if (const auto it = std::find_if(spares_.begin(), spares_.end(),
+                                          [&link](const auto& l) { return l.get() == &link; });
+             it != spares_.end()) {
+    retire(*it);
+    spares_.erase(it);
+    const bool crash = loss.worker_at_fault && !loss.was_ready;
+    const auto delay = crash ? spare_policy_.on_crash(Clock::now(), uniform()) : std::optional<Millis>(Millis(0));
+    if (!crash) spare_policy_.on_clean_death();
+    if (!delay) {
+      log_->error("warm spares keep crashing before becoming ready; not starting more");
+    } else if (!shutting_down_) {
+      spare_respawn_timer_ = std::make_unique<asio::steady_timer>(io_, *delay);
+      spare_respawn_timer_->async_wait([this](boost::system::error_code ec) {
+        if (!ec) spawn_spare();
+      });
+    }
+  }
   for (auto it = orphans.rbegin(); it != orphans.rend(); ++it) {
-    retry_or_fail(std::move(*it), link.slot(), reason);
+    retry_or_fail(std::move(*it), loss, link.slot());
   }
   pump();
 }
 
-void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, int worker_slot,
-                               const std::string& reason) {
+void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss, int worker_slot) {
   if (call->done()) return;
-  // Safe to re-run only when the client has seen nothing of this attempt; once.
-  if (!shutting_down_ && call->chunks_sent() == 0 && call->attempts() < 2) {
-    log_->info("request_id={} worker_id={} retrying on another worker after: {}",
-               call->request_id(), worker_slot, reason);
-    call->mark_requeued();
+  call->note_loss(loss.worker_at_fault);
+  auto data = [&](const char* reason) {
+    return json{{"attempts", call->attempts()}, {"worker", worker_slot}, {"reason", reason}};
+  };
+  if (shutting_down_) {
+    return call->finish_error(RpcError::shutting_down, {}, data("worker stopped during shutdown"));
+  }
+  if (call->blamed_losses() >= retry_.config().poison_threshold) {
+    ++stats_.poisoned;
+    poison_[fingerprint(*call)] = Clock::now() + retry_.config().poison_ttl;
+    log_->error("request_id={} is poison: {} workers failed while running it; not retrying",
+                call->request_id(), call->blamed_losses());
+    json d = data("request crashed or hung several workers");
+    d["poison"] = true;
+    return call->finish_error(RpcError::worker_failed, "Worker failed: poison request", d);
+  }
+  if (!retry_.attempts_left(call->attempts())) {
+    log_->warn("request_id={} worker_id={} failed after {} attempts: {}", call->request_id(),
+               worker_slot, call->attempts(), loss.reason);
+    return call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", loss.reason),
+                              data("retries exhausted"));
+  }
+  if (!call->retrying()) {
+    if (!retry_.budget_allows(counters_->retrying, counters_->active)) {
+      ++stats_.retry_budget_exhausted;
+      return call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", loss.reason),
+                                data("retry budget exhausted"));
+    }
+    call->set_retrying();
+    ++counters_->retrying;
+    call->on_finish([counters = counters_] { --counters->retrying; });
+  }
+  ++stats_.retries;
+  if (call->chunks_sent() > 0) ++stats_.failovers;
+  log_->info("request_id={} worker_id={} {} on another worker after: {}", call->request_id(),
+             worker_slot, call->chunks_sent() > 0 ? "failing over" : "retrying", loss.reason);
+  call->mark_requeued();
+  const Millis delay = retry_.backoff(call->attempts(), uniform());
+  if (delay.count() == 0) {
     queue_.push_front(std::move(call));
     return;
   }
-  log_->warn("request_id={} worker_id={} failed after {} attempts: {}", call->request_id(),
-             worker_slot, call->attempts(), reason);
-  call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", reason),
-                     json{{"attempts", call->attempts()}, {"worker", worker_slot}});
+  auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+  timer->async_wait([this, timer, call = std::move(call)](boost::system::error_code ec) mutable {
+    if (ec || call->done()) return;
+    if (shutting_down_) return call->finish_error(RpcError::shutting_down);
+    queue_.push_front(std::move(call));
+    pump();
+  });
 }
 
 void WorkerPool::on_reaped(WorkerLink& link, const ExitStatus& status) {
-  log_->debug("worker_id={} generation={} reaped: {}", link.slot(), link.generation(),
-              status.describe());
+  log_->debug("worker {} generation={} reaped: {}", link.worker_id(), link.generation(), status.describe());
   std::erase_if(retired_, [&link](const auto& l) { return l.get() == &link; });
-  if (shutting_down_ && retired_.empty() &&
-      std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.link != nullptr; })) {
-    if (auto done = std::exchange(on_shutdown_done_, nullptr)) done();
+  check_shutdown_done();
+}
+
+std::string WorkerPool::kill(int id, int sig) {
+  auto link = find_link(id);
+  if (!link || link->state() == WorkerLink::State::dead) return fmt::format("no live worker with id {}", id);
+  log_->warn("worker_id={} pid={} signal {} sent by operator", id, link->pid(), sig);
+  link->signal(sig, /*by_operator=*/true);
+  return {};
+}
+
+std::string WorkerPool::inject(int id, const std::string& fault) {
+  if (std::find(kFaults.begin(), kFaults.end(), fault) == kFaults.end()) {
+    return fmt::format("unknown fault '{}' (allowed: {})", fault, fmt::join(kFaults, ", "));
   }
+  auto link = find_link(id);
+  if (!link || link->state() == WorkerLink::State::dead) return fmt::format("no live worker with id {}", id);
+  log_->warn("worker_id={} pid={} fault '{}' injected by operator", id, link->pid(), fault);
+  link->inject(fault);
+  return {};
+}
+
+std::string WorkerPool::restart(int id) {
+  Slot* slot = slot_by_id(id);
+  if (!slot) return fmt::format("no worker slot with id {}", id);
+  if (slot->parked) {
+    log_->warn("worker_id={} unparked by operator", id);
+    slot->parked = false;
+    slot->policy.reset();
+  }
+  if (slot->link) {
+    log_->info("worker_id={} pid={} restarting gracefully (drain, then replace)", id, slot->link->pid());
+    auto old = std::move(slot->link);
+    retire(old);
+    old->drain(config_.drain_timeout);
+    slot->vacant_since = Clock::now();
+  }
+  fill_slot(*slot);
+  pump();
+  return {};
+}
+
+std::string WorkerPool::scale(int count) {
+  if (count < 1 || count > 256) return fmt::format("count must be in 1..256, got {}", count);
+  log_->info("scaling from {} to {} workers", slots_.size(), count);
+  while (static_cast<int>(slots_.size()) < count) {
+    int id = 0;
+    while (slot_by_id(id)) ++id;
+    slots_.push_back(std::unique_ptr<Slot>(new Slot{id, nullptr, 0, false, RestartPolicy(config_), nullptr, {}}));
+    fill_slot(*slots_.back());
+  }
+  while (static_cast<int>(slots_.size()) > count) {
+    auto& slot = slots_.back();
+    if (slot->respawn_timer) slot->respawn_timer->cancel();
+    if (slot->link) {
+      auto old = std::move(slot->link);
+      retire(old);
+      old->drain(config_.drain_timeout);
+    }
+    slots_.pop_back();
+  }
+  config_.count = count;
+  pump();
+  return {};
 }
 
 void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
   for (auto& call : std::exchange(queue_, {})) call->finish_error(RpcError::shutting_down);
-  bool any = !retired_.empty();
+  breaker_timer_.cancel();
+  if (spare_respawn_timer_) spare_respawn_timer_->cancel();
   for (auto& s : slots_) {
-    if (s.respawn_timer) s.respawn_timer->cancel();
-    if (s.link) {
-      any = true;
-      s.link->stop();
+    if (s->respawn_timer) s->respawn_timer->cancel();
+    if (s->link) {
+      auto old = std::move(s->link);
+      retire(old);
+      old->drain(config_.drain_timeout);
     }
   }
-  if (!any) {
-    if (auto cb = std::exchange(on_shutdown_done_, nullptr)) cb();
+  for (auto& l : std::exchange(spares_, {})) {
+    retire(l);
+    l->drain(config_.drain_timeout);
   }
+  check_shutdown_done();
+}
+
+void WorkerPool::check_shutdown_done() {
+  if (!shutting_down_ || !retired_.empty() || !spares_.empty()) return;
+  for (const auto& s : slots_) {
+    if (s->link) return;
+  }
+  if (auto done = std::exchange(on_shutdown_done_, nullptr)) done();
 }
 
 PoolCounts WorkerPool::counts() const {
   PoolCounts c;
   c.total = static_cast<int>(slots_.size());
   for (const auto& s : slots_) {
-    if (s.link && s.link->state() == WorkerLink::State::ready) ++c.ready;
+    if (s->parked) ++c.parked;
+    if (!s->link || s->link->state() != WorkerLink::State::ready) continue;
+    ++c.ready;
+    if (s->link->breaker().state() != CircuitBreaker::State::closed) ++c.open_breakers;
+  }
+  for (const auto& l : spares_) {
+    if (l->state() == WorkerLink::State::ready) ++c.spares_ready;
   }
   return c;
 }
@@ -213,23 +535,40 @@ PoolCounts WorkerPool::counts() const {
 std::vector<WorkerSnapshot> WorkerPool::snapshot() const {
   std::vector<WorkerSnapshot> out;
   const auto now = Clock::now();
-  for (const auto& s : slots_) {
-    if (!s.link || s.link->state() == WorkerLink::State::dead) continue;
-    const WorkerLink& l = *s.link;
+  auto describe = [&out, now](const WorkerLink& l, int id, int restarts, const char* state_override) {
     WorkerSnapshot w;
-    w.id = s.id;
+    w.id = id;
     w.pid = l.pid();
-    w.state = to_string(l.state());
+    w.state = state_override ? state_override : to_string(l.state());
     w.inflight = l.inflight();
-    w.restarts = s.restarts;
+    w.breaker = std::string(to_string(l.breaker().state()));
+    w.restarts = restarts;
     w.uptime_s = std::chrono::duration<double>(now - l.started_at()).count();
     if (l.report().last_heartbeat) {
-      w.heartbeat_age_ms =
-          std::chrono::duration_cast<Millis>(now - *l.report().last_heartbeat).count();
+      w.heartbeat_age_ms = std::chrono::duration_cast<Millis>(now - *l.report().last_heartbeat).count();
     }
     w.rss_bytes = l.report().rss_bytes;
     w.models = l.report().models;
     out.push_back(std::move(w));
+  };
+  for (const auto& s : slots_) {
+    if (s->link && s->link->state() != WorkerLink::State::dead) {
+      describe(*s->link, s->id, s->restarts, nullptr);
+    } else if (s->parked) {
+      WorkerSnapshot w;
+      w.id = s->id;
+      w.state = "parked";
+      w.restarts = s->restarts;
+      out.push_back(std::move(w));
+    }
+  }
+  for (const auto& l : spares_) {
+    if (l->state() != WorkerLink::State::dead) {
+      describe(*l, l->worker_id(), 0, l->state() == WorkerLink::State::ready ? "spare" : nullptr);
+    }
+  }
+  for (const auto& l : retired_) {
+    if (l->state() != WorkerLink::State::dead) describe(*l, l->slot(), 0, nullptr);
   }
   return out;
 }

@@ -1,10 +1,8 @@
-// WorkerPool: the fixed set of worker slots, the queue of calls waiting for a worker, and the
-// policy that ties them together — spawn, replace on death (with backoff for crash loops),
-// dispatch through the Router, retry once what a dead worker held. Owns every WorkerLink.
+// WorkerPool: the worker slots, the warm spares, the queue of calls waiting for a worker, and
+// the policies that tie them together — spawn, replace on death (RestartPolicy), promote
+// spares, dispatch through the Router past open circuit breakers, retry or fail over what a
+// dead worker held (RetryPolicy, poison detection), recycle and drain. Owns every WorkerLink.
 // Runs on the supervisor's io_context thread only; no locks.
-//
-// Seams for the resilience work: RestartBackoff (restart policy), retry_or_fail() (retry
-// policy), and the ready-candidate filter in pump() (where circuit breakers will sit).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -13,11 +11,15 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/config.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/restart_policy.hpp"
+#include "supervisor/pool/retry_policy.hpp"
 #include "supervisor/pool/worker_link.hpp"
 #include "supervisor/routing/router.hpp"
 
@@ -38,13 +40,28 @@ struct WorkerSnapshot {
 
 struct PoolCounts {
   int ready = 0;
-  int total = 0;  // configured slots
+  int total = 0;   // configured slots
+  int parked = 0;
+  int open_breakers = 0;
+  int spares_ready = 0;
+};
+
+// Counters an operator watches (exported as metrics by the ops work).
+struct PoolStats {
+  std::uint64_t restarts = 0;
+  std::uint64_t crashes = 0;
+  std::uint64_t promotions = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t failovers = 0;  // retries of streams that had already sent chunks
+  std::uint64_t retry_budget_exhausted = 0;
+  std::uint64_t poisoned = 0;
+  std::uint64_t recycled = 0;
 };
 
 class WorkerPool final : public LinkObserver {
  public:
-  WorkerPool(asio::io_context& io, const WorkersConfig& config, std::string run_dir,
-             RoutingStrategy strategy);
+  WorkerPool(asio::io_context& io, const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
+             const RetryConfig& retry, std::string run_dir, RoutingStrategy strategy);
   ~WorkerPool() override;
 
   void start();
@@ -53,46 +70,85 @@ class WorkerPool final : public LinkObserver {
   // Cancels a call wherever it is: removed from the queue (finished as cancelled unless it
   // already ended), or a cancel sent to the worker holding it (which then answers it).
   void cancel(const std::shared_ptr<Call>& call);
-  // Operator kill of one worker slot; false when no such live worker.
-  bool kill(int slot, int sig);
+  // A call's deadline passed while a worker held it: counts against that worker's breaker.
+  void on_timeout(const std::shared_ptr<Call>& call);
+
+  // Admin operations; each returns an error text, empty on success.
+  std::string kill(int id, int sig);
+  std::string inject(int id, const std::string& fault);
+  std::string restart(int id);  // graceful: drain the worker, refill its slot; unparks a slot
+  std::string scale(int count);
   // Graceful stop of every worker; `done` runs once all processes are reaped.
   void shutdown(std::function<void()> done);
 
   PoolCounts counts() const;
   std::vector<WorkerSnapshot> snapshot() const;
+  const PoolStats& stats() const { return stats_; }
   std::size_t queued() const { return queue_.size(); }
+  // Milliseconds until the first open breaker may take a probe (for retry_after_ms).
+  std::int64_t retry_after_ms() const;
 
   // LinkObserver
   void on_ready(WorkerLink& link) override;
   void on_capacity(WorkerLink& link) override;
-  void on_lost(WorkerLink& link, const std::string& reason,
+  void on_lost(WorkerLink& link, const LinkLoss& loss,
                std::vector<std::shared_ptr<Call>> orphans) override;
   void on_reaped(WorkerLink& link, const ExitStatus& status) override;
 
  private:
   struct Slot {
     int id = 0;
-    std::shared_ptr<WorkerLink> link;  // current incarnation, null while waiting to respawn
-    std::uint64_t generation = 0;
+    std::shared_ptr<WorkerLink> link;  // null while waiting to respawn or parked
     int restarts = 0;
-    int crash_streak = 0;  // consecutive deaths before becoming ready (for backoff)
+    bool parked = false;
+    RestartPolicy policy;
     std::unique_ptr<asio::steady_timer> respawn_timer;
+    std::optional<Clock::time_point> vacant_since;  // for promotion / respawn timing
   };
 
-  void spawn_slot(Slot& slot);
-  void schedule_respawn(Slot& slot);
+  std::shared_ptr<WorkerLink> make_link(int slot, int worker_id);
+  void fill_slot(Slot& slot);
+  void spawn_spare();
+  void vacate(Slot& slot, const LinkLoss* loss);
+  void retire(const std::shared_ptr<WorkerLink>& link);
+  void maybe_recycle(WorkerLink& link);
   void pump();
-  void retry_or_fail(std::shared_ptr<Call> call, int worker_slot, const std::string& reason);
+  void arm_breaker_pump();
+  void retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss, int worker_slot);
+  void check_shutdown_done();
   Slot* slot_of(const WorkerLink& link);
+  Slot* slot_by_id(int id);
+  std::shared_ptr<WorkerLink> find_link(int id);
+  double uniform();
+  std::uint64_t fingerprint(const Call& call) const;
 
   asio::io_context& io_;
   WorkersConfig config_;
+  CircuitBreakerConfig breaker_config_;
+  RetryPolicy retry_;
   std::string run_dir_;
   std::unique_ptr<Router> router_;
-  std::vector<Slot> slots_;
-  // Dead links waiting to be reaped (kept alive so their process handle can be waited on).
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::shared_ptr<WorkerLink>> spares_;
+  // Links out of rotation that are still alive (draining) or waiting to be reaped.
   std::vector<std::shared_ptr<WorkerLink>> retired_;
   std::deque<std::shared_ptr<Call>> queue_;
+  // Requests in the pool and retries among them; shared with the calls' finish hooks, which
+  // may run after the pool is gone.
+  struct CallCounters {
+    std::size_t active = 0;
+    std::size_t retrying = 0;
+  };
+  std::shared_ptr<CallCounters> counters_ = std::make_shared<CallCounters>();
+  std::unordered_map<std::uint64_t, Clock::time_point> poison_;  // fingerprint -> expiry
+  std::uint64_t next_generation_ = 0;
+  int next_spare_id_ = 0;
+  std::unique_ptr<asio::steady_timer> spare_respawn_timer_;
+  RestartPolicy spare_policy_;
+  asio::steady_timer breaker_timer_;
+  bool breaker_timer_armed_ = false;
+  std::mt19937_64 rng_{std::random_device{}()};
+  PoolStats stats_;
   bool shutting_down_ = false;
   std::function<void()> on_shutdown_done_;
   std::shared_ptr<spdlog::logger> log_;

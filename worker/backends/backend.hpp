@@ -53,11 +53,15 @@ struct CancelFlag {
   bool cancelled = false;
 };
 
-// Receives each generated piece of text as it is produced (streamed to the client).
+// Receives each generated piece of text as it is produced, whether or not the request
+// streams: the runtime forwards it only for streaming requests, and counts it as progress
+// (heartbeat `progress`) either way.
 using ChunkSink = std::function<void(const std::string& text)>;
 
-// A fault the sim backend asks the runtime to enact before serving a request.
-enum class Fault { none, crash, hang, garbage };
+// Faults for chaos drills. crash, hang and garbage are enacted by the runtime for any
+// backend; stall (stop producing tokens but keep heartbeating) and slow (a tenth of the
+// speed) need the backend's cooperation.
+enum class Fault { none, crash, hang, garbage, stall, slow };
 
 class Backend {
  public:
@@ -73,8 +77,10 @@ class Backend {
       const std::string& model, const std::vector<std::string>& texts) = 0;
   virtual BackendResult<std::string> detokenize(const std::string& model,
                                                 const std::vector<std::int64_t>& tokens) = 0;
-  // Fault injection hook, consulted once per request; only sim injects faults.
+  // Fault injection hook, consulted once per request; only sim injects faults on its own.
   virtual Fault next_fault() { return Fault::none; }
+  // An operator-injected stall or slow fault; returns false when the backend cannot enact it.
+  virtual bool inject(Fault) { return false; }
 };
 
 }  // namespace drover::worker

@@ -75,6 +75,19 @@ Fault SimBackend::next_fault() {
   return Fault::none;
 }
 
+bool SimBackend::inject(Fault fault) {
+  if (fault == Fault::stall) {
+    stalled_ = true;
+    return true;
+  }
+  if (fault == Fault::slow) {
+    opt_.tokens_per_s = opt_.tokens_per_s > 0 ? opt_.tokens_per_s / 10 : 10;
+    opt_.ttft_ms *= 10;
+    return true;
+  }
+  return false;
+}
+
 boost::asio::awaitable<BackendResult<GenerateOutcome>> SimBackend::generate(
     const GenerateRequest& req, ChunkSink on_chunk, std::shared_ptr<CancelFlag> cancel) {
   if (auto err = check_model(req.model)) {
@@ -109,6 +122,11 @@ boost::asio::awaitable<BackendResult<GenerateOutcome>> SimBackend::generate(
         break;
       }
     }
+    while (stalled_ && !cancel->cancelled) {
+      // Injected stall: heartbeats go on, tokens stop (what a wedged engine looks like).
+      timer.expires_after(std::chrono::milliseconds(50));
+      co_await timer.async_wait(use_nothrow);
+    }
     std::string piece = token;
     bool stopped = false;
     for (const auto& stop : req.stop) {
@@ -124,7 +142,7 @@ boost::asio::awaitable<BackendResult<GenerateOutcome>> SimBackend::generate(
     ++out.completion_tokens;
     if (!piece.empty()) {
       out.text += piece;
-      if (req.stream) on_chunk(piece);
+      on_chunk(piece);
     }
     if (stopped) {
       out.finish_reason = "stop";

@@ -37,6 +37,7 @@ class SimBackend final : public Backend {
   BackendResult<std::string> detokenize(const std::string& model,
                                         const std::vector<std::int64_t>& tokens) override;
   Fault next_fault() override;
+  bool inject(Fault fault) override;
 
  private:
   std::optional<BackendError> check_model(const std::string& model) const;
@@ -44,6 +45,7 @@ class SimBackend final : public Backend {
   boost::asio::any_io_executor executor_;
   SimOptions opt_;
   int served_ = 0;
+  bool stalled_ = false;
 };
 
 // The sim's text for a request, without timing: what generate() streams. Exposed for tests.

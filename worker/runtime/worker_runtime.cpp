@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 
 #include "common/log.hpp"
 
@@ -103,6 +104,8 @@ void WorkerRuntime::handle(std::string_view text) {
         const auto it = running_.find(m.params["id"].get<std::uint64_t>());
         if (it != running_.end()) it->second->cancelled = true;
       }
+    } else if (m.method == wm::kInject) {
+      on_inject(m.params);
     } else if (m.method == wm::kShutdown) {
       stopping_ = true;
       maybe_exit();
@@ -123,8 +126,34 @@ void WorkerRuntime::handle(std::string_view text) {
   reply_error(m.id, BackendError{RpcError::method_not_found, {}, json{{"method", m.method}}});
 }
 
-bool WorkerRuntime::enact_fault() {
-  switch (backend_->next_fault()) {
+void WorkerRuntime::on_inject(const json& params) {
+  const std::string fault = params.is_object() ? params.value("fault", std::string()) : std::string();
+  auto log = component_logger("worker");
+  static const std::map<std::string, Fault> faults = {{"crash", Fault::crash},
+                                                      {"hang", Fault::hang},
+                                                      {"garbage", Fault::garbage},
+                                                      {"stall", Fault::stall},
+                                                      {"slow", Fault::slow}};
+  const auto it = faults.find(fault);
+  if (it == faults.end()) {
+    log->warn("worker {}: unknown fault '{}' ignored", opt_.worker_id, fault);
+    return;
+  }
+  if (it->second == Fault::stall || it->second == Fault::slow) {
+    if (!backend_ || !backend_->inject(it->second)) {
+      log->warn("worker {}: backend cannot enact fault '{}'", opt_.worker_id, fault);
+    } else {
+      log->warn("worker {}: injected {}", opt_.worker_id, fault);
+    }
+    return;
+  }
+  enact(it->second);
+}
+
+bool WorkerRuntime::enact_fault() { return backend_ && enact(backend_->next_fault()); }
+
+bool WorkerRuntime::enact(Fault fault) {
+  switch (fault) {
     case Fault::none:
       return false;
     case Fault::crash:
@@ -137,6 +166,9 @@ bool WorkerRuntime::enact_fault() {
       component_logger("worker")->warn("worker {}: injected garbage", opt_.worker_id);
       writer_.push(std::string("\x01\xff{not json at all}\n", 21));
       return true;
+    case Fault::stall:
+    case Fault::slow:
+      return backend_ && !backend_->inject(fault);
   }
   return false;
 }
@@ -189,16 +221,19 @@ asio::awaitable<void> WorkerRuntime::serve_generate(std::uint64_t id, GenerateRe
   std::uint64_t index = 0;
   auto outcome = co_await backend_->generate(
       req,
-      [this, id, &index](const std::string& text) {
+      [this, id, &index, stream = req.stream](const std::string& text) {
         ++tokens_since_heartbeat_;
-        send(proto::make_notification(wm::kChunk, json{{"id", id}, {"index", index++}, {"text", text}}));
+        ++progress_;
+        if (stream) {
+          send(proto::make_notification(wm::kChunk, json{{"id", id}, {"index", index++}, {"text", text}}));
+        }
       },
       cancel);
   running_.erase(id);
+  ++progress_;
   if (!outcome) {
     reply_error(id, outcome.error());
   } else {
-    if (!req.stream) tokens_since_heartbeat_ += static_cast<std::uint64_t>(outcome->completion_tokens);
     reply(id, json{{"text", outcome->text},
                    {"finish_reason", outcome->finish_reason},
                    {"usage",
@@ -250,7 +285,8 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
                                                        {"queue_depth", 0},
                                                        {"rss_bytes", resident_bytes()},
                                                        {"models", backend_->models()},
-                                                       {"tokens_per_s", tps}}));
+                                                       {"tokens_per_s", tps},
+                                                       {"progress", progress_}}));
     heartbeat_timer_.expires_after(heartbeat_interval_);
     auto [ec] = co_await heartbeat_timer_.async_wait(use_nothrow);
     if (ec) co_return;

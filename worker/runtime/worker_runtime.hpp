@@ -45,7 +45,9 @@ class WorkerRuntime {
   void on_generate(std::uint64_t id, const json& params);
   void on_batch_tokenize(std::uint64_t id, const json& params);
   void on_detokenize(std::uint64_t id, const json& params);
+  void on_inject(const json& params);
   bool enact_fault();
+  bool enact(Fault fault);
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<void> serve_generate(std::uint64_t id, GenerateRequest req,
                                        std::shared_ptr<CancelFlag> cancel);
@@ -65,6 +67,9 @@ class WorkerRuntime {
   Millis heartbeat_interval_{1000};
   asio::steady_timer heartbeat_timer_;
   std::uint64_t tokens_since_heartbeat_ = 0;
+  // Tokens produced plus requests answered since start: the supervisor's stall detector
+  // watches it move.
+  std::int64_t progress_ = 0;
   bool ready_ = false;
   bool stopping_ = false;
   bool done_ = false;

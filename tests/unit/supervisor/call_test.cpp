@@ -51,7 +51,10 @@ TEST(Call, StreamChunksCarryClientIdAndContiguousIndex) {
   auto call = make_call(c, CallKind::generate, "abc");
   call->set_streaming(true);
   call->mark_dispatched({1, 1, 42});
-  for (const char* t : {"a", "b", "c"}) EXPECT_TRUE(call->deliver_chunk(t));
+  std::uint64_t i = 0;
+  for (const char* t : {"a", "b", "c"}) {
+    EXPECT_EQ(call->deliver_chunk(t, i++), Call::ChunkResult::delivered);
+  }
   ASSERT_EQ(c.chunks.size(), 3u);
   for (std::size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(c.chunks[i]["method"], "generate.chunk");
@@ -61,11 +64,39 @@ TEST(Call, StreamChunksCarryClientIdAndContiguousIndex) {
   EXPECT_EQ(call->chunks_sent(), 3u);
 }
 
+TEST(Call, FailoverReplaySkipsWhatTheClientHasAndContinues) {
+  Captured c;
+  auto call = make_call(c);
+  call->set_streaming(true);
+  call->mark_dispatched({0, 1, 1});
+  call->deliver_chunk("a", 0);
+  call->deliver_chunk("b", 1);
+  call->mark_requeued();  // worker died; the new one replays from index 0
+  call->mark_dispatched({1, 2, 1});
+  EXPECT_EQ(call->deliver_chunk("a", 0), Call::ChunkResult::skipped);
+  EXPECT_EQ(call->deliver_chunk("b", 1), Call::ChunkResult::skipped);
+  EXPECT_EQ(call->deliver_chunk("c", 2), Call::ChunkResult::delivered);
+  ASSERT_EQ(c.chunks.size(), 3u);
+  EXPECT_EQ(c.chunks[2]["params"]["index"], 2);
+  EXPECT_EQ(c.chunks[2]["params"]["text"], "c");
+  EXPECT_EQ((call->tried_slots()), (std::vector<int>{0, 1}));
+}
+
+TEST(Call, FailoverReplayThatDiffersIsReported) {
+  Captured c;
+  auto call = make_call(c);
+  call->set_streaming(true);
+  call->deliver_chunk("a", 0);
+  call->mark_requeued();
+  EXPECT_EQ(call->deliver_chunk("z", 0), Call::ChunkResult::diverged);
+  EXPECT_EQ(call->deliver_chunk("a", 3), Call::ChunkResult::diverged);  // a gap
+}
+
 TEST(Call, UnaryCallsSendNoChunksAndStayRetryable) {
   Captured c;
   auto call = make_call(c);
   call->mark_dispatched({0, 1, 1});
-  EXPECT_TRUE(call->deliver_chunk("x"));
+  EXPECT_EQ(call->deliver_chunk("x", 0), Call::ChunkResult::skipped);
   EXPECT_TRUE(c.chunks.empty());
   EXPECT_EQ(call->chunks_sent(), 0u);
 }
@@ -75,7 +106,7 @@ TEST(Call, SlowConsumerIsReported) {
   c.accept_chunks = false;
   auto call = make_call(c);
   call->set_streaming(true);
-  EXPECT_FALSE(call->deliver_chunk("x"));
+  EXPECT_EQ(call->deliver_chunk("x", 0), Call::ChunkResult::slow_consumer);
 }
 
 TEST(Call, WorkerResultGetsSupervisorFields) {
@@ -114,7 +145,7 @@ TEST(Call, NotificationsNeverReply) {
   Captured c;
   auto call = make_call(c, CallKind::generate, nullptr, /*notification=*/true);
   call->set_streaming(true);
-  call->deliver_chunk("x");
+  call->deliver_chunk("x", 0);
   call->finish_result(json{{"text", "x"}});
   EXPECT_TRUE(c.chunks.empty());
   EXPECT_TRUE(c.replies.empty());

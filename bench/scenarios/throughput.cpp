@@ -1,0 +1,261 @@
+#include "bench/scenarios/throughput.hpp"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "bench/scenarios/reply_scanner.hpp"
+#include "client/rpc_client.hpp"
+#include "proto/worker_messages.hpp"
+
+namespace drover::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Client method names (shared/DESIGN.md section 4). droverd relays the workers' chunk
+// notification name to clients unchanged, so the constant lives in the worker protocol.
+constexpr std::string_view kGenerate = "generate";
+constexpr std::string_view kChunk = proto::worker::method::kChunk;
+
+std::string generate_params_json(const ThroughputOptions& opt) {
+  nlohmann::json params = {{"prompt", opt.prompt}, {"max_tokens", opt.max_tokens}};
+  if (!opt.model.empty()) params["model"] = opt.model;
+  if (opt.stream) params["stream"] = true;
+  return params.dump();
+}
+
+// What all connection threads share. Everything but `counted_sent` is written before the
+// threads start and only read afterwards.
+struct RunPlan {
+  explicit RunPlan(const ThroughputOptions& options)
+      : opt(options),
+        body_prefix(fmt::format(R"({{"jsonrpc":"2.0","method":"{}","params":{},"id":)", kGenerate,
+                                generate_params_json(options))),
+        body_suffix("}") {}
+
+  const ThroughputOptions& opt;
+  Clock::time_point window_start;
+  Clock::time_point window_end;  // sending stops here unless opt.requests is set
+  // The request text up to its id, and after it: the id is the only part that varies, so the
+  // params are serialised once, not per request.
+  std::string body_prefix;
+  std::string body_suffix;
+  // Counted requests claimed so far, across connections (--requests mode).
+  std::atomic<std::int64_t> counted_sent{0};
+};
+
+struct ConnectionResult {
+  ThroughputResult totals;
+  std::optional<Clock::time_point> last_counted_reply;
+};
+
+struct Pending {
+  Clock::time_point sent;
+  bool counted = false;
+  bool chunk_seen = false;
+};
+
+
+// One connection: keeps opt.inflight requests outstanding until the plan says stop, then
+// drains. Runs on its own thread; touches only its client, its result and plan.counted_sent.
+class Connection {
+ public:
+  Connection(RunPlan& plan, client::RpcClient client) : plan_(plan), client_(std::move(client)) {}
+
+  ConnectionResult run() {
+    try {
+      loop();
+    } catch (const client::ClientError& e) {
+      fail(e.what());
+    }
+    return std::move(result_);
+  }
+
+ private:
+  void loop() {
+    const auto inflight = static_cast<std::size_t>(plan_.opt.inflight);
+    pending_.reserve(inflight * 2);
+    for (;;) {
+      if (!stopping_ && pending_.size() < inflight) top_up(inflight);
+      if (pending_.empty()) return;  // stopping, and everything answered
+      auto text = client_.read_text(plan_.opt.reply_timeout);
+      if (!text) {
+        return fail(fmt::format("no reply within {} ms ({} requests outstanding)",
+                                plan_.opt.reply_timeout.count(), pending_.size()));
+      }
+      if (!handle(*text)) return;
+    }
+  }
+
+  // Sends requests until `inflight` are outstanding or the plan says stop, in one write.
+  void top_up(std::size_t inflight) {
+    const auto now = Clock::now();
+    const bool counted = now >= plan_.window_start;
+    const std::int64_t first_id = next_id_;
+    out_.clear();
+    while (pending_.size() + static_cast<std::size_t>(next_id_ - first_id) < inflight) {
+      if (counted && !claim()) {
+        stopping_ = true;
+        break;
+      }
+      body_ = plan_.body_prefix;
+      body_ += std::to_string(next_id_++);
+      body_ += plan_.body_suffix;
+      proto::append_frame(out_, plan_.opt.framing, body_);
+    }
+    if (out_.empty()) return;
+    const auto sent = Clock::now();
+    for (std::int64_t id = first_id; id < next_id_; ++id) pending_.emplace(id, Pending{sent, counted});
+    client_.send_raw(out_);
+  }
+
+  // Whether one more counted request may be sent.
+  bool claim() {
+    if (plan_.opt.requests) {
+      return plan_.counted_sent.fetch_add(1, std::memory_order_relaxed) < *plan_.opt.requests;
+    }
+    return Clock::now() < plan_.window_end;
+  }
+
+  // Returns false when the connection must stop.
+  bool handle(const std::string& text) {
+    const auto now = Clock::now();
+    const ReplyInfo reply = scan_reply(text);
+    ThroughputResult& r = result_.totals;
+    switch (reply.kind) {
+      case ReplyInfo::Kind::notification: {
+        if (reply.method != kChunk || !reply.params_id) return true;
+        const auto it = pending_.find(*reply.params_id);
+        if (it == pending_.end() || !it->second.counted) return true;
+        ++r.chunks;
+        if (!it->second.chunk_seen) {
+          it->second.chunk_seen = true;
+          r.first_chunk.record(now - it->second.sent);
+        }
+        return true;
+      }
+      case ReplyInfo::Kind::result:
+      case ReplyInfo::Kind::error: {
+        const auto it = pending_.find(*reply.id);
+        if (it == pending_.end()) {
+          fail(fmt::format("reply to id {}, which is not outstanding", *reply.id));
+          return false;
+        }
+        const Pending p = it->second;
+        pending_.erase(it);
+        if (!p.counted) return true;
+        result_.last_counted_reply = now;
+        if (reply.kind == ReplyInfo::Kind::error) {
+          ++r.error_codes[reply.error_code];
+        } else {
+          ++r.ok;
+          r.completion_tokens += static_cast<std::uint64_t>(reply.completion_tokens);
+          r.latency.record(now - p.sent);
+        }
+        return true;
+      }
+      case ReplyInfo::Kind::other:
+      case ReplyInfo::Kind::invalid:
+        break;
+    }
+    fail("unexpected message from server: " + text.substr(0, 200));
+    return false;
+  }
+
+  void fail(std::string what) {
+    ThroughputResult& r = result_.totals;
+    if (r.client_failures++ == 0) r.first_client_failure = std::move(what);
+  }
+
+  RunPlan& plan_;
+  client::RpcClient client_;
+  ConnectionResult result_;
+  std::unordered_map<std::int64_t, Pending> pending_;
+  std::int64_t next_id_ = 1;
+  bool stopping_ = false;
+  std::string out_;   // frames of one write, reused
+  std::string body_;  // one request's JSON, reused
+};
+
+// CPU time of this process so far, all threads, user plus system.
+std::chrono::nanoseconds process_cpu() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto tv = [](const timeval& t) {
+    return std::chrono::seconds(t.tv_sec) + std::chrono::microseconds(t.tv_usec);
+  };
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(tv(u.ru_utime) + tv(u.ru_stime));
+}
+
+}  // namespace
+
+std::uint64_t ThroughputResult::errors() const {
+  std::uint64_t n = client_failures;
+  for (const auto& [code, count] : error_codes) n += count;
+  return n;
+}
+
+double ThroughputResult::requests_per_s() const {
+  const double s = std::chrono::duration<double>(elapsed).count();
+  return s > 0 ? static_cast<double>(ok) / s : 0.0;
+}
+
+double ThroughputResult::tokens_per_s() const {
+  const double s = std::chrono::duration<double>(elapsed).count();
+  return s > 0 ? static_cast<double>(completion_tokens) / s : 0.0;
+}
+
+ThroughputResult run_throughput(const ThroughputOptions& opt) {
+  RunPlan plan(opt);
+  const auto run_start = Clock::now();
+  const auto cpu_start = process_cpu();
+
+  // Connect everything first, so the window does not include connection set-up.
+  std::vector<std::unique_ptr<Connection>> connections;
+  for (int i = 0; i < opt.connections; ++i) {
+    connections.push_back(
+        std::make_unique<Connection>(plan, client::RpcClient(opt.socket, opt.framing)));
+  }
+  const auto start = Clock::now();
+  plan.window_start = start + opt.warmup;
+  plan.window_end = plan.window_start + opt.duration;
+
+  std::vector<ConnectionResult> results(connections.size());
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 0; i < connections.size(); ++i) {
+      threads.emplace_back([&results, &connections, i] { results[i] = connections[i]->run(); });
+    }
+  }  // jthreads join here
+
+  ThroughputResult total;
+  std::optional<Clock::time_point> last;
+  for (const ConnectionResult& c : results) {
+    const ThroughputResult& r = c.totals;
+    total.ok += r.ok;
+    total.completion_tokens += r.completion_tokens;
+    total.chunks += r.chunks;
+    for (const auto& [code, count] : r.error_codes) total.error_codes[code] += count;
+    if (r.client_failures > 0 && total.client_failures == 0) {
+      total.first_client_failure = r.first_client_failure;
+    }
+    total.client_failures += r.client_failures;
+    total.latency.merge(r.latency);
+    total.first_chunk.merge(r.first_chunk);
+    if (c.last_counted_reply && (!last || *c.last_counted_reply > *last)) last = c.last_counted_reply;
+  }
+  if (last) total.elapsed = *last - plan.window_start;
+  total.run_wall = Clock::now() - run_start;
+  total.client_cpu = process_cpu() - cpu_start;
+  return total;
+}
+
+}  // namespace drover::bench

@@ -1,0 +1,67 @@
+// The `throughput` scenario: C connections to droverd's client socket, one thread each, every
+// connection keeping P generate requests outstanding (pipelined on one socket: it sends until
+// P are in flight, then sends one more for every final reply it reads). Blocking sockets, no
+// event loop: a thread only ever waits on its own socket.
+//
+// Measurement window. A request counts when it is sent at or after the end of the warm-up;
+// latency runs from just before its bytes are written to the moment its final reply is
+// decoded. Sending stops when the window closes (--duration-s) or when N counted requests have
+// been sent (--requests); outstanding requests are then drained. Throughput is counted
+// requests over the time from the window's start to the last counted reply.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "bench/scenarios/latency_histogram.hpp"
+#include "proto/framing.hpp"
+
+namespace drover::bench {
+
+struct ThroughputOptions {
+  std::string socket = "/tmp/drover.sock";
+  int connections = 1;
+  int inflight = 1;  // per connection
+  std::chrono::milliseconds duration{10'000};
+  std::optional<std::int64_t> requests;  // when set, replaces duration
+  std::chrono::milliseconds warmup{1'000};
+  // A connection that gets no byte for this long while it waits for replies gives up.
+  std::chrono::milliseconds reply_timeout{30'000};
+  proto::Framing framing = proto::Framing::ndjson;
+  // The generate params.
+  std::string prompt = "Summarise in one sentence: the quick brown fox jumps over the lazy dog.";
+  std::string model;  // empty: not sent (the pool's default model)
+  int max_tokens = 16;
+  bool stream = false;
+};
+
+struct ThroughputResult {
+  std::chrono::nanoseconds elapsed{0};  // measurement window, start to last counted reply
+  std::uint64_t ok = 0;
+  std::uint64_t completion_tokens = 0;
+  std::uint64_t chunks = 0;                  // generate.chunk notifications of counted requests
+  std::map<int, std::uint64_t> error_codes;  // JSON-RPC error replies to counted requests
+  // Failures on the client side: connection refused or closed, reply timeout, a reply that is
+  // not JSON-RPC. Each one ends its connection; the text is the first such failure.
+  std::uint64_t client_failures = 0;
+  std::string first_client_failure;
+  // The whole run, connect to last reply, warm-up included, and the CPU drover-bench itself
+  // used meanwhile (user + system, all threads): on a small machine the load generator
+  // competes with droverd and the workers for the same cores.
+  std::chrono::nanoseconds run_wall{0};
+  std::chrono::nanoseconds client_cpu{0};
+  LatencyHistogram latency;      // send -> final reply, successful requests
+  LatencyHistogram first_chunk;  // send -> first generate.chunk, streamed requests
+
+  std::uint64_t errors() const;
+  double requests_per_s() const;
+  double tokens_per_s() const;
+};
+
+// Runs the scenario to completion. Throws std::runtime_error when no connection can be made.
+ThroughputResult run_throughput(const ThroughputOptions& options);
+
+}  // namespace drover::bench

@@ -1,0 +1,244 @@
+// Resilience features end to end (docs/RESILIENCE.md): heartbeat and stall detection, warm
+// spares, crash-loop parking, poison requests, circuit breakers, recycling, graceful restart,
+// scaling and stream failover. Each test starts its own droverd with real sim workers.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+
+#include "harness.hpp"
+#include "worker/backends/sim_backend.hpp"
+
+namespace drover::test {
+namespace {
+
+json gen(const std::string& prompt, std::uint64_t seed, int max_tokens, bool stream = false) {
+  return {{"prompt", prompt}, {"seed", seed}, {"temperature", 0.9}, {"max_tokens", max_tokens},
+          {"stream", stream}};
+}
+
+std::string sim_text(const std::string& prompt, std::uint64_t seed, int max_tokens) {
+  std::string s;
+  for (const auto& t : worker::sim_tokens(prompt, seed, 0.9, max_tokens)) s += t;
+  return s;
+}
+
+json worker_with_id(DroverProcess& d, int id) {
+  for (const auto& w : d.workers()) {
+    if (w.value("id", -1) == id) return w;
+  }
+  return nullptr;
+}
+
+json first_busy(DroverProcess& d) {
+  for (const auto& w : d.workers()) {
+    if (w.value("inflight", 0) > 0 && w.value("state", std::string()) == "ready") return w;
+  }
+  return nullptr;
+}
+
+std::vector<json> messages_until_reply(RpcClient& c, const json& id, json& reply) {
+  std::vector<json> others;
+  reply = read_reply(c, id, kReplyTimeout, &others);
+  return others;
+}
+
+TEST_F(DroverTest, StoppedWorkerIsDetectedByMissingHeartbeatsAndReplaced) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .workers_yaml = {"heartbeat_interval_ms: 50", "heartbeat_timeout_ms: 400"}}));
+  const json w0 = worker_with_id(d(), 0);
+  const int pid = w0["pid"].get<int>();
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  EXPECT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return !w.is_null() && w.value("pid", 0) != pid && w.value("state", std::string()) == "ready";
+  })) << d().workers().dump();
+  EXPECT_NE(d().log().find("no heartbeat for"), std::string::npos);
+  EXPECT_TRUE(is_result(d().client().call("generate", gen("after stop", 1, 3))));
+}
+
+TEST_F(DroverTest, StalledWorkerWithLiveHeartbeatsIsReplacedAndItsRequestRetried) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--tokens-per-s", "50"},
+                     .workers_yaml = {"heartbeat_interval_ms: 50", "heartbeat_timeout_ms: 400",
+                                      "stall_timeout_ms: 600"}}));
+  auto admin = d().admin();
+  ASSERT_TRUE(is_result(admin.call("workers.inject", {{"id", 0}, {"fault", "stall"}})));
+  ASSERT_TRUE(is_result(admin.call("workers.inject", {{"id", 1}, {"fault", "stall"}})));
+  // Both workers are wedged; the request stalls on one, is retried on the other, which is also
+  // replaced, and finally runs on a fresh worker.
+  const json r = d().client().call("generate", gen("wedged", 2, 5), 60s);
+  ASSERT_TRUE(is_result(r)) << r.dump();
+  EXPECT_EQ(r["result"]["text"], sim_text("wedged", 2, 5));
+  EXPECT_NE(d().log().find("no progress for"), std::string::npos);
+}
+
+TEST_F(DroverTest, WarmSpareIsPromotedWhenAWorkerDies) {
+  ASSERT_TRUE(start({.workers = 2, .workers_yaml = {"warm_spares: 1"}}));
+  json spare;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& w : d().workers()) {
+      if (w.value("state", std::string()) == "spare") spare = w;
+    }
+    return !spare.is_null();
+  }));
+  EXPECT_EQ(d().health().value("spares_ready", 0), 1);
+  const int victim = worker_with_id(d(), 1)["pid"].get<int>();
+  ASSERT_TRUE(is_result(d().admin().call("workers.kill", {{"id", 1}})));
+  EXPECT_TRUE(wait_until([&] { return worker_with_id(d(), 1).value("pid", 0) == spare["pid"].get<int>(); }))
+      << "slot 1 should be served by the former spare: " << d().workers().dump();
+  EXPECT_NE(victim, spare["pid"].get<int>());
+  // A new spare is started behind it.
+  EXPECT_TRUE(wait_until([&] { return d().health().value("spares_ready", 0) == 1; }));
+}
+
+TEST_F(DroverTest, CrashLoopingSlotIsParkedAndUnparkedByRestart) {
+  DroverOptions o{.workers = 1,
+                  .workers_yaml = {"restart_backoff_base_ms: 10", "restart_backoff_max_ms: 20",
+                                   "max_restarts: 2", "restart_window_s: 60"}};
+  DroverProcess p(o);
+  // Replace the worker command by one that exits at once, so the slot crash-loops.
+  {
+    std::string cfg = read_file(p.config_path());
+    const auto at = cfg.find("command:");
+    const auto eol = cfg.find('\n', at);
+    cfg.replace(at, eol - at, "command: [/bin/false]");
+    std::ofstream(p.config_path()) << cfg;
+  }
+  Child child({droverd_bin(), "--config", p.config_path()}, p.dir() + "/out.log", p.log_path());
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      RpcClient a(p.admin_path());
+      const json ws = a.call("workers.list", nullptr, 5s)["result"]["workers"];
+      return ws.size() == 1 && ws[0].value("state", std::string()) == "parked";
+    } catch (const client::ClientError&) {
+      return false;
+    }
+  })) << read_file(p.log_path());
+  RpcClient c(p.socket_path());
+  const json h = c.call("health")["result"];
+  EXPECT_EQ(h.value("workers_parked", 0), 1);
+  EXPECT_NE(h.value("status", std::string()), "ok");
+  const json r = c.call("generate", gen("nobody home", 1, 3));
+  EXPECT_EQ(error_code(r), -32002) << r.dump();
+  EXPECT_NE(read_file(p.log_path()).find("PARKED"), std::string::npos);
+  RpcClient a(p.admin_path());
+  EXPECT_TRUE(is_result(a.call("workers.restart", {{"id", 0}})));
+  child.signal(SIGTERM);
+  EXPECT_TRUE(child.wait_exit(30s).has_value());
+}
+
+TEST_F(DroverTest, PoisonRequestIsStoppedAndFailsFastWhenResubmitted) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--crash-after", "0"},
+                     .extra_yaml = "retry:\n  max_attempts: 5\n  poison_threshold: 2\n"}));
+  auto c = d().client();
+  const json r = c.call("generate", gen("deadly", 1, 3));
+  ASSERT_EQ(error_code(r), -32003) << r.dump();
+  EXPECT_EQ(r["error"]["data"].value("poison", false), true);
+  EXPECT_EQ(r["error"]["data"].value("attempts", 0), 2);
+  // Resubmitted (even with another seed): refused before reaching a worker.
+  const json again = c.call("generate", gen("deadly", 2, 3));
+  ASSERT_EQ(error_code(again), -32003) << again.dump();
+  EXPECT_EQ(again["error"]["data"].value("poison", false), true);
+  EXPECT_EQ(again["error"]["data"].value("attempts", -1), 0);
+  EXPECT_TRUE(d().wait_ready(2));
+}
+
+TEST_F(DroverTest, BreakerOpensOnTimeoutsAndAllOpenGivesMinus32002) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .extra_yaml = "circuit_breaker:\n  consecutive_failures: 2\n  open_ms: 60000\n"}));
+  auto c = d().client();
+  for (int i = 0; i < 2; ++i) {
+    json p = gen("slow", static_cast<std::uint64_t>(i), 2);
+    p["timeout_ms"] = 50;
+    EXPECT_EQ(error_code(c.call("generate", p)), -32004);
+  }
+  EXPECT_TRUE(wait_until([&] { return worker_with_id(d(), 0).value("breaker", std::string()) == "open"; }));
+  const json r = c.call("generate", gen("refused", 3, 2));
+  ASSERT_EQ(error_code(r), -32002) << r.dump();
+  EXPECT_GT(r["error"]["data"].value("retry_after_ms", 0), 0);
+  EXPECT_EQ(d().health().value("status", std::string()), "degraded");
+}
+
+TEST_F(DroverTest, WorkerIsRecycledAfterMaxRequestsWithoutFailingAnyRequest) {
+  ASSERT_TRUE(start({.workers = 1, .workers_yaml = {"max_requests: 3"}}));
+  const int first = worker_with_id(d(), 0)["pid"].get<int>();
+  auto c = d().client();
+  for (int i = 0; i < 10; ++i) {
+    const json r = c.call("generate", gen("recycle", static_cast<std::uint64_t>(i), 3));
+    ASSERT_TRUE(is_result(r)) << r.dump();
+  }
+  EXPECT_TRUE(wait_until([&] { return worker_with_id(d(), 0).value("pid", first) != first; }));
+  EXPECT_NE(d().log().find("recycled: served"), std::string::npos);
+}
+
+TEST_F(DroverTest, GracefulRestartLetsTheRunningStreamFinishOnTheOldWorker) {
+  ASSERT_TRUE(start({.workers = 1, .worker_args = {"--tokens-per-s", "40"}}));
+  auto c = d().client();
+  c.send(request(1, "generate", gen("long goodbye", 5, 20, true)));
+  json busy;
+  ASSERT_TRUE(wait_until([&] { return !(busy = first_busy(d())).is_null(); }));
+  ASSERT_TRUE(is_result(d().admin().call("workers.restart", {{"id", 0}})));
+  json reply;
+  const auto chunks = messages_until_reply(c, 1, reply);
+  ASSERT_TRUE(is_result(reply)) << reply.dump();
+  EXPECT_EQ(reply["result"]["text"], sim_text("long goodbye", 5, 20));
+  EXPECT_EQ(reply["result"]["worker"], 0);
+  std::string joined;
+  for (const auto& m : chunks) joined += m["params"].value("text", std::string());
+  EXPECT_EQ(joined, reply["result"]["text"].get<std::string>());
+  EXPECT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return w.value("pid", 0) != busy["pid"].get<int>() && w.value("state", std::string()) == "ready";
+  }));
+}
+
+TEST_F(DroverTest, ScaleUpAndDown) {
+  ASSERT_TRUE(start({.workers = 1}));
+  ASSERT_TRUE(is_result(d().admin().call("workers.scale", {{"count", 3}})));
+  EXPECT_TRUE(wait_until([&] { return d().health().value("workers_ready", 0) == 3; }));
+  ASSERT_TRUE(is_result(d().admin().call("workers.scale", {{"count", 1}})));
+  EXPECT_TRUE(wait_until([&] {
+    const json h = d().health();
+    return h.value("workers_total", 0) == 1 && h.value("workers_ready", 0) == 1 && d().workers().size() == 1;
+  })) << d().workers().dump();
+  EXPECT_EQ(error_code(d().admin().call("workers.scale", {{"count", 0}})), -32602);
+}
+
+TEST_F(DroverTest, KilledStreamFailsOverByteForByte) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--tokens-per-s", "40"}}));
+  auto c = d().client();
+  c.send(request("s", "generate", gen("failover", 77, 30, true)));
+  std::vector<json> before;
+  // Let a few chunks reach the client, then kill the worker streaming them.
+  while (before.size() < 5) before.push_back(read_one(c));
+  const json victim = first_busy(d());
+  ASSERT_FALSE(victim.is_null());
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGKILL), 0);
+  json reply;
+  auto after = messages_until_reply(c, "s", reply);
+  ASSERT_TRUE(is_result(reply)) << reply.dump();
+  before.insert(before.end(), after.begin(), after.end());
+  std::string joined;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    ASSERT_EQ(before[i]["params"].value("index", -1), static_cast<int>(i));
+    joined += before[i]["params"].value("text", std::string());
+  }
+  const std::string clean = sim_text("failover", 77, 30);
+  EXPECT_EQ(joined, clean);
+  EXPECT_EQ(reply["result"]["text"], clean);
+  EXPECT_NE(reply["result"]["worker"], victim["id"]);
+}
+
+TEST_F(DroverTest, InjectRejectsUnknownFaultsAndWorkers) {
+  ASSERT_TRUE(start({.workers = 1}));
+  auto a = d().admin();
+  EXPECT_EQ(error_code(a.call("workers.inject", {{"id", 0}, {"fault", "explode"}})), -32602);
+  EXPECT_EQ(error_code(a.call("workers.inject", {{"id", 9}, {"fault", "crash"}})), -32602);
+  EXPECT_EQ(error_code(a.call("workers.kill", {{"id", 9}})), -32602);
+}
+
+}  // namespace
+}  // namespace drover::test

@@ -1,0 +1,198 @@
+#include "worker/backends/tinyllm/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+namespace drover::worker::tinyllm {
+
+// The file format is little-endian float32/int32 and is mapped as it is.
+static_assert(std::endian::native == std::endian::little, "tinyllm reads little-endian files");
+static_assert(sizeof(float) == 4);
+
+namespace {
+
+// Upper bounds that keep every size computation far from overflow and reject garbage headers
+// early; the largest llama2.c checkpoints (Llama 2 7B: dim 4096, hidden 11008, 32 layers,
+// vocab 32000, seq 2048) are well inside them.
+constexpr int kMaxDim = 1 << 16;
+constexpr int kMaxHidden = 1 << 18;
+constexpr int kMaxLayers = 1 << 10;
+constexpr int kMaxVocab = 1 << 22;
+constexpr int kMaxSeqLen = 1 << 20;
+
+}  // namespace
+
+std::uint64_t ModelConfig::weight_floats() const {
+  const std::uint64_t d = static_cast<std::uint64_t>(dim);
+  const std::uint64_t h = static_cast<std::uint64_t>(hidden_dim);
+  const std::uint64_t l = static_cast<std::uint64_t>(n_layers);
+  const std::uint64_t v = static_cast<std::uint64_t>(vocab_size);
+  const std::uint64_t kv = static_cast<std::uint64_t>(kv_dim());
+  const std::uint64_t hs = static_cast<std::uint64_t>(head_size());
+  std::uint64_t n = v * d;                      // token embedding
+  n += l * d;                                   // rms_att
+  n += l * d * d + 2 * l * kv * d + l * d * d;  // wq, wk, wv, wo
+  n += l * d;                                   // rms_ffn
+  n += 3 * l * d * h;                           // w1, w2, w3
+  n += d;                                       // rms_final
+  n += static_cast<std::uint64_t>(seq_len) * hs;  // freq_cis_real + freq_cis_imag
+  if (!shared_classifier) n += v * d;
+  return n;
+}
+
+std::uint64_t ModelConfig::parameter_count() const {
+  return weight_floats() - static_cast<std::uint64_t>(seq_len) * static_cast<std::uint64_t>(head_size());
+}
+
+std::string validate_config(const ModelConfig& c) {
+  auto range = [](const char* name, int value, int lo, int hi) -> std::string {
+    if (value < lo || value > hi) return fmt::format("{} = {} is outside [{}, {}]", name, value, lo, hi);
+    return {};
+  };
+  for (auto msg : {range("dim", c.dim, 2, kMaxDim), range("hidden_dim", c.hidden_dim, 1, kMaxHidden),
+                   range("n_layers", c.n_layers, 1, kMaxLayers), range("n_heads", c.n_heads, 1, c.dim),
+                   range("n_kv_heads", c.n_kv_heads, 1, c.n_heads),
+                   range("|vocab_size|", c.vocab_size, 1, kMaxVocab),
+                   range("seq_len", c.seq_len, 1, kMaxSeqLen)}) {
+    if (!msg.empty()) return msg;
+  }
+  if (c.dim % c.n_heads != 0) {
+    return fmt::format("dim = {} is not a multiple of n_heads = {}", c.dim, c.n_heads);
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return fmt::format("n_heads = {} is not a multiple of n_kv_heads = {}", c.n_heads, c.n_kv_heads);
+  }
+  if (c.head_size() % 2 != 0) {
+    return fmt::format("head size dim / n_heads = {} must be even for RoPE", c.head_size());
+  }
+  return {};
+}
+
+boost::system::result<Checkpoint, std::string> Checkpoint::open(const std::string& path) {
+  using R = boost::system::result<Checkpoint, std::string>;
+  auto fail = [&path](std::string what) {
+    return R(boost::system::in_place_error, fmt::format("model {}: {}", path, what));
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(fmt::format("cannot open: {}", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return fail(fmt::format("cannot stat: {}", std::strerror(err)));
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size < kHeaderBytes) {
+    ::close(fd);
+    return fail(fmt::format("{} bytes is shorter than the {}-byte llama2.c header", size, kHeaderBytes));
+  }
+  // MAP_SHARED + PROT_READ: pages come straight from the page cache and are shared by every
+  // process mapping this file; nothing is copied and nothing can be written through them.
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  const int map_err = errno;
+  ::close(fd);  // the mapping keeps the file referenced
+  if (map == MAP_FAILED) return fail(fmt::format("mmap failed: {}", std::strerror(map_err)));
+
+  Checkpoint cp;
+  cp.path_ = path;
+  cp.map_ = map;
+  cp.size_ = size;
+  std::int32_t header[7];
+  std::memcpy(header, map, kHeaderBytes);
+  ModelConfig& c = cp.config_;
+  c.dim = header[0];
+  c.hidden_dim = header[1];
+  c.n_layers = header[2];
+  c.n_heads = header[3];
+  c.n_kv_heads = header[4];
+  c.shared_classifier = header[5] > 0;
+  c.vocab_size = header[5] == INT32_MIN ? 0 : std::abs(header[5]);
+  c.seq_len = header[6];
+  if (auto msg = validate_config(c); !msg.empty()) {
+    return fail(fmt::format("not a llama2.c checkpoint: header {}", msg));
+  }
+  const std::uint64_t expected = kHeaderBytes + c.weight_floats() * sizeof(float);
+  if (expected != size) {
+    return fail(fmt::format(
+        "size {} bytes does not match its header (dim {}, hidden_dim {}, n_layers {}, n_heads {}, "
+        "n_kv_heads {}, vocab_size {}{}, seq_len {}), which needs {} bytes{}",
+        size, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+        c.shared_classifier ? "" : " unshared", c.seq_len, expected,
+        size < expected ? " (truncated?)" : " (not the llama2.c legacy format?)"));
+  }
+
+  const float* p = reinterpret_cast<const float*>(static_cast<const char*>(map) + kHeaderBytes);
+  const std::size_t d = static_cast<std::size_t>(c.dim);
+  const std::size_t h = static_cast<std::size_t>(c.hidden_dim);
+  const std::size_t l = static_cast<std::size_t>(c.n_layers);
+  const std::size_t kv = static_cast<std::size_t>(c.kv_dim());
+  const std::size_t v = static_cast<std::size_t>(c.vocab_size);
+  Weights& w = cp.weights_;
+  w.token_embedding = p;
+  p += v * d;
+  w.rms_att = p;
+  p += l * d;
+  w.wq = p;
+  p += l * d * d;
+  w.wk = p;
+  p += l * kv * d;
+  w.wv = p;
+  p += l * kv * d;
+  w.wo = p;
+  p += l * d * d;
+  w.rms_ffn = p;
+  p += l * d;
+  w.w1 = p;
+  p += l * h * d;
+  w.w2 = p;
+  p += l * d * h;
+  w.w3 = p;
+  p += l * h * d;
+  w.rms_final = p;
+  p += d;
+  p += static_cast<std::size_t>(c.seq_len) * static_cast<std::size_t>(c.head_size());  // freq_cis
+  w.wcls = c.shared_classifier ? w.token_embedding : p;
+  return cp;
+}
+
+Checkpoint::Checkpoint(Checkpoint&& other) noexcept
+    : path_(std::move(other.path_)),
+      map_(std::exchange(other.map_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      config_(other.config_),
+      weights_(std::exchange(other.weights_, Weights{})) {}
+
+Checkpoint& Checkpoint::operator=(Checkpoint&& other) noexcept {
+  if (this != &other) {
+    reset();
+    path_ = std::move(other.path_);
+    map_ = std::exchange(other.map_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    config_ = other.config_;
+    weights_ = std::exchange(other.weights_, Weights{});
+  }
+  return *this;
+}
+
+Checkpoint::~Checkpoint() { reset(); }
+
+void Checkpoint::reset() noexcept {
+  if (map_ != nullptr) ::munmap(map_, size_);
+  map_ = nullptr;
+  size_ = 0;
+}
+
+void Checkpoint::prefetch() const {
+  if (map_ != nullptr) ::madvise(map_, size_, MADV_WILLNEED);
+}
+
+}  // namespace drover::worker::tinyllm
