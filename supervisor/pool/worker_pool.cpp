@@ -173,7 +173,11 @@ void WorkerPool::pump() {
     candidates.clear();
     for (const auto& s : slots_) {
       if (s->link && s->link->can_take(static_cast<std::size_t>(config_.max_inflight), now)) {
-        candidates.push_back({s->id, static_cast<int>(s->link->inflight())});
+        // Load = what we hold there plus what the worker says it has queued inside (its
+        // heartbeat's queue_depth), so least_busy sees backlog a backend keeps to itself.
+        const auto load = s->link->inflight() + static_cast<std::size_t>(std::max<std::int64_t>(
+                                                    s->link->report().queue_depth, 0));
+        candidates.push_back({s->id, static_cast<int>(load)});
       }
     }
     if (candidates.empty()) {

@@ -5,8 +5,11 @@
 // same seed) or a documented error with its data. The pool must return to its size, and the
 // harness's teardown checks that no worker process outlives droverd.
 //
-// DROVER_CHAOS_SECONDS sets the chaos duration (default 12); bench/chaos.sh runs the long
-// version and keeps the printed figures.
+// Knobs (bench/chaos.sh runs the long version and keeps the printed figures):
+//   DROVER_CHAOS_SECONDS       chaos duration (default 12)
+//   DROVER_CHAOS_STEADY_SECONDS  a fault-free phase first, for the throughput baseline (default 3)
+//   DROVER_CHAOS_INTERVAL_MS   time between faults (default: random 250-750 ms)
+//   DROVER_CHAOS_MODE          "mixed" (default) or "kill" (SIGKILL of a random worker only)
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -141,10 +144,12 @@ void client_loop(DroverProcess& d, int conn, std::atomic<bool>& stop, Outcome& o
   }
 }
 
-int chaos_seconds() {
-  const char* s = std::getenv("DROVER_CHAOS_SECONDS");
-  return s ? std::max(1, std::atoi(s)) : 12;
+int env_int(const char* name, int fallback) {
+  const char* s = std::getenv(name);
+  return s ? std::max(0, std::atoi(s)) : fallback;
 }
+
+int chaos_seconds() { return std::max(1, env_int("DROVER_CHAOS_SECONDS", 12)); }
 
 TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
   DroverOptions o;
@@ -164,15 +169,31 @@ TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
     clients.emplace_back([&, i] { client_loop(d(), i, stop, out, mu); });
   }
 
-  // The chaos: one action every 250-750 ms on a random live worker.
+  auto completed = [&out, &mu] {
+    std::lock_guard lock(mu);
+    std::uint64_t n = out.ok;
+    for (const auto& [code, k] : out.errors) n += k;
+    return n;
+  };
+  // Steady phase: the throughput baseline, without faults. Pacing, not synchronisation.
+  const int steady_s = env_int("DROVER_CHAOS_STEADY_SECONDS", 3);
+  const auto steady_start_n = completed();
+  std::this_thread::sleep_until(std::chrono::steady_clock::now() + std::chrono::seconds(steady_s));
+  const auto steady_n = completed() - steady_start_n;
+
+  // The chaos: one action per interval on a random live worker.
   std::mt19937 rng(12345);
   std::map<std::string, int> actions;
+  const bool kill_only = std::string(std::getenv("DROVER_CHAOS_MODE") ? std::getenv("DROVER_CHAOS_MODE") : "") == "kill";
+  const int interval_ms = env_int("DROVER_CHAOS_INTERVAL_MS", 0);
+  const auto chaos_start_n = completed();
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(chaos_seconds());
   auto admin = d().admin();
   while (std::chrono::steady_clock::now() < until) {
-    // Pacing of the fault load (one action per 250-750 ms), not synchronisation: nothing
-    // below waits for anything to have happened.
-    std::this_thread::sleep_until(std::chrono::steady_clock::now() + Millis(250 + rng() % 500));
+    // Pacing of the fault load, not synchronisation: nothing below waits for anything to
+    // have happened.
+    const Millis pause(interval_ms > 0 ? interval_ms : 250 + static_cast<int>(rng() % 500));
+    std::this_thread::sleep_until(std::chrono::steady_clock::now() + pause);
     json ws = d().workers();
     std::vector<json> live;
     for (const auto& w : ws) {
@@ -182,7 +203,7 @@ TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
     const json& w = live[rng() % live.size()];
     const int id = w["id"].get<int>();
     const pid_t pid = w["pid"].get<int>();
-    switch (rng() % 6) {
+    switch (kill_only ? 1 : rng() % 6) {
       case 0:
         admin.call("workers.kill", {{"id", id}, {"signal", "KILL"}});
         ++actions["workers.kill"];
@@ -209,8 +230,13 @@ TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
         break;
     }
   }
+  const auto chaos_n = completed() - chaos_start_n;
   stop = true;
   for (auto& t : clients) t.join();
+  const auto recovery_start = std::chrono::steady_clock::now();
+  const bool recovered = d().wait_ready(kWorkers, 60s);
+  const double recovery_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - recovery_start).count();
 
   std::uint64_t errors = 0;
   for (const auto& [code, n] : out.errors) errors += n;
@@ -218,12 +244,19 @@ TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
   auto pct = [&out](double q) {
     return out.latency_ms.empty() ? 0.0 : out.latency_ms[static_cast<std::size_t>(q * (out.latency_ms.size() - 1))];
   };
-  std::printf("chaos %d s: %llu ok (%llu streams), %llu errors, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-              chaos_seconds(), static_cast<unsigned long long>(out.ok),
+  std::printf("steady %d s + chaos %d s: %llu ok (%llu streams), %llu errors, p50 %.1f ms, p99 %.1f ms, "
+              "max %.1f ms\n",
+              steady_s, chaos_seconds(), static_cast<unsigned long long>(out.ok),
               static_cast<unsigned long long>(out.streams_ok), static_cast<unsigned long long>(errors),
               pct(0.5), pct(0.99), out.latency_ms.empty() ? 0.0 : out.latency_ms.back());
   for (const auto& [code, n] : out.errors) std::printf("  error %d: %llu\n", code, static_cast<unsigned long long>(n));
   for (const auto& [a, n] : actions) std::printf("  action %s: %d\n", a.c_str(), n);
+  const double steady_rps = steady_s > 0 ? static_cast<double>(steady_n) / steady_s : 0.0;
+  const double chaos_rps = static_cast<double>(chaos_n) / chaos_seconds();
+  std::printf("  throughput: steady %.0f req/s, during chaos %.0f req/s (%.0f%%); pool back to %d ready "
+              "%.0f ms after the last fault\n",
+              steady_rps, chaos_rps, steady_rps > 0 ? 100.0 * chaos_rps / steady_rps : 0.0, kWorkers,
+              recovery_ms);
 
   for (const auto& v : out.violations) ADD_FAILURE() << v;
   EXPECT_GT(out.ok, 100u);
@@ -231,7 +264,7 @@ TEST_F(DroverTest, EveryRequestAnsweredExactlyOnceUnderChaos) {
   // Retries and failover absorb the faults: errors stay a small fraction.
   EXPECT_LE(errors * 20, out.ok + errors) << "more than 5% of requests failed";
   // The pool returns to its size once the chaos stops.
-  EXPECT_TRUE(d().wait_ready(kWorkers, 60s));
+  EXPECT_TRUE(recovered) << d().workers().dump();
 }
 
 }  // namespace

@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
 
 #include "harness.hpp"
@@ -230,6 +234,41 @@ TEST_F(DroverTest, KilledStreamFailsOverByteForByte) {
   EXPECT_EQ(joined, clean);
   EXPECT_EQ(reply["result"]["text"], clean);
   EXPECT_NE(reply["result"]["worker"], victim["id"]);
+}
+
+// The admin socket is mode 0600; SO_PEERCRED is the second check, for peers that can reach the
+// file anyway. Opening the file up lets an unprivileged uid connect, and it must be refused.
+TEST_F(DroverTest, AdminSocketRefusesPeersOutsideTheUidAllowList) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to connect as another uid";
+  ASSERT_TRUE(start({.workers = 1}));
+  ASSERT_EQ(::chmod(d().dir().c_str(), 0711), 0);
+  ASSERT_EQ(::chmod(d().admin_path().c_str(), 0666), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // 65534 is "nobody". Exit 0: connected, then closed without a reply; 1: answered;
+    // 2: no reply and no close; 4: could not even connect (the test set-up is wrong).
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    std::optional<RpcClient> c;
+    try {
+      c.emplace(d().admin_path());
+    } catch (const client::ClientError&) {
+      ::_exit(4);
+    }
+    try {
+      c->send(request(1, "workers.list"));
+      const auto reply = c->read(10s);
+      ::_exit(reply ? 1 : 2);
+    } catch (const client::ClientError&) {
+      ::_exit(0);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "a uid outside the allow-list got an answer on the admin socket";
+  EXPECT_NE(d().log().find("admin connection refused: peer uid 65534"), std::string::npos);
+  EXPECT_TRUE(is_result(d().admin().call("workers.list")));
 }
 
 TEST_F(DroverTest, InjectRejectsUnknownFaultsAndWorkers) {

@@ -96,5 +96,18 @@ TEST(TinyllmParallelFor, CoversEveryIndexExactlyOnce) {
   }
 }
 
+TEST(TinyllmParallelFor, ManyShortJobsNeitherLoseWorkNorDeadlock) {
+  // Thousands of back-to-back jobs exercise the hand-offs between caller and helpers (a lost
+  // wake-up would hang here, and ctest's timeout would report it).
+  ParallelFor pool(2);
+  std::vector<int> out(64, 0);
+  for (int round = 0; round < 20000; ++round) {
+    pool.run(static_cast<int>(out.size()), [&](int begin, int end) {
+      for (int i = begin; i < end; ++i) ++out[static_cast<std::size_t>(i)];
+    });
+  }
+  for (const int v : out) EXPECT_EQ(v, 20000);
+}
+
 }  // namespace
 }  // namespace drover::worker::tinyllm

@@ -71,11 +71,13 @@ void ParallelFor::dispatch(int n, void* ctx, Call call) {
   const int mine = work(epoch);
   const int theirs = static_cast<int>(chunks) - mine;
   // Only chunks that helpers have claimed remain; wait for them (their outputs are then visible).
-  for (int i = 0; helper_done_.load(std::memory_order_acquire) != theirs; ++i) {
-    if (i < kSpinIterations) {
+  int spins = 0;
+  for (int done = helper_done_.load(std::memory_order_acquire); done != theirs;
+       done = helper_done_.load(std::memory_order_acquire)) {
+    if (spins++ < kSpinIterations) {
       cpu_relax();
     } else {
-      helper_done_.wait(helper_done_.load(std::memory_order_acquire), std::memory_order_acquire);
+      helper_done_.wait(done, std::memory_order_acquire);  // returns once it is no longer `done`
     }
   }
 }
