@@ -79,6 +79,14 @@ void WorkerLink::start() {
   process_ = std::move(*spawned);
   log_->info("worker_id={} generation={} pid={} spawned", opt_.slot, opt_.generation, process_->pid());
   process_->async_wait([self](ExitStatus status) { self->on_process_exit(status); });
+  // What the worker prints goes to droverd's log, prefixed, never lost.
+  spawn(io_, [self]() -> asio::awaitable<void> {
+    auto out = component_logger("worker");
+    const int pid = self->pid();
+    co_await self->process_->forward_output([&out, &self, pid](std::string_view line) {
+      out->info("worker_id={} pid={} | {}", self->opt_.slot, pid, line);
+    });
+  });
   start_timer_.expires_after(opt_.start_timeout);
   start_timer_.async_wait([self](boost::system::error_code e) {
     if (!e && self->state_ == State::starting) {

@@ -4,12 +4,18 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <boost/process/v2/environment.hpp>
+#include <boost/process/v2/stdio.hpp>
 // Boost 1.81's header-only Process v2 forgets to include the definition of
 // process_environment::on_setup; it is compiled here, in this one file.
 #include <boost/process/v2/impl/environment.ipp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 extern char** environ;
@@ -71,15 +77,49 @@ boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess
   }
   for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
   std::vector<std::string> args(argv.begin() + 1, argv.end());
+  // One pipe for the child's stdout and stderr; the read end stays here (close-on-exec), the
+  // write end becomes the child's fds 1 and 2 and is closed here after the spawn.
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return R(boost::system::in_place_error, fmt::format("pipe2: {}", std::strerror(errno)));
+  }
+  boost::asio::readable_pipe output(executor);
+  output.assign(fds[0]);
   try {
-    bp::process proc(executor, program, args, bp::process_environment(env), DieWithParent{});
-    return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(proc)));
+    bp::process proc(executor, program, args, bp::process_environment(env),
+                     bp::process_stdio{nullptr, fds[1], fds[1]}, DieWithParent{});
+    ::close(fds[1]);
+    return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(proc), std::move(output)));
   } catch (const boost::system::system_error& e) {
+    ::close(fds[1]);
     return R(boost::system::in_place_error, fmt::format("cannot start '{}': {}", program, e.what()));
   }
 }
 
-WorkerProcess::WorkerProcess(bp::process proc) : proc_(std::move(proc)), pid_(proc_.id()) {}
+WorkerProcess::WorkerProcess(bp::process proc, boost::asio::readable_pipe output)
+    : proc_(std::move(proc)), output_(std::move(output)), pid_(proc_.id()) {}
+
+boost::asio::awaitable<void> WorkerProcess::forward_output(std::function<void(std::string_view)> on_line) {
+  constexpr std::size_t kMaxLine = 16 * 1024;
+  std::string pending;
+  char buf[4096];
+  for (;;) {
+    auto [ec, n] = co_await output_.async_read_some(boost::asio::buffer(buf),
+                                                    boost::asio::as_tuple(boost::asio::use_awaitable));
+    if (ec) break;
+    pending.append(buf, n);
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+      on_line(std::string_view(pending).substr(start, nl - start));
+    }
+    pending.erase(0, start);
+    while (pending.size() > kMaxLine) {
+      on_line(std::string_view(pending).substr(0, kMaxLine));
+      pending.erase(0, kMaxLine);
+    }
+  }
+  if (!pending.empty()) on_line(pending);
+}
 
 // bp::process's destructor kills a child still running and reaps it, so no zombie remains.
 WorkerProcess::~WorkerProcess() = default;

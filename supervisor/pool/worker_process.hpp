@@ -5,6 +5,8 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/readable_pipe.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/system/result.hpp>
 
@@ -43,11 +45,16 @@ class WorkerProcess {
   // Calls on_exit once, when the child has exited and been reaped.
   // REQUIRES: called at most once.
   void async_wait(std::function<void(ExitStatus)> on_exit);
+  // Reads the child's stdout and stderr (one pipe) until it closes, calling on_line for each
+  // line (longer lines are split at 16 KiB), so nothing a worker prints is lost.
+  // REQUIRES: run at most once; the WorkerProcess outlives the coroutine.
+  boost::asio::awaitable<void> forward_output(std::function<void(std::string_view)> on_line);
 
  private:
-  explicit WorkerProcess(boost::process::v2::process proc);
+  WorkerProcess(boost::process::v2::process proc, boost::asio::readable_pipe output);
 
   boost::process::v2::process proc_;
+  boost::asio::readable_pipe output_;
   int pid_;
   bool reaped_ = false;
 };

@@ -1,11 +1,11 @@
 // drover-make-model: writes the model drover ships (or a test model) in llama2.c's format.
-//   drover-make-model --out-dir build/models              # build/models/tinyllm.bin + tokenizer.bin
-//   drover-make-model --preset tiny --model m.bin --tokenizer t.bin
-//   drover-make-model --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 --out-dir d
+//   drover-make-model --out-dir build/models              # build/models/tinyllm.bin +
+//   tokenizer.bin drover-make-model --preset tiny --model m.bin --tokenizer t.bin drover-make-model
+//   --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 --out-dir d
 // Deterministic: the same flags write the same bytes. Files are replaced atomically.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--preset", preset, "shipped, tiny or tiny-unshared")->capture_default_str();
   app.add_option("--out-dir", out_dir, "write tinyllm.bin and tokenizer.bin here");
   app.add_option("--model", model_path, "checkpoint path (instead of --out-dir)");
-  app.add_option("--tokenizer", tokenizer_path, "tokenizer path (default: tokenizer.bin beside the model)");
+  app.add_option("--tokenizer", tokenizer_path,
+                 "tokenizer path (default: tokenizer.bin beside the model)");
   app.add_option("--dim", o.dim, "override: model dimension");
   app.add_option("--hidden-dim", o.hidden_dim, "override: feed-forward dimension");
   app.add_option("--layers", o.n_layers, "override: layers");
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
 
   ModelSpec spec;
   if (!preset_spec(preset, spec)) {
-    std::cerr << "drover-make-model: unknown preset '" << preset << "' (shipped, tiny, tiny-unshared)\n";
+    std::cerr << "drover-make-model: unknown preset '" << preset
+              << "' (shipped, tiny, tiny-unshared)\n";
     return 2;
   }
   ModelConfig& c = spec.config;
@@ -73,7 +75,8 @@ int main(int argc, char** argv) {
   if (tokenizer_path.empty()) {
     tokenizer_path = (std::filesystem::path(model_path).parent_path() / "tokenizer.bin").string();
   }
-  if (if_missing && std::filesystem::exists(model_path) && std::filesystem::exists(tokenizer_path)) {
+  if (if_missing && std::filesystem::exists(model_path) &&
+      std::filesystem::exists(tokenizer_path)) {
     return 0;
   }
   const auto start = std::chrono::steady_clock::now();
@@ -81,12 +84,13 @@ int main(int argc, char** argv) {
     std::cerr << "drover-make-model: " << err << "\n";
     return 1;
   }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::cout << fmt::format(
       "wrote {} ({} bytes: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}{}, "
       "seq_len {}, {} parameters) and {} in {:.0f} ms\n",
-      model_path, std::filesystem::file_size(model_path), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
-      c.n_kv_heads, c.vocab_size, c.shared_classifier ? "" : " unshared", c.seq_len,
+      model_path, std::filesystem::file_size(model_path), c.dim, c.hidden_dim, c.n_layers,
+      c.n_heads, c.n_kv_heads, c.vocab_size, c.shared_classifier ? "" : " unshared", c.seq_len,
       c.parameter_count(), tokenizer_path, ms);
   return 0;
 }

@@ -1,7 +1,6 @@
 #include "worker/tools/model_generator.hpp"
 
 #include <fmt/format.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,7 +52,8 @@ class FloatWriter {
     if (buf_.size() == buf_.capacity()) flush();
   }
   bool flush() {
-    if (!buf_.empty() && std::fwrite(buf_.data(), sizeof(float), buf_.size(), f_) != buf_.size()) ok_ = false;
+    if (!buf_.empty() && std::fwrite(buf_.data(), sizeof(float), buf_.size(), f_) != buf_.size())
+      ok_ = false;
     buf_.clear();
     return ok_;
   }
@@ -105,7 +105,8 @@ BigramTables bigram_tables(const ModelConfig& c, const Tokenizer& tok) {
   BigramTables t;
   t.embedding.assign(v * d, 0.0f);
   t.classifier.assign(v * d, 0.0f);
-  for (std::size_t tok_id = 0; tok_id < v; ++tok_id) t.embedding[tok_id * d + static_cast<std::size_t>(axis[tok_id])] = 1.0f;
+  for (std::size_t tok_id = 0; tok_id < v; ++tok_id)
+    t.embedding[tok_id * d + static_cast<std::size_t>(axis[tok_id])] = 1.0f;
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   auto put = [&](const std::map<int, int>& next, std::size_t ax) {
     int total = 0;
@@ -117,7 +118,8 @@ BigramTables bigram_tables(const ModelConfig& c, const Tokenizer& tok) {
   };
   put(unigram, 0);
   for (const auto& [p, next] : pairs) {
-    if (axis[static_cast<std::size_t>(p)] != 0) put(next, static_cast<std::size_t>(axis[static_cast<std::size_t>(p)]));
+    if (axis[static_cast<std::size_t>(p)] != 0)
+      put(next, static_cast<std::size_t>(axis[static_cast<std::size_t>(p)]));
   }
   return t;
 }
@@ -151,10 +153,11 @@ bool preset_spec(std::string_view name, ModelSpec& out) {
 boost::system::result<Tokenizer, std::string> build_tokenizer(int vocab_size) {
   using R = boost::system::result<Tokenizer, std::string>;
   if (vocab_size < kBaseVocab) {
-    return R(boost::system::in_place_error,
-             fmt::format("vocab_size {} is below the {} base tokens (specials, 256 bytes, printable "
-                         "ASCII)",
-                         vocab_size, kBaseVocab));
+    return R(
+        boost::system::in_place_error,
+        fmt::format("vocab_size {} is below the {} base tokens (specials, 256 bytes, printable "
+                    "ASCII)",
+                    vocab_size, kBaseVocab));
   }
   std::vector<std::string> pieces = {"<unk>", "\n<s>\n", "\n</s>\n"};
   std::vector<float> scores = {0.0f, 0.0f, 0.0f};
@@ -198,14 +201,16 @@ boost::system::result<Tokenizer, std::string> build_tokenizer(int vocab_size) {
   while (static_cast<int>(pieces.size()) < vocab_size) {
     std::map<std::pair<int, int>, int> pair_counts;
     for (const auto& w : words) {
-      for (std::size_t i = 0; i + 1 < w.tokens.size(); ++i) pair_counts[{w.tokens[i], w.tokens[i + 1]}] += w.count;
+      for (std::size_t i = 0; i + 1 < w.tokens.size(); ++i)
+        pair_counts[{w.tokens[i], w.tokens[i + 1]}] += w.count;
     }
     // The most frequent pair; ties go to the smaller merged string, then the smaller ids.
     const std::pair<int, int>* best = nullptr;
     int best_count = 1;  // a merge must be seen at least twice
     std::string best_str;
     for (const auto& [pair, n] : pair_counts) {
-      std::string s = pieces[static_cast<std::size_t>(pair.first)] + pieces[static_cast<std::size_t>(pair.second)];
+      std::string s = pieces[static_cast<std::size_t>(pair.first)] +
+                      pieces[static_cast<std::size_t>(pair.second)];
       if (n > best_count || (n == best_count && best != nullptr && s < best_str)) {
         best = &pair;
         best_count = n;
@@ -250,14 +255,16 @@ std::string write_model(const ModelSpec& spec, const std::string& model_path,
                         const std::string& tokenizer_path) {
   const ModelConfig& c = spec.config;
   if (auto msg = validate_config(c); !msg.empty()) return "invalid model spec: " + msg;
-  if (spec.bigram && c.shared_classifier) return "invalid model spec: bigram needs an unshared classifier";
+  if (spec.bigram && c.shared_classifier)
+    return "invalid model spec: bigram needs an unshared classifier";
   auto tokenizer = build_tokenizer(c.vocab_size);
   if (!tokenizer) return tokenizer.error();
   // Both files are written under temporary names and renamed into place: a worker that has the
   // old model mapped keeps its (unlinked) file intact instead of faulting on a truncated one.
   const std::string suffix = fmt::format(".tmp.{}", ::getpid());
   const std::string tokenizer_tmp = tokenizer_path + suffix;
-  if (!tokenizer->save(tokenizer_tmp) || std::rename(tokenizer_tmp.c_str(), tokenizer_path.c_str()) != 0) {
+  if (!tokenizer->save(tokenizer_tmp) ||
+      std::rename(tokenizer_tmp.c_str(), tokenizer_path.c_str()) != 0) {
     std::remove(tokenizer_tmp.c_str());
     return fmt::format("cannot write {}", tokenizer_path);
   }
@@ -266,10 +273,13 @@ std::string write_model(const ModelSpec& spec, const std::string& model_path,
     std::remove(model_tmp.c_str());
     return fmt::format("cannot write {}", model_path);
   };
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(model_tmp.c_str(), "wb"), &std::fclose);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(model_tmp.c_str(), "wb"),
+                                                       &std::fclose);
   if (!file) return fail();
-  const std::int32_t header[7] = {c.dim,     c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
-                                  c.shared_classifier ? c.vocab_size : -c.vocab_size, c.seq_len};
+  const std::int32_t header[7] = {c.dim,        c.hidden_dim,
+                                  c.n_layers,   c.n_heads,
+                                  c.n_kv_heads, c.shared_classifier ? c.vocab_size : -c.vocab_size,
+                                  c.seq_len};
   if (std::fwrite(header, sizeof(header), 1, file.get()) != 1) return fail();
 
   SplitMix64 rng(spec.seed);
@@ -309,21 +319,21 @@ std::string write_model(const ModelSpec& spec, const std::string& model_path,
   if (spec.bigram) {
     table(bigram.embedding);
   } else {
-    tensor(v * d, embed);               // token embedding
+    tensor(v * d, embed);  // token embedding
   }
-  gains(l * d);                         // rms_att
-  tensor(l * d * d, in_dim);            // wq
-  tensor(l * kv * d, in_dim);           // wk
-  tensor(l * kv * d, in_dim);           // wv
-  tensor(l * d * d, in_dim * branch * quiet);   // wo
-  gains(l * d);                         // rms_ffn
-  tensor(l * h * d, in_dim);            // w1
+  gains(l * d);                                   // rms_att
+  tensor(l * d * d, in_dim);                      // wq
+  tensor(l * kv * d, in_dim);                     // wk
+  tensor(l * kv * d, in_dim);                     // wv
+  tensor(l * d * d, in_dim * branch * quiet);     // wo
+  gains(l * d);                                   // rms_ffn
+  tensor(l * h * d, in_dim);                      // w1
   tensor(l * d * h, in_hidden * branch * quiet);  // w2
-  tensor(l * h * d, in_dim);            // w3
+  tensor(l * h * d, in_dim);                      // w3
   if (spec.bigram) {
     for (std::uint64_t i = 0; i < d; ++i) out.put(1.0f);  // rms_final: keep the scores as they are
   } else {
-    gains(d);                           // rms_final
+    gains(d);  // rms_final
   }
   // freq_cis_real and freq_cis_imag, as llama2.c's legacy export writes them.
   const int hs = c.head_size();
@@ -337,9 +347,9 @@ std::string write_model(const ModelSpec& spec, const std::string& model_path,
     }
   }
   if (spec.bigram) {
-    table(bigram.classifier);           // wcls
+    table(bigram.classifier);  // wcls
   } else if (!c.shared_classifier) {
-    tensor(v * d, embed);               // wcls
+    tensor(v * d, embed);  // wcls
   }
   if (!out.flush() || std::fclose(file.release()) != 0) return fail();
   if (std::rename(model_tmp.c_str(), model_path.c_str()) != 0) return fail();

@@ -3,9 +3,9 @@
 //   encode   --model M < texts.json         JSON token lists for a JSON array of strings
 //   generate --model M --prompt P ...       one generation through TinyLlmBackend: text and
 //                                           load time, time to first token and tokens/s
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -82,18 +82,19 @@ int cmd_generate(const TinyLlmOptions& opt, GenerateRequest req, int repeat) {
   drover::spawn(io, [&]() -> boost::asio::awaitable<void> {
     const auto load_start = Clock::now();
     auto loaded = co_await backend.load();
-    const double load_total_ms = std::chrono::duration<double, std::milli>(Clock::now() - load_start).count();
+    const double load_total_ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - load_start).count();
     if (!loaded) {
       std::cerr << loaded.error().message << "\n";
       rc = 1;
       co_return;
     }
-    std::cout << fmt::format("load: {:.2f} ms (map + tokenizer {:.2f} ms, warm-up forward {:.2f} ms), "
-                             "{} parameters, {} threads\n",
-                             load_total_ms, (*loaded)["load_ms"].get<double>(),
-                             (*loaded)["warmup_ms"].get<double>(),
-                             (*loaded)["model"]["parameters"].get<std::uint64_t>(),
-                             (*loaded)["model"]["threads"].get<int>());
+    std::cout << fmt::format(
+        "load: {:.2f} ms (map + tokenizer {:.2f} ms, warm-up forward {:.2f} ms), "
+        "{} parameters, {} threads\n",
+        load_total_ms, (*loaded)["load_ms"].get<double>(), (*loaded)["warmup_ms"].get<double>(),
+        (*loaded)["model"]["parameters"].get<std::uint64_t>(),
+        (*loaded)["model"]["threads"].get<int>());
     for (int i = 0; i < repeat; ++i) {
       const auto start = Clock::now();
       Clock::time_point first{};

@@ -41,7 +41,8 @@ class TinyllmBackendTest : public ::testing::Test {
     return std::move(*out);
   }
 
-  BackendResult<GenerateOutcome> generate(GenerateRequest req, std::vector<std::string>* chunks = nullptr,
+  BackendResult<GenerateOutcome> generate(GenerateRequest req,
+                                          std::vector<std::string>* chunks = nullptr,
                                           std::shared_ptr<CancelFlag> cancel = nullptr,
                                           std::function<void(int)> on_chunk_index = nullptr) {
     if (!cancel) cancel = std::make_shared<CancelFlag>();
@@ -110,7 +111,8 @@ TEST_F(TinyllmBackendTest, ChunksConcatenateToTheTextAndCountsAreReported) {
   std::string joined;
   for (const auto& c : chunks) joined += c;
   EXPECT_EQ(joined, out->text);
-  EXPECT_EQ(out->prompt_tokens, static_cast<int>((*backend_->batch_tokenize("", {"hello"}))[0].size()));
+  EXPECT_EQ(out->prompt_tokens,
+            static_cast<int>((*backend_->batch_tokenize("", {"hello"}))[0].size()));
   EXPECT_LE(out->completion_tokens, 16);
   if (out->finish_reason == "length") {
     EXPECT_EQ(out->completion_tokens, 16);
@@ -151,10 +153,10 @@ TEST_F(TinyllmBackendTest, StopStringEndsTheGenerationBeforeIt) {
 TEST_F(TinyllmBackendTest, CancelStopsBetweenTokens) {
   auto cancel = std::make_shared<CancelFlag>();
   std::vector<std::string> chunks;
-  auto out = generate(request("Once upon a time", 30, 1.0, 9), &chunks, cancel,
-                      [&cancel](int index) {
-                        if (index == 2) cancel->cancelled = true;
-                      });
+  auto out =
+      generate(request("Once upon a time", 30, 1.0, 9), &chunks, cancel, [&cancel](int index) {
+        if (index == 2) cancel->cancelled = true;
+      });
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(out->finish_reason, "cancelled");
   EXPECT_LT(out->completion_tokens, 30);
@@ -265,14 +267,16 @@ TEST_F(TinyllmBackendTest, ConcurrentGenerationsMatchTheirSoloRuns) {
   // generate() takes the request by reference and starts lazily: keep both alive until done.
   const auto req_a = request("The cat", 16, 1.0, 11);
   const auto req_b = request("A bird", 16, 1.0, 12);
-  asio::co_spawn(io_, backend_->generate(req_a, [](const std::string&) {},
-                                         std::make_shared<CancelFlag>()),
+  asio::co_spawn(io_,
+                 backend_->generate(
+                     req_a, [](const std::string&) {}, std::make_shared<CancelFlag>()),
                  [&a](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
                    if (e) std::rethrow_exception(e);
                    a = std::move(r);
                  });
-  asio::co_spawn(io_, backend_->generate(req_b, [](const std::string&) {},
-                                         std::make_shared<CancelFlag>()),
+  asio::co_spawn(io_,
+                 backend_->generate(
+                     req_b, [](const std::string&) {}, std::make_shared<CancelFlag>()),
                  [&b](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
                    if (e) std::rethrow_exception(e);
                    b = std::move(r);

@@ -1,5 +1,3 @@
-#include "worker/backends/tinyllm/checkpoint.hpp"
-
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -7,6 +5,7 @@
 #include <iterator>
 
 #include "tests/unit/worker/tinyllm_test_model.hpp"
+#include "worker/backends/tinyllm/checkpoint.hpp"
 
 namespace drover::worker::tinyllm {
 namespace {

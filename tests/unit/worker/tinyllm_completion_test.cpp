@@ -1,6 +1,6 @@
-#include "worker/backends/tinyllm/completion.hpp"
-
 #include <gtest/gtest.h>
+
+#include "worker/backends/tinyllm/completion.hpp"
 
 namespace drover::worker::tinyllm {
 namespace {
@@ -28,7 +28,8 @@ TEST(TinyllmCompletion, AssemblesUtf8CharactersSplitAcrossPieces) {
   Completion c({});
   // "é" = C3 A9, "🐶" = F0 9F 90 B6, each byte a separate piece (byte-fallback tokens).
   const auto chunks = feed(c, {"caf", "\xC3", "\xA9", " ", "\xF0", "\x9F", "\x90", "\xB6", "!"});
-  for (const auto& chunk : chunks) EXPECT_EQ(sanitize_utf8(chunk), chunk) << "chunk is not valid UTF-8";
+  for (const auto& chunk : chunks)
+    EXPECT_EQ(sanitize_utf8(chunk), chunk) << "chunk is not valid UTF-8";
   EXPECT_EQ(c.text(), "café 🐶!");
   EXPECT_EQ(join(chunks), c.text());
 }
@@ -36,8 +37,12 @@ TEST(TinyllmCompletion, AssemblesUtf8CharactersSplitAcrossPieces) {
 TEST(TinyllmCompletion, InvalidBytesBecomeReplacementCharacters) {
   Completion c({});
   feed(c, {"a", "\x80", "b", "\xC3", "c", "\xF0\x9F"});  // stray continuation, cut sequences
-  EXPECT_EQ(c.text(), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c\xEF\xBF\xBD");
-  EXPECT_EQ(sanitize_utf8("ok\xED\xA0\x80"), "ok\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(c.text(),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD"
+            "c\xEF\xBF\xBD");
+  EXPECT_EQ(sanitize_utf8("ok\xED\xA0\x80"),
+            "ok\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");               // surrogate
   EXPECT_EQ(sanitize_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
   EXPECT_EQ(sanitize_utf8("plain"), "plain");
 }

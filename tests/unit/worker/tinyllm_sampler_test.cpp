@@ -1,9 +1,9 @@
-#include "worker/backends/tinyllm/sampler.hpp"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
+
+#include "worker/backends/tinyllm/sampler.hpp"
 
 namespace drover::worker::tinyllm {
 namespace {
@@ -11,7 +11,8 @@ namespace {
 TEST(TinyllmSampler, RngIsLlama2cXorshift) {
   // random_u32 from llama2.c's run.c with rng_state = 42 (values computed independently).
   XorShiftRng rng(42);
-  for (const std::uint32_t expected : {1456360119u, 3359763283u, 3393612768u, 4054632243u, 3283045847u}) {
+  for (const std::uint32_t expected :
+       {1456360119u, 3359763283u, 3393612768u, 4054632243u, 3283045847u}) {
     EXPECT_EQ(rng.next_u32(), expected);
   }
   XorShiftRng zero(0);

@@ -56,6 +56,8 @@ class TestModelDir {
 };
 
 inline const TestModel& tiny_model() { return TestModelDir::instance().get("tiny"); }
-inline const TestModel& tiny_unshared_model() { return TestModelDir::instance().get("tiny-unshared"); }
+inline const TestModel& tiny_unshared_model() {
+  return TestModelDir::instance().get("tiny-unshared");
+}
 
 }  // namespace drover::worker::tinyllm::testing

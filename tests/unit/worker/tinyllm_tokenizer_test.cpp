@@ -1,10 +1,9 @@
-#include "worker/backends/tinyllm/tokenizer.hpp"
-
 #include <gtest/gtest.h>
 
 #include <cstdint>
 
 #include "tests/unit/worker/tinyllm_test_model.hpp"
+#include "worker/backends/tinyllm/tokenizer.hpp"
 
 namespace drover::worker::tinyllm {
 namespace {
@@ -25,16 +24,16 @@ std::string round_trip(const std::string& text) {
 }
 
 TEST(TinyllmTokenizer, RoundTripsAsciiText) {
-  for (const std::string text : {"Once upon a time", "the little dog went home.",
-                                 "  two leading spaces", "trailing space ", "line\nbreak\ttab",
-                                 "Punctuation: \"quotes\", (parens) & symbols ~^`{}|!", "x"}) {
+  for (const std::string text :
+       {"Once upon a time", "the little dog went home.", "  two leading spaces", "trailing space ",
+        "line\nbreak\ttab", "Punctuation: \"quotes\", (parens) & symbols ~^`{}|!", "x"}) {
     EXPECT_EQ(round_trip(text), text);
   }
 }
 
 TEST(TinyllmTokenizer, RoundTripsUtf8ThroughByteFallback) {
-  for (const std::string text : {"héllo wörld — naïve café", "日本語のテキスト", "emoji 🐶🇫🇷",
-                                 "mixed ascii and ünïcödé"}) {
+  for (const std::string text :
+       {"héllo wörld — naïve café", "日本語のテキスト", "emoji 🐶🇫🇷", "mixed ascii and ünïcödé"}) {
     EXPECT_EQ(round_trip(text), text);
   }
 }
@@ -60,8 +59,8 @@ TEST(TinyllmTokenizer, AddsTheDummyPrefixSpaceAndMergesWords) {
 TEST(TinyllmTokenizer, UnknownCodePointsFallBackToByteTokens) {
   const auto ids = tiny_tokenizer().encode("é", false, false);
   // " " (dummy prefix), then <0xC3> <0xA9>: é is not in the vocabulary.
-  EXPECT_EQ(ids, (std::vector<int>{tiny_tokenizer().encode(" ", false, false)[0], kFirstByteToken + 0xC3,
-                                   kFirstByteToken + 0xA9}));
+  EXPECT_EQ(ids, (std::vector<int>{tiny_tokenizer().encode(" ", false, false)[0],
+                                   kFirstByteToken + 0xC3, kFirstByteToken + 0xA9}));
 }
 
 TEST(TinyllmTokenizer, DecodeFollowsLlama2cRules) {
@@ -81,9 +80,10 @@ TEST(TinyllmTokenizer, DecodeFollowsLlama2cRules) {
 TEST(TinyllmTokenizer, HeapEncodeMatchesTheDirectTranscriptionOfLlama2c) {
   // Pseudo-random texts from corpus words, spaces, punctuation, UTF-8 and raw bytes.
   const auto& t = tiny_tokenizer();
-  const char* parts[] = {"the", " ", "  ", "dog", "little", "went", "home", ".", ",", "é", "日本",
-                         "🐶", "\n", "happy", "a", "an", "and", "xq", "\xC3", "\x80", "\xF0\x9F",
-                         "Once", "upon", "time", "!", "'", "\"", "ee", "eee"};
+  const char* parts[] = {"the", " ",  "  ",   "dog",  "little",   "went",  "home", ".",
+                         ",",   "é",  "日本", "🐶",    "\n",       "happy", "a",    "an",
+                         "and", "xq", "\xC3", "\x80", "\xF0\x9F", "Once",  "upon", "time",
+                         "!",   "'",  "\"",   "ee",   "eee"};
   std::uint64_t state = 12345;
   auto next = [&state] {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;

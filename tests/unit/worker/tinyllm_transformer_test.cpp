@@ -1,11 +1,10 @@
-#include "worker/backends/tinyllm/transformer.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cmath>
 
 #include "tests/unit/worker/tinyllm_test_model.hpp"
+#include "worker/backends/tinyllm/transformer.hpp"
 
 namespace drover::worker::tinyllm {
 namespace {
@@ -91,7 +90,8 @@ TEST(TinyllmParallelFor, CoversEveryIndexExactlyOnce) {
           for (int i = begin; i < end; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1);
         });
       }
-      for (int i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<std::size_t>(i)].load(), 3) << n << " " << i;
+      for (int i = 0; i < n; ++i)
+        EXPECT_EQ(hits[static_cast<std::size_t>(i)].load(), 3) << n << " " << i;
     }
   }
 }

@@ -38,38 +38,42 @@ std::uint64_t ModelConfig::weight_floats() const {
   const std::uint64_t v = static_cast<std::uint64_t>(vocab_size);
   const std::uint64_t kv = static_cast<std::uint64_t>(kv_dim());
   const std::uint64_t hs = static_cast<std::uint64_t>(head_size());
-  std::uint64_t n = v * d;                      // token embedding
-  n += l * d;                                   // rms_att
-  n += l * d * d + 2 * l * kv * d + l * d * d;  // wq, wk, wv, wo
-  n += l * d;                                   // rms_ffn
-  n += 3 * l * d * h;                           // w1, w2, w3
-  n += d;                                       // rms_final
+  std::uint64_t n = v * d;                        // token embedding
+  n += l * d;                                     // rms_att
+  n += l * d * d + 2 * l * kv * d + l * d * d;    // wq, wk, wv, wo
+  n += l * d;                                     // rms_ffn
+  n += 3 * l * d * h;                             // w1, w2, w3
+  n += d;                                         // rms_final
   n += static_cast<std::uint64_t>(seq_len) * hs;  // freq_cis_real + freq_cis_imag
   if (!shared_classifier) n += v * d;
   return n;
 }
 
 std::uint64_t ModelConfig::parameter_count() const {
-  return weight_floats() - static_cast<std::uint64_t>(seq_len) * static_cast<std::uint64_t>(head_size());
+  return weight_floats() -
+         static_cast<std::uint64_t>(seq_len) * static_cast<std::uint64_t>(head_size());
 }
 
 std::string validate_config(const ModelConfig& c) {
   auto range = [](const char* name, int value, int lo, int hi) -> std::string {
-    if (value < lo || value > hi) return fmt::format("{} = {} is outside [{}, {}]", name, value, lo, hi);
+    if (value < lo || value > hi)
+      return fmt::format("{} = {} is outside [{}, {}]", name, value, lo, hi);
     return {};
   };
-  for (auto msg : {range("dim", c.dim, 2, kMaxDim), range("hidden_dim", c.hidden_dim, 1, kMaxHidden),
-                   range("n_layers", c.n_layers, 1, kMaxLayers), range("n_heads", c.n_heads, 1, c.dim),
-                   range("n_kv_heads", c.n_kv_heads, 1, c.n_heads),
-                   range("|vocab_size|", c.vocab_size, 1, kMaxVocab),
-                   range("seq_len", c.seq_len, 1, kMaxSeqLen)}) {
+  for (auto msg :
+       {range("dim", c.dim, 2, kMaxDim), range("hidden_dim", c.hidden_dim, 1, kMaxHidden),
+        range("n_layers", c.n_layers, 1, kMaxLayers), range("n_heads", c.n_heads, 1, c.dim),
+        range("n_kv_heads", c.n_kv_heads, 1, c.n_heads),
+        range("|vocab_size|", c.vocab_size, 1, kMaxVocab),
+        range("seq_len", c.seq_len, 1, kMaxSeqLen)}) {
     if (!msg.empty()) return msg;
   }
   if (c.dim % c.n_heads != 0) {
     return fmt::format("dim = {} is not a multiple of n_heads = {}", c.dim, c.n_heads);
   }
   if (c.n_heads % c.n_kv_heads != 0) {
-    return fmt::format("n_heads = {} is not a multiple of n_kv_heads = {}", c.n_heads, c.n_kv_heads);
+    return fmt::format("n_heads = {} is not a multiple of n_kv_heads = {}", c.n_heads,
+                       c.n_kv_heads);
   }
   if (c.head_size() % 2 != 0) {
     return fmt::format("head size dim / n_heads = {} must be even for RoPE", c.head_size());
@@ -93,7 +97,8 @@ boost::system::result<Checkpoint, std::string> Checkpoint::open(const std::strin
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size < kHeaderBytes) {
     ::close(fd);
-    return fail(fmt::format("{} bytes is shorter than the {}-byte llama2.c header", size, kHeaderBytes));
+    return fail(
+        fmt::format("{} bytes is shorter than the {}-byte llama2.c header", size, kHeaderBytes));
   }
   // MAP_SHARED + PROT_READ: pages come straight from the page cache and are shared by every
   // process mapping this file; nothing is copied and nothing can be written through them.

@@ -23,7 +23,6 @@
 #pragma once
 
 #include <boost/system/result.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -17,7 +17,8 @@ inline void cpu_relax() {
 }
 
 constexpr std::uint64_t pack(std::uint32_t epoch, std::uint32_t chunks, std::uint32_t next) {
-  return (static_cast<std::uint64_t>(epoch) << 32) | (static_cast<std::uint64_t>(chunks) << 16) | next;
+  return (static_cast<std::uint64_t>(epoch) << 32) | (static_cast<std::uint64_t>(chunks) << 16) |
+         next;
 }
 
 }  // namespace
@@ -44,7 +45,8 @@ int ParallelFor::work(std::uint32_t epoch) {
     const auto next = static_cast<std::uint32_t>(c & 0xFFFF);
     if (e != epoch || next >= chunks) return ran;
     // Acquire on success pairs with the caller's release of claim_: the job fields are visible.
-    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acquire, std::memory_order_acquire)) {
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
       continue;  // c now holds the current value
     }
     const long n = n_;

@@ -23,7 +23,8 @@ namespace {
 constexpr int kPrefillChunk = 16;
 
 double ms_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 std::string default_name(const TinyLlmOptions& o) {
@@ -62,7 +63,8 @@ asio::awaitable<void> TinyLlmBackend::on_compute(F&& fn) {
           } catch (...) {
             error = std::current_exception();  // handed to the coroutine, which rethrows it
           }
-          asio::post(resume_on, [handler = std::move(handler), error]() mutable { handler(error); });
+          asio::post(resume_on,
+                     [handler = std::move(handler), error]() mutable { handler(error); });
         });
       },
       asio::use_awaitable, std::forward<F>(fn));
@@ -71,9 +73,10 @@ asio::awaitable<void> TinyLlmBackend::on_compute(F&& fn) {
 asio::awaitable<BackendResult<json>> TinyLlmBackend::load() {
   using R = BackendResult<json>;
   if (opt_.model_path.empty()) {
-    co_return R(boost::system::in_place_error,
-                BackendError{RpcError::internal_error,
-                             "tinyllm: no model; start drover-worker with --model-path FILE", nullptr});
+    co_return R(
+        boost::system::in_place_error,
+        BackendError{RpcError::internal_error,
+                     "tinyllm: no model; start drover-worker with --model-path FILE", nullptr});
   }
   if (model_) {
     co_return R(boost::system::in_place_error,
@@ -128,24 +131,23 @@ asio::awaitable<BackendResult<json>> TinyLlmBackend::load() {
       name_, model_->checkpoint.path(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
       c.vocab_size, c.shared_classifier ? "" : " (unshared classifier)", c.seq_len,
       c.parameter_count(), model_->transformer->threads(), loaded->load_ms, loaded->warmup_ms);
-  co_return R(boost::system::in_place_value,
-              json{{"models", models()},
-                   {"load_ms", loaded->load_ms},
-                   {"warmup_ms", loaded->warmup_ms},
-                   {"model",
-                    {{"id", name_},
-                     {"path", model_->checkpoint.path()},
-                     {"dim", c.dim},
-                     {"hidden_dim", c.hidden_dim},
-                     {"n_layers", c.n_layers},
-                     {"n_heads", c.n_heads},
-                     {"n_kv_heads", c.n_kv_heads},
-                     {"vocab_size", c.vocab_size},
-                     {"seq_len", c.seq_len},
-                     {"shared_classifier", c.shared_classifier},
-                     {"parameters", c.parameter_count()},
-                     {"file_bytes", model_->checkpoint.file_bytes()},
-                     {"threads", model_->transformer->threads()}}}});
+  co_return R(boost::system::in_place_value, json{{"models", models()},
+                                                  {"load_ms", loaded->load_ms},
+                                                  {"warmup_ms", loaded->warmup_ms},
+                                                  {"model",
+                                                   {{"id", name_},
+                                                    {"path", model_->checkpoint.path()},
+                                                    {"dim", c.dim},
+                                                    {"hidden_dim", c.hidden_dim},
+                                                    {"n_layers", c.n_layers},
+                                                    {"n_heads", c.n_heads},
+                                                    {"n_kv_heads", c.n_kv_heads},
+                                                    {"vocab_size", c.vocab_size},
+                                                    {"seq_len", c.seq_len},
+                                                    {"shared_classifier", c.shared_classifier},
+                                                    {"parameters", c.parameter_count()},
+                                                    {"file_bytes", model_->checkpoint.file_bytes()},
+                                                    {"threads", model_->transformer->threads()}}}});
 }
 
 std::optional<BackendError> TinyLlmBackend::check_model(const std::string& model) const {
@@ -173,10 +175,12 @@ asio::awaitable<BackendResult<GenerateOutcome>> TinyLlmBackend::generate(
     int next = 0;
   };
   const std::string prompt = req.prompt;
-  auto job = std::make_shared<Job>(Job{{}, m.transformer->new_sequence(),
-                                       Sampler(c.vocab_size, static_cast<float>(std::max(0.0, req.temperature)),
-                                               static_cast<float>(req.top_p), req.seed),
-                                       0});
+  auto job = std::make_shared<Job>(
+      Job{{},
+          m.transformer->new_sequence(),
+          Sampler(c.vocab_size, static_cast<float>(std::max(0.0, req.temperature)),
+                  static_cast<float>(req.top_p), req.seed),
+          0});
   auto encode = [job, &m, prompt] { job->prompt = m.tokenizer.encode(prompt, true, false); };
   co_await on_compute(std::move(encode));
   const int n_prompt = static_cast<int>(job->prompt.size());

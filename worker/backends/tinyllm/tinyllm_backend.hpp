@@ -19,7 +19,6 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
-
 #include <memory>
 #include <string>
 
@@ -48,7 +47,8 @@ class TinyLlmBackend final : public Backend {
   // file_bytes, threads}}; errors name the file and the problem.
   boost::asio::awaitable<BackendResult<json>> load() override;
   boost::asio::awaitable<BackendResult<GenerateOutcome>> generate(
-      const GenerateRequest& request, ChunkSink on_chunk, std::shared_ptr<CancelFlag> cancel) override;
+      const GenerateRequest& request, ChunkSink on_chunk,
+      std::shared_ptr<CancelFlag> cancel) override;
   // Tokens as generate feeds them to the model: BOS, the dummy prefix, BPE merges.
   BackendResult<std::vector<std::vector<std::int64_t>>> batch_tokenize(
       const std::string& model, const std::vector<std::string>& texts) override;
@@ -58,7 +58,9 @@ class TinyLlmBackend final : public Backend {
 
   // The loaded model (nullptr before load()); for tests and tools.
   const tinyllm::Tokenizer* tokenizer() const { return model_ ? &model_->tokenizer : nullptr; }
-  const tinyllm::ModelConfig* config() const { return model_ ? &model_->checkpoint.config() : nullptr; }
+  const tinyllm::ModelConfig* config() const {
+    return model_ ? &model_->checkpoint.config() : nullptr;
+  }
 
  private:
   struct Model {

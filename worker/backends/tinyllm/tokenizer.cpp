@@ -83,7 +83,8 @@ boost::system::result<Tokenizer, std::string> Tokenizer::from_vocab(std::vector<
       return R(boost::system::in_place_error,
                fmt::format("token {} is '{}', expected the byte token <0x{:02X}> (byte fallback "
                            "needs <0x00>..<0xFF> at ids 3..258)",
-                           kFirstByteToken + b, t.pieces_[static_cast<std::size_t>(kFirstByteToken + b)], b));
+                           kFirstByteToken + b,
+                           t.pieces_[static_cast<std::size_t>(kFirstByteToken + b)], b));
     }
   }
   t.space_token_ = t.lookup(" ");
@@ -93,7 +94,8 @@ boost::system::result<Tokenizer, std::string> Tokenizer::from_vocab(std::vector<
   return t;
 }
 
-boost::system::result<Tokenizer, std::string> Tokenizer::load(const std::string& path, int vocab_size) {
+boost::system::result<Tokenizer, std::string> Tokenizer::load(const std::string& path,
+                                                              int vocab_size) {
   using R = boost::system::result<Tokenizer, std::string>;
   auto fail = [&path](std::string what) {
     return R(boost::system::in_place_error, fmt::format("tokenizer {}: {}", path, what));
@@ -131,9 +133,10 @@ boost::system::result<Tokenizer, std::string> Tokenizer::load(const std::string&
     at += static_cast<std::size_t>(len);
   }
   if (at != data.size()) {
-    return fail(fmt::format("{} bytes remain after the model's {} tokens: tokenizer and model do "
-                            "not belong together",
-                            data.size() - at, vocab_size));
+    return fail(
+        fmt::format("{} bytes remain after the model's {} tokens: tokenizer and model do "
+                    "not belong together",
+                    data.size() - at, vocab_size));
   }
   auto t = from_vocab(std::move(pieces), std::move(scores));
   if (!t) return fail(t.error());
@@ -151,7 +154,8 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool bos, bool eos) co
   tok.reserve(text.size() + 3);
   if (bos) tok.push_back(kBosToken);
   if (!text.empty()) tok.push_back(space_token_);
-  split_code_points(text, [this](std::string_view s) { return lookup(s); }, tok);
+  split_code_points(
+      text, [this](std::string_view s) { return lookup(s); }, tok);
 
   // Merges over a doubly linked list. Node i keeps its original index, so list order is index
   // order and "leftmost pair" is "smallest left index". A heap entry is a candidate merge of

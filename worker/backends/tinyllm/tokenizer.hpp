@@ -26,7 +26,6 @@
 #pragma once
 
 #include <boost/system/result.hpp>
-
 #include <cstdint>
 #include <span>
 #include <string>
@@ -44,7 +43,8 @@ inline constexpr int kFirstByteToken = 3;  // <0x00>; <0xFF> is 258
 class Tokenizer {
  public:
   // Reads `path`, which must hold exactly `vocab_size` entries (the model's).
-  static boost::system::result<Tokenizer, std::string> load(const std::string& path, int vocab_size);
+  static boost::system::result<Tokenizer, std::string> load(const std::string& path,
+                                                            int vocab_size);
   // Builds a tokenizer from pieces and scores (tests and the model generator).
   static boost::system::result<Tokenizer, std::string> from_vocab(std::vector<std::string> pieces,
                                                                   std::vector<float> scores);

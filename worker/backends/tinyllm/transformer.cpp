@@ -64,7 +64,8 @@ void matvec_add(float* out, const float* w, const float* x, int n, int begin, in
 
 // hb[r] = silu(W1[r] . x) * (W3[r] . x): SwiGLU, in run.c's order of operations.
 DROVER_TINYLLM_CLONES
-void swiglu(float* hb, const float* w1, const float* w3, const float* x, int n, int begin, int end) {
+void swiglu(float* hb, const float* w1, const float* w3, const float* x, int n, int begin,
+            int end) {
   for (int r = begin; r < end; ++r) {
     const std::size_t off = static_cast<std::size_t>(r) * n;
     float a = dot(w1 + off, x, n);
@@ -106,7 +107,8 @@ Transformer::Sequence::Sequence(const ModelConfig& c)
       q_(static_cast<std::size_t>(c.dim)),
       att_(static_cast<std::size_t>(c.n_heads) * static_cast<std::size_t>(c.seq_len)),
       logits_(static_cast<std::size_t>(c.vocab_size)) {
-  const std::size_t cache = static_cast<std::size_t>(c.n_layers) * static_cast<std::size_t>(c.seq_len) *
+  const std::size_t cache = static_cast<std::size_t>(c.n_layers) *
+                            static_cast<std::size_t>(c.seq_len) *
                             static_cast<std::size_t>(c.kv_dim());
   // new float[] without () leaves the pages untouched (and unallocated by the kernel) until
   // written; every read of the cache is of a position written earlier.
@@ -124,9 +126,11 @@ Transformer::Transformer(const Checkpoint& checkpoint, int threads)
   rope_sin_.resize(rope_cos_.size());
   for (int pos = 0; pos < config_.seq_len; ++pos) {
     for (int head_dim = 0; head_dim < hs; head_dim += 2) {
-      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
+      const float freq =
+          1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
       const float val = static_cast<float>(pos) * freq;
-      const std::size_t at = static_cast<std::size_t>(pos) * half + static_cast<std::size_t>(head_dim / 2);
+      const std::size_t at =
+          static_cast<std::size_t>(pos) * half + static_cast<std::size_t>(head_dim / 2);
       rope_cos_[at] = std::cos(val);
       rope_sin_[at] = std::sin(val);
     }
@@ -151,8 +155,10 @@ std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want
   float* hb = s.hb_.data();
 
   std::memcpy(x, w_.token_embedding + static_cast<std::size_t>(token) * d, d * sizeof(float));
-  const float* rc = rope_cos_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
-  const float* rs = rope_sin_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
+  const float* rc =
+      rope_cos_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
+  const float* rs =
+      rope_sin_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
   const float sqrt_hs = std::sqrt(static_cast<float>(hs));
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -198,10 +204,13 @@ std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want
     pool_.run(c.n_heads, [&](int begin, int end) {
       for (int h = begin; h < end; ++h) {
         const float* qh = q + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
-        float* att = s.att_.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(c.seq_len);
-        const std::size_t kv_off = static_cast<std::size_t>(h / kv_mul) * static_cast<std::size_t>(hs);
+        float* att =
+            s.att_.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(c.seq_len);
+        const std::size_t kv_off =
+            static_cast<std::size_t>(h / kv_mul) * static_cast<std::size_t>(hs);
         for (int t = 0; t <= pos; ++t) {
-          att[t] = dot_product(qh, key_layer + static_cast<std::size_t>(t) * kvd + kv_off, hs) / sqrt_hs;
+          att[t] =
+              dot_product(qh, key_layer + static_cast<std::size_t>(t) * kvd + kv_off, hs) / sqrt_hs;
         }
         softmax_in_place(att, pos + 1);
         float* out = xb + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
