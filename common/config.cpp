@@ -130,6 +130,9 @@ class BlockReader {
     fail(key, text, "one of " + names);
   }
 
+  // A nested node read by the caller (marked as known).
+  YAML::Node node(const std::string& key) { return take(key); }
+
   void string_list(const std::string& key, std::vector<std::string>& out) {
     const YAML::Node v = take(key);
     if (!v) return;
@@ -200,7 +203,7 @@ class BlockReader {
 // future PROMPT_CACHE block wins over a PROMPT block.
 std::vector<std::string> env_block_names() {
   std::vector<std::string> names = {"server", "workers", "routing", "circuit_breaker", "retry",
-                                    "logging"};
+                                    "model_preload", "logging", "metrics"};
   std::sort(names.begin(), names.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   return names;
@@ -343,6 +346,35 @@ Config read_blocks(const YAML::Node& root) {
     r.finish();
   }
   {
+    BlockReader r(root["model_preload"], "model_preload");
+    auto& p = c.model_preload;
+    r.boolean("enabled", p.enabled);
+    r.boolean("parallel", p.parallel);
+    r.integer("max_parallel", p.max_parallel, 1, 64);
+    r.boolean("fail_fast", p.fail_fast);
+    const YAML::Node models = r.node("models");
+    r.finish();
+    if (models) {
+      if (!models.IsSequence()) {
+        throw ConfigError("config: key 'model_preload.models' must be a list of {model_id, "
+                          "warmup_requests, max_tokens, warmup_prompts}");
+      }
+      for (std::size_t i = 0; i < models.size(); ++i) {
+        PreloadModel m;
+        BlockReader mr(models[i], fmt::format("model_preload.models[{}]", i));
+        mr.string("model_id", m.model_id);
+        mr.integer("warmup_requests", m.warmup_requests, 0, 1000);
+        mr.integer("max_tokens", m.max_tokens, 1, 4096);
+        mr.string_list("warmup_prompts", m.warmup_prompts);
+        mr.finish();
+        if (m.model_id.empty()) {
+          throw ConfigError(fmt::format("config: key 'model_preload.models[{}].model_id' is required", i));
+        }
+        p.models.push_back(std::move(m));
+      }
+    }
+  }
+  {
     BlockReader r(root["logging"], "logging");
     r.enumeration<std::string>("level", c.logging.level,
                                {{"trace", "trace"},
@@ -356,9 +388,21 @@ Config read_blocks(const YAML::Node& root) {
                              {{"text", LogFormat::text}, {"json", LogFormat::json}});
     r.finish();
   }
+  {
+    BlockReader r(root["metrics"], "metrics");
+    r.boolean("enabled", c.metrics.enabled);
+    r.string("listen", c.metrics.listen, /*allow_empty=*/true);
+    r.finish();
+    if (!c.metrics.listen.empty() && !parse_host_port(c.metrics.listen)) {
+      throw ConfigError(fmt::format(
+          "config: key 'metrics.listen' must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464, "
+          "port 0..65535) or empty to disable, got '{}'",
+          c.metrics.listen));
+    }
+  }
   // Top-level keys: only the known blocks.
   const std::set<std::string> blocks = {"server", "workers", "routing", "circuit_breaker",
-                                        "retry", "logging"};
+                                        "retry", "model_preload", "logging", "metrics"};
   for (const auto& kv : root) {
     const std::string key = kv.first.Scalar();
     if (!blocks.contains(key)) {
@@ -410,6 +454,114 @@ Config load_config_file(const std::string& path, const Environment& env,
 
 std::string to_string(RoutingStrategy s) {
   return s == RoutingStrategy::round_robin ? "round_robin" : "least_busy";
+}
+
+std::optional<HostPort> parse_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  std::string host = text.substr(0, colon);
+  const std::string port = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return std::nullopt;  // an IPv6 address needs brackets
+  }
+  if (host.empty() || port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const unsigned long p = std::stoul(port);
+  if (p > 65535) return std::nullopt;
+  return HostPort{std::move(host), static_cast<std::uint16_t>(p)};
+}
+
+}  // namespace drover
+
+namespace drover {
+
+nlohmann::json to_json(const Config& c) {
+  auto octal = [](std::uint32_t mode) { return fmt::format("{:04o}", mode); };
+  const char* format = c.logging.format == LogFormat::json ? "json" : "text";
+  return {
+      {"server",
+       {{"socket", c.server.socket},
+        {"socket_mode", octal(c.server.socket_mode)},
+        {"admin_socket", c.server.admin_socket},
+        {"admin_uids", c.server.admin_uids},
+        {"max_connections", c.server.max_connections},
+        {"max_message_bytes", c.server.max_message_bytes},
+        {"max_queue", c.server.max_queue},
+        {"write_buffer_bytes", c.server.write_buffer_bytes},
+        {"request_timeout_ms", c.server.request_timeout.count()},
+        {"run_dir", c.server.run_dir}}},
+      {"workers",
+       {{"count", c.workers.count},
+        {"command", c.workers.command},
+        {"backend", c.workers.backend},
+        {"heartbeat_interval_ms", c.workers.heartbeat_interval.count()},
+        {"heartbeat_timeout_ms", c.workers.heartbeat_timeout.count()},
+        {"stall_timeout_ms", c.workers.stall_timeout.count()},
+        {"start_timeout_ms", c.workers.start_timeout.count()},
+        {"max_inflight", c.workers.max_inflight},
+        {"drain_timeout_ms", c.workers.drain_timeout.count()},
+        {"warm_spares", c.workers.warm_spares},
+        {"restart_backoff_base_ms", c.workers.restart_backoff_base.count()},
+        {"restart_backoff_max_ms", c.workers.restart_backoff_max.count()},
+        {"max_restarts", c.workers.max_restarts},
+        {"restart_window_s", c.workers.restart_window.count()},
+        {"crash_loop_window_s", c.workers.crash_loop_window.count()},
+        {"max_requests", c.workers.max_requests},
+        {"max_requests_jitter", c.workers.max_requests_jitter},
+        {"max_rss_mb", c.workers.max_rss_mb}}},
+      {"routing", {{"strategy", to_string(c.routing.strategy)}}},
+      {"circuit_breaker",
+       {{"enabled", c.circuit_breaker.enabled},
+        {"consecutive_failures", c.circuit_breaker.consecutive_failures},
+        {"failure_rate", c.circuit_breaker.failure_rate},
+        {"min_requests", c.circuit_breaker.min_requests},
+        {"window_s", c.circuit_breaker.window.count()},
+        {"open_ms", c.circuit_breaker.open_duration.count()},
+        {"half_open_probes", c.circuit_breaker.half_open_probes}}},
+      {"retry",
+       {{"max_attempts", c.retry.max_attempts},
+        {"base_delay_ms", c.retry.base_delay.count()},
+        {"max_delay_ms", c.retry.max_delay.count()},
+        {"budget_percent", c.retry.budget_percent},
+        {"min_retry_concurrency", c.retry.min_retry_concurrency},
+        {"poison_threshold", c.retry.poison_threshold},
+        {"poison_ttl_s", c.retry.poison_ttl.count()}}},
+      {"model_preload",
+       {{"enabled", c.model_preload.enabled},
+        {"parallel", c.model_preload.parallel},
+        {"max_parallel", c.model_preload.max_parallel},
+        {"fail_fast", c.model_preload.fail_fast},
+        {"models", [&c] {
+           nlohmann::json list = nlohmann::json::array();
+           for (const auto& m : c.model_preload.models) {
+             list.push_back({{"model_id", m.model_id},
+                             {"warmup_requests", m.warmup_requests},
+                             {"max_tokens", m.max_tokens},
+                             {"warmup_prompts", m.warmup_prompts}});
+           }
+           return list;
+         }()}}},
+      {"logging", {{"level", c.logging.level}, {"format", format}}},
+      {"metrics", {{"enabled", c.metrics.enabled}, {"listen", c.metrics.listen}}},
+  };
+}
+
+std::vector<std::string> changed_keys(const Config& before, const Config& after) {
+  const auto a = to_json(before);
+  const auto b = to_json(after);
+  std::vector<std::string> out;
+  for (const auto& [block, keys] : b.items()) {
+    for (const auto& [key, value] : keys.items()) {
+      if (!a.contains(block) || !a[block].contains(key) || a[block][key] != value) {
+        out.push_back(block + "." + key);
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace drover

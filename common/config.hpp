@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/log.hpp"
 
 namespace drover {
@@ -112,9 +114,36 @@ struct RoutingConfig {
   RoutingStrategy strategy = RoutingStrategy::round_robin;
 };
 
+// Models loaded and warmed by every worker before it is marked ready.
+struct PreloadModel {
+  std::string model_id;
+  int warmup_requests = 1;
+  int max_tokens = 8;
+  std::vector<std::string> warmup_prompts = {"Hello"};
+};
+
+struct ModelPreloadConfig {
+  bool enabled = true;
+  // Load a worker's models concurrently (at most max_parallel at once) rather than in turn.
+  bool parallel = false;
+  int max_parallel = 2;
+  // A model that fails to load or warm fails the worker's start (else it is reported and the
+  // worker serves what did load).
+  bool fail_fast = false;
+  std::vector<PreloadModel> models;
+};
+
 struct LoggingConfig {
   std::string level = "info";
   LogFormat format = LogFormat::text;
+};
+
+// HTTP endpoints for operators: /metrics (Prometheus), /healthz and /readyz.
+struct MetricsConfig {
+  bool enabled = true;
+  // "host:port" (an IPv4 address, a [bracketed] IPv6 address or a host name; port 0 picks a
+  // free port). Empty disables the endpoints like enabled: false.
+  std::string listen = "127.0.0.1:9464";
 };
 
 struct Config {
@@ -123,7 +152,9 @@ struct Config {
   RoutingConfig routing;
   CircuitBreakerConfig circuit_breaker;
   RetryConfig retry;
+  ModelPreloadConfig model_preload;
   LoggingConfig logging;
+  MetricsConfig metrics;
 };
 
 // Command-line flags that override the file and the environment.
@@ -149,5 +180,19 @@ Config load_config_file(const std::string& path, const Environment& env,
                         const ConfigOverrides& flags);
 
 std::string to_string(RoutingStrategy s);
+
+// "host:port" split into its parts: "127.0.0.1:9464", "[::1]:9464" (host "::1"),
+// "localhost:9464". nullopt when the host is empty or the port is not in 0..65535.
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+std::optional<HostPort> parse_host_port(const std::string& text);
+
+// The effective configuration as JSON, keyed like the YAML (for config.get and reload diffs).
+nlohmann::json to_json(const Config& c);
+
+// Keys (as "block.key") whose values differ between two configurations.
+std::vector<std::string> changed_keys(const Config& before, const Config& after);
 
 }  // namespace drover

@@ -50,7 +50,8 @@ void print_workers(const json& result) {
   for (const auto& w : result.value("workers", json::array())) {
     std::string models;
     for (const auto& m : w.value("models", json::array())) {
-      models += (models.empty() ? "" : ",") + m.get<std::string>();
+      if (!models.empty()) models.push_back(',');
+      models.append(m.get<std::string>());
     }
     const json age = w.value("heartbeat_age_ms", json());
     std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9}  {}\n",
@@ -95,7 +96,7 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--temperature", temperature, "sampling temperature");
   gen_cmd->add_option("--seed", seed, "sampling seed");
 
-  app.add_subcommand("health", "pool health");
+  app.add_subcommand("health", "pool health (status, workers ready)");
   app.add_subcommand("workers", "list workers (admin socket)");
   auto* kill_cmd = app.add_subcommand("kill", "send a signal to a worker (admin socket)");
   int worker_id = 0;
@@ -114,6 +115,10 @@ int main(int argc, char** argv) {
   std::string fault;
   inject_cmd->add_option("id", worker_id, "worker id")->required();
   inject_cmd->add_option("fault", fault, "crash, hang, stall, garbage or slow")->required();
+
+  app.add_subcommand("reload", "re-read droverd's config file (admin socket)");
+  app.add_subcommand("config", "print the effective configuration (admin socket)");
+  app.add_subcommand("metrics", "a summary of droverd's counters");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -158,6 +163,26 @@ int main(int argc, char** argv) {
         sig = std::stoi(signal_name);
       }
       return report(call(target, "workers.kill", {{"id", worker_id}, {"signal", sig}}), true, {});
+    }
+    if (app.got_subcommand("reload")) return report(call(target, "config.reload", nullptr), true, {});
+    if (app.got_subcommand("config")) return report(call(target, "config.get", nullptr), true, {});
+    if (app.got_subcommand("metrics")) {
+      return report(call(target, "telemetry.metrics", nullptr), as_json, [](const json& m) {
+        const auto& w = m["workers"];
+        const auto& p = m["pool"];
+        std::cout << fmt::format(
+            "workers   {} ready of {} ({} parked, {} breakers open, {} spares ready)\n"
+            "requests  {} outstanding of {} admitted max, {} queued, {} refused\n"
+            "pool      {} restarts ({} crashes), {} spare promotions, {} recycled\n"
+            "retries   {} ({} stream failovers), {} refused by budget, {} poison\n"
+            "uptime    {:.0f} s\n",
+            w.value("ready", 0), w.value("total", 0), w.value("parked", 0), w.value("open_breakers", 0),
+            w.value("spares_ready", 0), m["admission"].value("outstanding", 0), m["admission"].value("limit", 0),
+            m.value("queue_depth", 0), m["admission"].value("rejected_total", 0), p.value("restarts_total", 0),
+            p.value("crashes_total", 0), p.value("promotions_total", 0), p.value("recycled_total", 0),
+            p.value("retries_total", 0), p.value("failovers_total", 0), p.value("retry_budget_exhausted_total", 0),
+            p.value("poisoned_total", 0), m.value("uptime_s", 0.0));
+      });
     }
     if (*restart_cmd) return report(call(target, "workers.restart", {{"id", worker_id}}), true, {});
     if (*drain_cmd) return report(call(target, "workers.drain", {{"id", worker_id}}), true, {});

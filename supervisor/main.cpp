@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   }
   drover::configure_logging(config.logging.level, config.logging.format);
   try {
-    drover::supervisor::Supervisor supervisor(std::move(config));
+    drover::supervisor::Supervisor supervisor(std::move(config), config_path, flags);
     return supervisor.run();
   } catch (const std::runtime_error& e) {
     drover::component_logger("supervisor")->critical("{}", e.what());

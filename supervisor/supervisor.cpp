@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <set>
+#include <fmt/ranges.h>
 #include <stdexcept>
 
 #include "common/log.hpp"
@@ -30,10 +32,12 @@ std::string make_run_dir(const std::string& configured) {
 
 }  // namespace
 
-Supervisor::Supervisor(Config config)
+Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides flags)
     : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      flags_(std::move(flags)),
       admission_(config_.server.max_queue),
-      signals_(io_, SIGTERM, SIGINT),
+      signals_(io_, SIGTERM, SIGINT, SIGHUP),
       drain_timer_(io_),
       log_(component_logger("supervisor")) {
   // A client that vanishes mid-write must not kill droverd.
@@ -42,7 +46,8 @@ Supervisor::Supervisor(Config config)
   own_run_dir_ = config_.server.run_dir.empty();
   pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
                                        run_dir_, config_.routing.strategy);
-  handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_);
+  pool_->set_preload(config_.model_preload);
+  handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
   Listener::Options client;
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;
@@ -56,9 +61,35 @@ Supervisor::Supervisor(Config config)
   admin.allowed_uids = config_.server.admin_uids;
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
+  collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
+  handler_->set_observer(
+      [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
+  if (config_.metrics.enabled && !config_.metrics.listen.empty()) {
+    HttpServer::Endpoints endpoints;
+    endpoints.metrics = [this] { return metrics_.expose(); };
+    endpoints.ready = [this] {
+      const auto c = pool_->counts();
+      if (shutting_down_) return HttpServer::Readiness{false, "draining"};
+      return HttpServer::Readiness{c.ready > 0, fmt::format("{}/{} workers ready", c.ready, c.total)};
+    };
+    try {
+      http_ = std::make_unique<HttpServer>(io_, config_.metrics.listen, std::move(endpoints));
+    } catch (const std::runtime_error& e) {
+      // Observability must not take the service down: clients are still served.
+      log_->error("metrics.listen: {}; /metrics, /healthz and /readyz are disabled", e.what());
+    }
+  }
+  systemd_ = std::make_unique<SystemdNotifier>(
+      io_, take_notify_environment(),
+      [this] {
+        const auto c = pool_->counts();
+        return SystemdNotifier::Workers{c.ready, c.total};
+      },
+      config_.workers.start_timeout);
 }
 
 Supervisor::~Supervisor() {
+  http_.reset();
   client_listener_.reset();
   admin_listener_.reset();
   handler_.reset();
@@ -70,14 +101,12 @@ Supervisor::~Supervisor() {
 }
 
 int Supervisor::run() {
-  signals_.async_wait([this](boost::system::error_code ec, int sig) {
-    if (ec) return;
-    log_->info("signal {} received; shutting down", sig);
-    shutdown();
-  });
+  wait_signal();
   pool_->start();
   client_listener_->start();
   admin_listener_->start();
+  if (http_) http_->start();
+  systemd_->start();
   log_->info("droverd {} serving on {} (admin {}), {} workers, routing {}", kVersion,
              config_.server.socket, config_.server.admin_socket, config_.workers.count,
              to_string(config_.routing.strategy));
@@ -85,9 +114,63 @@ int Supervisor::run() {
   return 0;
 }
 
+void Supervisor::wait_signal() {
+  signals_.async_wait([this](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      std::string error;
+      const auto result = reload(error);
+      if (!error.empty()) log_->error("SIGHUP: {}", error);
+      wait_signal();
+      return;
+    }
+    log_->info("signal {} received; shutting down", sig);
+    shutdown();
+  });
+}
+
+json Supervisor::reload(std::string& error) {
+  Config next;
+  try {
+    next = config_path_.empty() ? parse_config("", current_environment(), flags_, "<defaults>")
+                                : load_config_file(config_path_, current_environment(), flags_);
+  } catch (const ConfigError& e) {
+    error = fmt::format("reload rejected, keeping the running configuration: {}", e.what());
+    return nullptr;
+  }
+  // Settings fixed at start: sockets and their limits. They keep their running values until
+  // droverd restarts.
+  static const std::set<std::string> kRestartOnly = {
+      "server.socket",          "server.socket_mode",        "server.admin_socket",
+      "server.admin_uids",      "server.max_connections",    "server.max_message_bytes",
+      "server.write_buffer_bytes", "server.run_dir", "metrics.enabled", "metrics.listen"};
+  json applied = json::array(), restart_required = json::array();
+  for (const auto& key : changed_keys(config_, next)) {
+    (kRestartOnly.contains(key) ? restart_required : applied).push_back(key);
+  }
+  next.server = [&] {
+    ServerConfig s = config_.server;  // start-time settings stay
+    s.max_queue = next.server.max_queue;
+    s.request_timeout = next.server.request_timeout;
+    return s;
+  }();
+  next.metrics = config_.metrics;  // the HTTP endpoint is bound at start
+  config_ = std::move(next);
+  configure_logging(config_.logging.level, config_.logging.format);
+  admission_.set_limit(config_.server.max_queue);
+  pool_->set_preload(config_.model_preload);
+  pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
+  log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
+             fmt::join(applied, ", "),
+             restart_required.empty() ? std::string()
+                                      : fmt::format("; needs a restart: [{}]", fmt::join(restart_required, ", ")));
+  return json{{"applied", applied}, {"restart_required", restart_required}};
+}
+
 void Supervisor::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  systemd_->stopping();
   client_listener_->stop_accepting();
   admin_listener_->stop_accepting();
   handler_->set_draining();
@@ -124,6 +207,8 @@ void Supervisor::drain_then_stop() {
 }
 
 void Supervisor::finish() {
+  if (http_) http_->stop();
+  systemd_->stop();
   drain_timer_.cancel();
   signals_.cancel();
   io_.stop();

@@ -9,6 +9,8 @@
 //
 // Shutdown (SIGTERM/SIGINT): stop accepting, refuse new work with -32009, let calls in flight
 // finish within workers.drain_timeout_ms, stop the workers, remove the sockets, return 0.
+// Reload (SIGHUP, config.reload): re-read the file; a bad file is rejected and the old config
+// stays; live settings apply at once, the others are reported as needing a restart.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +21,11 @@
 #include <string>
 
 #include "common/config.hpp"
+#include "common/metrics.hpp"
+#include "supervisor/admin/control.hpp"
+#include "supervisor/admin/http_server.hpp"
+#include "supervisor/admin/metrics_collector.hpp"
+#include "supervisor/admin/systemd_notify.hpp"
 #include "supervisor/frontend/listener.hpp"
 #include "supervisor/frontend/request_handler.hpp"
 #include "supervisor/pipeline/admission.hpp"
@@ -26,22 +33,30 @@
 
 namespace drover::supervisor {
 
-class Supervisor {
+class Supervisor final : public AdminControl {
  public:
   // Binds the sockets (throws std::runtime_error when it cannot) but starts nothing yet.
-  explicit Supervisor(Config config);
-  ~Supervisor();
+  // `config_path` (empty: built-in defaults) and `flags` are kept for reloads.
+  Supervisor(Config config, std::string config_path = {}, ConfigOverrides flags = {});
+  ~Supervisor() override;
 
   // Runs until shut down; returns the process exit code.
   int run();
   // Begins a graceful shutdown (what SIGTERM does).
   void shutdown();
 
+  // AdminControl (SIGHUP and config.reload use reload()).
+  nlohmann::json effective_config() const override { return to_json(config_); }
+  nlohmann::json reload(std::string& error) override;
+
  private:
+  void wait_signal();
   void drain_then_stop();
   void finish();
 
   Config config_;
+  std::string config_path_;
+  ConfigOverrides flags_;
   asio::io_context io_;
   std::string run_dir_;
   bool own_run_dir_ = false;
@@ -50,6 +65,10 @@ class Supervisor {
   std::unique_ptr<RequestHandler> handler_;
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;
+  metrics::Registry metrics_;
+  std::unique_ptr<MetricsCollector> collector_;
+  std::unique_ptr<HttpServer> http_;  // null when metrics are off or metrics.listen failed
+  std::unique_ptr<SystemdNotifier> systemd_;
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   bool shutting_down_ = false;

@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "common/log.hpp"
@@ -29,7 +30,9 @@ int main(int argc, char** argv) {
   app.add_option("--worker-id", rt.worker_id, "worker id")->envname(drover::proto::worker::kEnvWorkerId);
   app.add_option("--model", model_name,
                  "model id served (default: sim for sim, the checkpoint's file stem for tinyllm)");
-  app.add_option("--model-path", tinyllm.model_path, "tinyllm: llama2.c checkpoint file");
+  app.add_option("--model-path", tinyllm.model_path,
+                 "tinyllm: llama2.c checkpoint file (default: the model the build generates, "
+                 "../models/tinyllm.bin beside this program)");
   app.add_option("--tokenizer-path", tinyllm.tokenizer_path,
                  "tinyllm: tokenizer.bin (default: tokenizer.bin beside the checkpoint)");
   app.add_option("--threads", tinyllm.threads, "tinyllm: threads per forward pass")
@@ -53,6 +56,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   drover::configure_logging(log_level, drover::LogFormat::text);
+  if (tinyllm.model_path.empty()) {
+    // The build writes the shipped model to <build>/models; this program is <build>/bin.
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) tinyllm.model_path = (self.parent_path().parent_path() / "models" / "tinyllm.bin").string();
+  }
   if (!model_name.empty()) {
     sim.model = model_name;
     tinyllm.model_name = model_name;

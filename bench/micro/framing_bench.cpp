@@ -14,7 +14,8 @@ namespace {
 
 using proto::Framing;
 
-constexpr std::size_t kMaxMessageBytes = 8 * 1024 * 1024;  // server.max_message_bytes default
+constexpr std::size_t kMaxMessageBytes =
+    std::size_t{8} * 1024 * 1024;  // server.max_message_bytes default
 
 std::string repeated_frames(Framing framing, int count) {
   std::string out;

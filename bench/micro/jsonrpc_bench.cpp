@@ -16,7 +16,8 @@ namespace {
 void BM_ParseMessage_Generate(benchmark::State& state) {
   for (auto _ : state) {
     proto::ParsedMessage parsed = proto::parse_message(kGenerateRequest);
-    if (parsed.entries.size() != 1 || !std::holds_alternative<proto::RpcRequest>(parsed.entries[0])) {
+    if (parsed.entries.size() != 1 ||
+        !std::holds_alternative<proto::RpcRequest>(parsed.entries[0])) {
       state.SkipWithError("sample request did not parse as one request");
       return;
     }

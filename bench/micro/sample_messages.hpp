@@ -15,9 +15,7 @@ inline constexpr std::string_view kGenerateRequest =
     R"("prompt":"Summarise in one sentence: the quick brown fox jumps over the lazy dog.",)"
     R"("max_tokens":16,"temperature":0.7,"seed":7}})";
 
-inline proto::json generate_params() {
-  return proto::json::parse(kGenerateRequest)["params"];
-}
+inline proto::json generate_params() { return proto::json::parse(kGenerateRequest)["params"]; }
 
 inline proto::json generate_result() {
   return {{"text",

@@ -5,7 +5,6 @@
 // Exit status: 0 when the run completed; 1 when a connection failed on the client side or no
 // request succeeded (JSON-RPC error replies are reported, not fatal); 2 for bad flags.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <stdexcept>
 
@@ -34,9 +33,10 @@ int main(int argc, char** argv) {
       "throughput", "closed-loop load: C connections, each keeping P generate requests in flight");
   tp->add_option("--socket", opt.socket, "droverd client socket")->capture_default_str();
   tp->add_option("-c,--connections", opt.connections, "connections, one thread each")
-      ->check(CLI::Range(1, 4096))
+      ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  tp->add_option("-p,--inflight", opt.inflight, "requests kept in flight per connection (pipelined)")
+  tp->add_option("-p,--inflight", opt.inflight,
+                 "requests kept in flight per connection (pipelined)")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   auto* duration = tp->add_option("-d,--duration-s", duration_s, "measured seconds after warm-up")

@@ -1,9 +1,8 @@
 #include "bench/scenarios/reply_scanner.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <array>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 
 namespace drover::bench {
 namespace {
@@ -47,17 +46,15 @@ class Scanner final : public nlohmann::json_sax<json> {
   }
 
   void finish() {
-    if (!top_is_object_) {
-      out_.kind = ReplyInfo::Kind::other;
-    } else if (has_error_ && out_.id) {
+    out_.kind = ReplyInfo::Kind::other;
+    if (!top_is_object_) return;
+    if (has_error_ && out_.id) {
       out_.kind = ReplyInfo::Kind::error;
     } else if (has_result_ && out_.id) {
       out_.kind = ReplyInfo::Kind::result;
     } else if (method_ && !has_id_) {
       out_.kind = ReplyInfo::Kind::notification;
       out_.method = std::move(*method_);
-    } else {
-      out_.kind = ReplyInfo::Kind::other;
     }
   }
 

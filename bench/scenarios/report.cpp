@@ -1,6 +1,7 @@
 #include "bench/scenarios/report.hpp"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "common/error_codes.hpp"
@@ -10,7 +11,9 @@ namespace {
 
 using json = nlohmann::json;
 
-double ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
 double cpu_percent(const ThroughputResult& r) {
@@ -37,9 +40,10 @@ json percentiles_ms(const LatencyHistogram& h) {
 }
 
 std::string percentiles_line(const LatencyHistogram& h) {
-  return fmt::format("p50 {:.3f}  p95 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  (mean {:.3f}) ms",
-                     ms(h.percentile(0.50)), ms(h.percentile(0.95)), ms(h.percentile(0.99)),
-                     ms(h.percentile(0.999)), ms(h.max()), ms(h.mean()));
+  return fmt::format(
+      "p50 {:.3f}  p95 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  (mean {:.3f}) ms",
+      ms(h.percentile(0.50)), ms(h.percentile(0.95)), ms(h.percentile(0.99)),
+      ms(h.percentile(0.999)), ms(h.max()), ms(h.mean()));
 }
 
 }  // namespace
@@ -50,11 +54,9 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
       o.connections, o.inflight, o.stream ? "streamed" : "unary", o.max_tokens,
       framing_name(o.framing));
   out += o.requests ? fmt::format("window:      {} requests after {:.1f} s warm-up, {:.2f} s\n",
-                                  *o.requests, seconds(o.warmup),
-                                  seconds(r.elapsed))
+                                  *o.requests, seconds(o.warmup), seconds(r.elapsed))
                     : fmt::format("window:      {:.2f} s after {:.1f} s warm-up\n",
-                                  seconds(r.elapsed),
-                                  seconds(o.warmup));
+                                  seconds(r.elapsed), seconds(o.warmup));
   out += fmt::format("requests:    {} ok, {} errors\n", r.ok, r.errors());
   out += fmt::format("throughput:  {:.0f} req/s, {:.0f} tokens/s\n", r.requests_per_s(),
                      r.tokens_per_s());
@@ -69,8 +71,8 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
     out += fmt::format("error {}: {} ({})\n", code, count, error_name(code));
   }
   if (r.client_failures > 0) {
-    out += fmt::format("client failures: {} (first: {})\n", r.client_failures,
-                       r.first_client_failure);
+    out +=
+        fmt::format("client failures: {} (first: {})\n", r.client_failures, r.first_client_failure);
   }
   return out;
 }

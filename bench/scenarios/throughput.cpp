@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 #include <sys/resource.h>
-#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -63,7 +63,6 @@ struct Pending {
   bool chunk_seen = false;
 };
 
-
 // One connection: keeps opt.inflight requests outstanding until the plan says stop, then
 // drains. Runs on its own thread; touches only its client, its result and plan.counted_sent.
 class Connection {
@@ -113,13 +112,16 @@ class Connection {
     }
     if (out_.empty()) return;
     const auto sent = Clock::now();
-    for (std::int64_t id = first_id; id < next_id_; ++id) pending_.emplace(id, Pending{sent, counted});
+    for (std::int64_t id = first_id; id < next_id_; ++id)
+      pending_.emplace(id, Pending{sent, counted});
     client_.send_raw(out_);
   }
 
   // Whether one more counted request may be sent.
   bool claim() {
     if (plan_.opt.requests) {
+      // Relaxed: the counter only hands out tickets; nothing else is published through it, and
+      // the results are read after the threads are joined.
       return plan_.counted_sent.fetch_add(1, std::memory_order_relaxed) < *plan_.opt.requests;
     }
     return Clock::now() < plan_.window_end;
@@ -220,6 +222,7 @@ ThroughputResult run_throughput(const ThroughputOptions& opt) {
 
   // Connect everything first, so the window does not include connection set-up.
   std::vector<std::unique_ptr<Connection>> connections;
+  connections.reserve(static_cast<std::size_t>(opt.connections));
   for (int i = 0; i < opt.connections; ++i) {
     connections.push_back(
         std::make_unique<Connection>(plan, client::RpcClient(opt.socket, opt.framing)));
@@ -250,7 +253,8 @@ ThroughputResult run_throughput(const ThroughputOptions& opt) {
     total.client_failures += r.client_failures;
     total.latency.merge(r.latency);
     total.first_chunk.merge(r.first_chunk);
-    if (c.last_counted_reply && (!last || *c.last_counted_reply > *last)) last = c.last_counted_reply;
+    if (c.last_counted_reply && (!last || *c.last_counted_reply > *last))
+      last = c.last_counted_reply;
   }
   if (last) total.elapsed = *last - plan.window_start;
   total.run_wall = Clock::now() - run_start;

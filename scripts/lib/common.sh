@@ -9,6 +9,7 @@ DROVER_PACKAGES=(
   libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
   python3 socat
+  prometheus
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -52,8 +52,13 @@ std::optional<int> parse_signal(const json& v) {
 }  // namespace
 
 RequestHandler::RequestHandler(asio::io_context& io, const Config& config, WorkerPool& pool,
-                               Admission& admission)
-    : io_(io), config_(config), pool_(pool), admission_(admission), log_(component_logger("frontend")) {}
+                               Admission& admission, AdminControl& control)
+    : io_(io),
+      config_(config),
+      pool_(pool),
+      admission_(admission),
+      control_(control),
+      log_(component_logger("frontend")) {}
 
 void RequestHandler::handle(ClientSession& session, proto::ParsedMessage message) {
   auto weak = session.weak_from_this();
@@ -150,14 +155,25 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     }
     return answer(json{{"cancelled", cancelled}});
   }
-  if (m == "health" || m == "models.list" || m == "workers.list") {
+  if (m == "health" || m == "models.list" || m == "workers.list" || m == "telemetry.workerStatus" ||
+      m == "telemetry.metrics") {
     if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
     if (m == "health") return answer(health());
     if (m == "models.list") return answer(models_list());
+    if (m == "telemetry.metrics") return answer(telemetry());
     return answer(workers_list());
   }
   if (m.starts_with("workers.") && m != "workers.list") {
     return answer_admin(req, reply);
+  }
+  if (m == "config.get" || m == "config.reload") {
+    if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
+    if (m == "config.get") return answer(control_.effective_config());
+    std::string why;
+    const json result = control_.reload(why);
+    if (!why.empty()) return error(RpcError::invalid_params, "Config rejected", json{{"detail", why}});
+    if (reply) reply(proto::make_result(id, result));
+    return;
   }
   error(RpcError::method_not_found, {}, json{{"method", m}});
 }
@@ -207,10 +223,12 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
                                 std::optional<std::int64_t> timeout_ms) {
   const json id = req.id.value_or(nullptr);
   if (draining_) {
+    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
     if (reply) reply(proto::make_error(id, RpcError::shutting_down));
     return;
   }
   if (!admission_.try_acquire()) {
+    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
     if (reply) {
       reply(proto::make_error(id, RpcError::overloaded, {},
                               json{{"retry_after_ms", admission_.retry_after_ms()}}));
@@ -233,6 +251,7 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
   session.track(call);
   call->on_finish([this, weak_session, raw = call.get()] {
     admission_.release();
+    if (observer_) observer_(raw->kind(), raw->outcome());
     if (auto s = weak_session.lock()) s->forget(raw);
   });
   const Millis timeout = timeout_ms ? Millis(*timeout_ms) : config_.server.request_timeout;
@@ -261,6 +280,26 @@ json RequestHandler::health() const {
           {"spares_ready", c.spares_ready},
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
           {"version", kVersion}};
+}
+
+json RequestHandler::telemetry() const {
+  const auto& s = pool_.stats();
+  const auto c = pool_.counts();
+  return {{"admission", {{"outstanding", admission_.outstanding()},
+                         {"limit", admission_.limit()},
+                         {"rejected_total", admission_.rejected()}}},
+          {"queue_depth", pool_.queued()},
+          {"workers", {{"ready", c.ready}, {"total", c.total}, {"parked", c.parked},
+                       {"open_breakers", c.open_breakers}, {"spares_ready", c.spares_ready}}},
+          {"pool", {{"restarts_total", s.restarts},
+                    {"crashes_total", s.crashes},
+                    {"promotions_total", s.promotions},
+                    {"retries_total", s.retries},
+                    {"failovers_total", s.failovers},
+                    {"retry_budget_exhausted_total", s.retry_budget_exhausted},
+                    {"poisoned_total", s.poisoned},
+                    {"recycled_total", s.recycled}}},
+          {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
 }
 
 json RequestHandler::models_list() const {

@@ -14,6 +14,7 @@
 #include "common/config.hpp"
 #include "common/ids.hpp"
 #include "proto/jsonrpc.hpp"
+#include "supervisor/admin/control.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pipeline/call.hpp"
 #include "supervisor/pool/worker_pool.hpp"
@@ -27,14 +28,19 @@ class RequestHandler {
   // Receives the serialised reply to one request (never called for notifications).
   using Reply = std::function<void(std::string&&)>;
 
+  // `config` is the supervisor's live configuration (it changes on reload).
   RequestHandler(asio::io_context& io, const Config& config, WorkerPool& pool,
-                 Admission& admission);
+                 Admission& admission, AdminControl& control);
 
   void handle(ClientSession& session, proto::ParsedMessage message);
   // Cancels a call wherever it is (used for `cancel`, timeouts and disconnects).
   void cancel(const std::shared_ptr<Call>& call);
   // From now on new work is refused with -32009.
   void set_draining() { draining_ = true; }
+  // Told how every generate/tokenize/detokenize request ended, refusals before a worker was
+  // involved included (-32009, -32001: zero durations). The metrics hook.
+  using Observer = std::function<void(CallKind kind, const CallOutcome& outcome)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
 
  private:
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
@@ -44,14 +50,17 @@ class RequestHandler {
   proto::json health() const;
   proto::json models_list() const;
   proto::json workers_list() const;
+  proto::json telemetry() const;
 
   asio::io_context& io_;
   const Config& config_;
   WorkerPool& pool_;
   Admission& admission_;
+  AdminControl& control_;
   IdSource ids_;
   Clock::time_point started_ = Clock::now();
   bool draining_ = false;
+  Observer observer_;
   std::shared_ptr<spdlog::logger> log_;
 };
 

@@ -25,6 +25,8 @@ class Admission {
   // REQUIRES: a slot taken by try_acquire().
   void release() { --outstanding_; }
 
+  // A reload may change the bound; requests already admitted stay admitted.
+  void set_limit(std::size_t limit) { limit_ = limit; }
   std::size_t outstanding() const { return outstanding_; }
   std::size_t limit() const { return limit_; }
   std::uint64_t rejected() const { return rejected_; }

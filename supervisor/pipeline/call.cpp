@@ -57,6 +57,9 @@ void Call::finish_from_worker(const json& worker_result, int worker_slot) {
   const auto now = Clock::now();
   if (!first_output_at_) first_output_at_ = now;
   json result = worker_result.is_object() ? worker_result : json{{"value", worker_result}};
+  if (const auto r = result.find("finish_reason"); r != result.end() && *r == "cancelled") {
+    outcome_.cancelled = true;
+  }
   if (kind_ == CallKind::generate) {
     result["worker"] = worker_slot >= 0 ? json(worker_slot) : json(nullptr);
     // No cache stage exists yet, so every answer comes from a worker.
@@ -97,11 +100,15 @@ void Call::finish_cancelled() {
 
 void Call::finish_error(RpcError code, std::string_view message, const json& data) {
   if (done()) return;
+  outcome_.code = code_of(code);
+  outcome_.cancelled = code == RpcError::cancelled;
   complete(notification_ ? std::string() : proto::make_error(client_id_, code, message, data));
 }
 
 void Call::complete(std::string&& reply) {
   state_ = State::done;
+  outcome_.total = Clock::now() - accepted_at_;
+  if (first_output_at_) outcome_.ttft = *first_output_at_ - accepted_at_;
   if (deadline_) deadline_->cancel();
   if (!reply.empty() && sink_.reply) sink_.reply(std::move(reply));
   sink_ = {};

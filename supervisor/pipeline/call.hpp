@@ -38,6 +38,14 @@ struct CallSink {
   std::function<void(std::string&& reply)> reply;
 };
 
+// How a call ended, for metrics; filled in when it finishes.
+struct CallOutcome {
+  int code = 0;            // 0: answered with a result; else the JSON-RPC error code sent
+  bool cancelled = false;  // ended as cancelled (-32005, or a generate with finish_reason cancelled)
+  Clock::duration total{};              // accepted -> answered
+  std::optional<Clock::duration> ttft;  // accepted -> first output from a worker
+};
+
 class Call : public std::enable_shared_from_this<Call> {
  public:
   enum class State { queued, dispatched, done };
@@ -114,6 +122,8 @@ class Call : public std::enable_shared_from_this<Call> {
   void on_finish(std::function<void()> hook) { finish_hooks_.push_back(std::move(hook)); }
 
   Clock::time_point accepted_at() const { return accepted_at_; }
+  // Valid once done().
+  const CallOutcome& outcome() const { return outcome_; }
 
  private:
   void complete(std::string&& reply);
@@ -140,6 +150,7 @@ class Call : public std::enable_shared_from_this<Call> {
   std::optional<Clock::time_point> first_output_at_;
   std::unique_ptr<boost::asio::steady_timer> deadline_;
   std::vector<std::function<void()>> finish_hooks_;
+  CallOutcome outcome_;
 };
 
 }  // namespace drover::supervisor

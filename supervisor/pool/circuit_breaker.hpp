@@ -36,6 +36,9 @@ class CircuitBreaker {
   // an internal error reply or a timeout; client errors and cancels are not recorded.
   void record(bool success, TimePoint now);
 
+  // New thresholds from a reload; the current state and counts carry over.
+  void reconfigure(const CircuitBreakerConfig& config) { cfg_ = config; }
+
   State state() const { return state_; }
   TimePoint open_until() const { return open_until_; }
   std::uint64_t transitions() const { return transitions_; }

@@ -244,7 +244,8 @@ void WorkerLink::handle_hello(const json& params) {
                      {"generation", opt_.generation},
                      {"backend", opt_.backend},
                      {"heartbeat_interval_ms", opt_.heartbeat_interval.count()},
-                     {"transport", "socket"}};
+                     {"transport", "socket"},
+                     {"preload", opt_.preload}};
   send(proto::make_request(init_request_id_, wm::kInit, init));
 }
 
@@ -262,6 +263,17 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
     ready_at_ = now;
     last_progress_ = now;
     start_timer_.cancel();
+    for (const auto& p : m.result.value("preload", json::array())) {
+      // The preload report: per model, load and warmup time or the failure.
+      if (p.value("ok", false)) {
+        log_->info("worker_id={} preload: model {} loaded in {:.1f} ms, warmed in {:.1f} ms ({} requests)",
+                   opt_.slot, p.value("model", std::string()), p.value("load_ms", 0.0),
+                   p.value("warmup_ms", 0.0), p.value("warmup_requests", 0));
+      } else {
+        log_->error("worker_id={} preload: model {} FAILED: {}", opt_.slot,
+                    p.value("model", std::string()), p.value("error", std::string()));
+      }
+    }
     log_->info("worker_id={} pid={} ready in {} ms", opt_.slot, pid(),
                ms_since(started_at_, now).count());
     observer_.on_ready(*this);

@@ -73,6 +73,8 @@ struct WorkerLinkOptions {
   Millis heartbeat_timeout{5000};
   Millis stall_timeout{30'000};
   CircuitBreakerConfig breaker;
+  // init's `preload` object (model_preload config): models to load and warm before ready.
+  proto::json preload = proto::json::object();
   std::size_t max_message_bytes = 64 * 1024 * 1024;
 };
 
@@ -126,6 +128,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   std::uint64_t completed() const { return completed_; }
   const WorkerReport& report() const { return report_; }
   const CircuitBreaker& breaker() const { return breaker_; }
+  void reconfigure_breaker(const CircuitBreakerConfig& config) { breaker_.reconfigure(config); }
   Clock::time_point started_at() const { return started_at_; }
   std::optional<Clock::time_point> ready_at() const { return ready_at_; }
 

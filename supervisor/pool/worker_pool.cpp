@@ -22,6 +22,7 @@ WorkerPool::WorkerPool(asio::io_context& io, const WorkersConfig& workers,
       breaker_config_(breaker),
       retry_(retry),
       run_dir_(std::move(run_dir)),
+      strategy_(strategy),
       router_(make_router(strategy)),
       spare_policy_(workers),
       breaker_timer_(io),
@@ -56,6 +57,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.heartbeat_timeout = config_.heartbeat_timeout;
   opt.stall_timeout = config_.stall_timeout;
   opt.breaker = breaker_config_;
+  opt.preload = preload_;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
   link->start();
   return link;
@@ -492,6 +494,48 @@ std::string WorkerPool::scale(int count) {
   return {};
 }
 
+void WorkerPool::set_preload(const ModelPreloadConfig& preload) {
+  json models = json::array();
+  for (const auto& m : preload.models) {
+    models.push_back({{"model_id", m.model_id},
+                      {"warmup_requests", m.warmup_requests},
+                      {"max_tokens", m.max_tokens},
+                      {"warmup_prompts", m.warmup_prompts}});
+  }
+  preload_ = {{"enabled", preload.enabled && !preload.models.empty()},
+              {"parallel", preload.parallel},
+              {"max_parallel", preload.max_parallel},
+              {"fail_fast", preload.fail_fast},
+              {"models", std::move(models)}};
+}
+
+void WorkerPool::reconfigure(const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
+                             const RetryConfig& retry, RoutingStrategy strategy) {
+  const int count = workers.count;
+  const int live_count = config_.count;
+  config_ = workers;
+  config_.count = live_count;  // scale() below moves it
+  breaker_config_ = breaker;
+  for (auto& s : slots_) {
+    if (s->link) s->link->reconfigure_breaker(breaker);
+  }
+  for (auto& l : spares_) l->reconfigure_breaker(breaker);
+  retry_ = RetryPolicy(retry);
+  if (strategy != strategy_) {
+    strategy_ = strategy;
+    router_ = make_router(strategy);
+  }
+  while (static_cast<int>(spares_.size()) < config_.warm_spares) spawn_spare();
+  while (static_cast<int>(spares_.size()) > config_.warm_spares) {
+    auto extra = std::move(spares_.back());
+    spares_.pop_back();
+    retire(extra);
+    extra->drain(config_.drain_timeout);
+  }
+  if (count != live_count) scale(count);
+  pump();
+}
+
 void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
@@ -546,6 +590,7 @@ std::vector<WorkerSnapshot> WorkerPool::snapshot() const {
     w.state = state_override ? state_override : to_string(l.state());
     w.inflight = l.inflight();
     w.breaker = std::string(to_string(l.breaker().state()));
+    w.breaker_transitions = l.breaker().transitions();
     w.restarts = restarts;
     w.uptime_s = std::chrono::duration<double>(now - l.started_at()).count();
     if (l.report().last_heartbeat) {

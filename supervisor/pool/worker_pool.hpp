@@ -31,6 +31,7 @@ struct WorkerSnapshot {
   std::string state;
   std::size_t inflight = 0;
   std::string breaker = "closed";
+  std::uint64_t breaker_transitions = 0;  // of this incarnation's breaker
   int restarts = 0;
   double uptime_s = 0;
   std::optional<std::int64_t> heartbeat_age_ms;
@@ -78,6 +79,13 @@ class WorkerPool final : public LinkObserver {
   std::string inject(int id, const std::string& fault);
   std::string restart(int id);  // graceful: drain the worker, refill its slot; unparks a slot
   std::string scale(int count);
+  // The model_preload settings sent in every new worker's init.
+  void set_preload(const ModelPreloadConfig& preload);
+  // Applies a reloaded configuration: routing, breaker thresholds and retry policy at once;
+  // worker settings (command, timeouts, recycling) for workers started from now on; the
+  // worker count by scaling.
+  void reconfigure(const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
+                   const RetryConfig& retry, RoutingStrategy strategy);
   // Graceful stop of every worker; `done` runs once all processes are reaped.
   void shutdown(std::function<void()> done);
 
@@ -127,6 +135,8 @@ class WorkerPool final : public LinkObserver {
   CircuitBreakerConfig breaker_config_;
   RetryPolicy retry_;
   std::string run_dir_;
+  RoutingStrategy strategy_;
+  proto::json preload_ = proto::json::object();
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::shared_ptr<WorkerLink>> spares_;

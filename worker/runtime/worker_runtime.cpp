@@ -1,6 +1,7 @@
 #include "worker/runtime/worker_runtime.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -182,16 +183,75 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
   if (!made) return reply_error(id, BackendError{RpcError::internal_error, made.error(), nullptr});
   backend_ = std::move(*made);
   heartbeat_interval_ = Millis(params.value("heartbeat_interval_ms", 1000));
-  spawn(io_, [this, id]() -> asio::awaitable<void> {
+  const json preload = params.value("preload", json::object());
+  spawn(io_, [this, id, preload]() -> asio::awaitable<void> {
     auto loaded = co_await backend_->load();
     if (!loaded) {
       reply_error(id, loaded.error());
       co_return;
     }
+    json result = *loaded;
+    if (preload.value("enabled", false)) {
+      auto report = co_await warm_up(preload, result.value("load_ms", 0.0));
+      if (!report) {
+        reply_error(id, report.error());
+        co_return;
+      }
+      result["preload"] = std::move(*report);
+    }
     ready_ = true;
-    reply(id, *loaded);
+    reply(id, result);
     co_await heartbeat_loop();
   });
+}
+
+asio::awaitable<BackendResult<json>> WorkerRuntime::warm_up(const json& preload, double load_ms) {
+  // Each preload entry names a model this worker serves; its warmup requests run through the
+  // same generate path as real traffic (first-touch of weights, caches, allocator pools), so
+  // the first client request does not pay for them. Entries run in turn: a worker serves one
+  // model today, so `parallel` has nothing to overlap yet.
+  const bool fail_fast = preload.value("fail_fast", false);
+  const auto served = backend_->models();
+  json report = json::array();
+  for (const auto& entry : preload.value("models", json::array())) {
+    const std::string model = entry.value("model_id", std::string());
+    json line = {{"model", model}, {"load_ms", load_ms}, {"warmup_ms", 0.0}, {"ok", true}};
+    if (std::find(served.begin(), served.end(), model) == served.end()) {
+      line["ok"] = false;
+      line["error"] = fmt::format("model '{}' is not served by this worker (serves: {})", model,
+                                  fmt::join(served, ", "));
+    } else {
+      const auto start = std::chrono::steady_clock::now();
+      const auto prompts = entry.value("warmup_prompts", std::vector<std::string>{"Hello"});
+      const int n = entry.value("warmup_requests", 1);
+      for (int i = 0; i < n && line["ok"] == true; ++i) {
+        GenerateRequest req;
+        req.model = model;
+        req.prompt = prompts.empty() ? std::string("Hello") : prompts[static_cast<std::size_t>(i) % prompts.size()];
+        req.max_tokens = entry.value("max_tokens", 8);
+        req.seed = static_cast<std::uint64_t>(i);
+        auto cancel = std::make_shared<CancelFlag>();
+        // A named sink: g++ 12 mishandles temporaries inside co_await (see tinyllm_backend).
+        ChunkSink ignore = [](const std::string&) {};
+        auto out = co_await backend_->generate(req, ignore, cancel);
+        if (!out) {
+          line["ok"] = false;
+          line["error"] = out.error().message;
+        }
+      }
+      line["warmup_requests"] = n;
+      line["warmup_ms"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      send(proto::make_notification(wm::kModelLoaded, line));
+    }
+    if (fail_fast && line["ok"] == false) {
+      co_return BackendResult<json>(boost::system::in_place_error,
+                                    BackendError{RpcError::unknown_model,
+                                                 "preload failed: " + line.value("error", std::string()),
+                                                 json{{"model", model}}});
+    }
+    report.push_back(std::move(line));
+  }
+  co_return BackendResult<json>(boost::system::in_place_value, std::move(report));
 }
 
 void WorkerRuntime::on_generate(std::uint64_t id, const json& p) {

@@ -42,6 +42,9 @@ class WorkerRuntime {
  private:
   void handle(std::string_view text);
   void on_init(std::uint64_t id, const json& params);
+  // Runs init's preload entries (warmup requests per model); the per-model report, or an
+  // error when fail_fast and a model failed.
+  asio::awaitable<BackendResult<json>> warm_up(const json& preload, double load_ms);
   void on_generate(std::uint64_t id, const json& params);
   void on_batch_tokenize(std::uint64_t id, const json& params);
   void on_detokenize(std::uint64_t id, const json& params);
