@@ -182,7 +182,9 @@ void Supervisor::drain_then_stop() {
   // Poll the outstanding count at a coarse interval: shutdown is rare and this keeps the
   // request path free of shutdown hooks.
   auto check = std::make_shared<std::function<void()>>();
-  *check = [this, deadline, check] {
+  // The function refers to itself weakly (a strong self-reference would never be freed); the
+  // pending timer's handler is what keeps it alive between polls.
+  *check = [this, deadline, weak = std::weak_ptr<std::function<void()>>(check)] {
     if (admission_.outstanding() == 0 || Clock::now() >= deadline) {
       if (admission_.outstanding() > 0) {
         log_->warn("drain timeout: {} requests still in flight are answered -32009",
@@ -199,7 +201,7 @@ void Supervisor::drain_then_stop() {
       return;
     }
     drain_timer_.expires_after(Millis(20));
-    drain_timer_.async_wait([check](boost::system::error_code ec) {
+    drain_timer_.async_wait([check = weak.lock()](boost::system::error_code ec) {
       if (!ec) (*check)();
     });
   };

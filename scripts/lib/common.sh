@@ -8,8 +8,8 @@ DROVER_PACKAGES=(
   g++ cmake ninja-build pkg-config
   libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
-  python3 socat
-  prometheus
+  python3 socat  # socat: the README tour
+  prometheus systemd
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
