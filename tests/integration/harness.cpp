@@ -196,6 +196,9 @@ void DroverProcess::write_config() {
   y << "logging:\n"
     << "  level: " << opt_.log_level << "\n";
   y << opt_.extra_yaml;
+  // Tests run in parallel: unless a test asks for the HTTP endpoints, keep them off so no two
+  // droverds race for the default metrics port.
+  if (opt_.extra_yaml.find("metrics:") == std::string::npos) y << "metrics:\n  listen: \"\"\n";
   std::ofstream out(config_);
   out << y.str();
   if (!out) throw std::runtime_error("cannot write " + config_);
