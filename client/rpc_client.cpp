@@ -29,6 +29,13 @@ RpcClient::RpcClient(const std::string& path, proto::Framing framing, std::size_
   }
 }
 
+RpcClient::RpcClient(int fd, proto::Framing framing, std::size_t max_message_bytes)
+    : fd_(fd), framing_(framing), decoder_(max_message_bytes) {}
+
+RpcClient RpcClient::adopt(int fd, proto::Framing framing, std::size_t max_message_bytes) {
+  return RpcClient(fd, framing, max_message_bytes);
+}
+
 RpcClient::~RpcClient() { close(); }
 
 RpcClient::RpcClient(RpcClient&& other) noexcept

@@ -28,6 +28,10 @@ class RpcClient {
   // Connects to a Unix socket; throws ClientError when it cannot.
   explicit RpcClient(const std::string& path, proto::Framing framing = proto::Framing::ndjson,
                      std::size_t max_message_bytes = 64 * 1024 * 1024);
+  // Takes ownership of an already connected stream socket (an accepted connection, one end of
+  // a socketpair): drover-bench --direct plays the supervisor on a worker's link this way.
+  static RpcClient adopt(int fd, proto::Framing framing = proto::Framing::ndjson,
+                         std::size_t max_message_bytes = 64 * 1024 * 1024);
   ~RpcClient();
   RpcClient(RpcClient&& other) noexcept;
   RpcClient& operator=(RpcClient&&) = delete;
@@ -59,6 +63,7 @@ class RpcClient {
   int fd() const { return fd_; }
 
  private:
+  RpcClient(int fd, proto::Framing framing, std::size_t max_message_bytes);
   bool fill(std::chrono::steady_clock::time_point deadline);
 
   int fd_ = -1;

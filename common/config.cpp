@@ -201,12 +201,67 @@ class BlockReader {
 
 // Block names in the order the environment matcher tries them: longest first, so that a
 // future PROMPT_CACHE block wins over a PROMPT block.
+const std::vector<std::string> kBlocks = {
+    "server", "workers", "routing",       "transport", "models",  "memory_policy",
+    "circuit_breaker", "retry", "model_preload", "logging", "metrics"};
+
 std::vector<std::string> env_block_names() {
-  std::vector<std::string> names = {"server", "workers", "routing", "circuit_breaker", "retry",
-                                    "model_preload", "logging", "metrics"};
+  std::vector<std::string> names = kBlocks;
   std::sort(names.begin(), names.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   return names;
+}
+
+// A YAML scalar as the JSON value it most likely means: integer, number, boolean or string.
+nlohmann::json scalar_json(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const long long i = std::strtoll(text.c_str(), &end, 10);
+  if (!text.empty() && *end == '\0' && errno == 0) return i;
+  const double d = std::strtod(text.c_str(), &end);
+  if (!text.empty() && *end == '\0') return d;
+  if (text == "true") return true;
+  if (text == "false") return false;
+  return text;
+}
+
+// models: {<id>: {backend, path, options: {name: scalar}}}
+void read_models(const YAML::Node& node, std::map<std::string, ModelSpec>& out) {
+  if (!node || node.IsNull()) return;
+  if (!node.IsMap()) {
+    throw ConfigError("config: block 'models' must map model ids to {backend, path, options}");
+  }
+  for (const auto& kv : node) {
+    ModelSpec m;
+    m.id = kv.first.Scalar();
+    const std::string path = "models." + m.id;
+    if (m.id.empty() || m.id.size() > 128 ||
+        m.id.find_first_of(" \t\n\"\\") != std::string::npos) {
+      throw ConfigError(fmt::format(
+          "config: model id '{}' must be 1..128 characters without spaces, quotes or backslashes", m.id));
+    }
+    BlockReader r(kv.second, path);
+    r.string("backend", m.backend);
+    r.string("path", m.path, /*allow_empty=*/true);
+    const YAML::Node options = r.node("options");
+    r.finish();
+    if (m.backend.empty()) {
+      throw ConfigError(fmt::format("config: key '{}.backend' is required (e.g. tinyllm, sim)", path));
+    }
+    if (options && !options.IsNull()) {
+      if (!options.IsMap()) {
+        throw ConfigError(fmt::format("config: key '{}.options' must map option names to values", path));
+      }
+      for (const auto& o : options) {
+        if (!o.second.IsScalar()) {
+          throw ConfigError(fmt::format("config: key '{}.options.{}' must be a single value", path,
+                                        o.first.Scalar()));
+        }
+        m.options[o.first.Scalar()] = scalar_json(o.second.Scalar());
+      }
+    }
+    out.emplace(m.id, std::move(m));
+  }
 }
 
 std::string upper(std::string s) {
@@ -343,6 +398,24 @@ Config read_blocks(const YAML::Node& root) {
     r.enumeration<RoutingStrategy>("strategy", c.routing.strategy,
                                    {{"round_robin", RoutingStrategy::round_robin},
                                     {"least_busy", RoutingStrategy::least_busy}});
+    r.boolean("model_affinity", c.routing.model_affinity);
+    r.finish();
+  }
+  {
+    BlockReader r(root["transport"], "transport");
+    r.boolean("shm", c.transport.shm);
+    r.integer("ring_bytes", c.transport.ring_bytes, 4096, 1LL << 30);
+    r.finish();
+    if ((c.transport.ring_bytes & (c.transport.ring_bytes - 1)) != 0) {
+      throw ConfigError(fmt::format(
+          "config: key 'transport.ring_bytes' must be a power of two in 4096..1073741824, got '{}'",
+          c.transport.ring_bytes));
+    }
+  }
+  read_models(root["models"], c.models);
+  {
+    BlockReader r(root["memory_policy"], "memory_policy");
+    r.seconds("idle_unload_s", c.memory_policy.idle_unload, 0, 30L * 86'400);
     r.finish();
   }
   {
@@ -401,8 +474,7 @@ Config read_blocks(const YAML::Node& root) {
     }
   }
   // Top-level keys: only the known blocks.
-  const std::set<std::string> blocks = {"server", "workers", "routing", "circuit_breaker",
-                                        "retry", "model_preload", "logging", "metrics"};
+  const std::set<std::string> blocks(kBlocks.begin(), kBlocks.end());
   for (const auto& kv : root) {
     const std::string key = kv.first.Scalar();
     if (!blocks.contains(key)) {
@@ -513,7 +585,17 @@ nlohmann::json to_json(const Config& c) {
         {"max_requests", c.workers.max_requests},
         {"max_requests_jitter", c.workers.max_requests_jitter},
         {"max_rss_mb", c.workers.max_rss_mb}}},
-      {"routing", {{"strategy", to_string(c.routing.strategy)}}},
+      {"routing", {{"strategy", to_string(c.routing.strategy)},
+                   {"model_affinity", c.routing.model_affinity}}},
+      {"transport", {{"shm", c.transport.shm}, {"ring_bytes", c.transport.ring_bytes}}},
+      {"models", [&c] {
+         nlohmann::json models = nlohmann::json::object();
+         for (const auto& [id, m] : c.models) {
+           models[id] = {{"backend", m.backend}, {"path", m.path}, {"options", m.options}};
+         }
+         return models;
+       }()},
+      {"memory_policy", {{"idle_unload_s", c.memory_policy.idle_unload.count()}}},
       {"circuit_breaker",
        {{"enabled", c.circuit_breaker.enabled},
         {"consecutive_failures", c.circuit_breaker.consecutive_failures},

@@ -112,6 +112,32 @@ enum class RoutingStrategy { round_robin, least_busy };
 
 struct RoutingConfig {
   RoutingStrategy strategy = RoutingStrategy::round_robin;
+  // Requests naming a model go to workers that have it loaded; when none has, one worker
+  // loads it on demand. Off: any worker, which answers -32006 when it lacks the model.
+  bool model_affinity = true;
+};
+
+// Transport between droverd and its workers: the control socket always; shared-memory rings
+// for requests and replies when both sides support them (shared/DESIGN.md section 5).
+struct TransportConfig {
+  bool shm = true;
+  // Bytes per ring (a power of two); a record larger than half a ring travels on the socket.
+  std::size_t ring_bytes = 1024 * 1024;
+};
+
+// One entry of the model catalog: what a worker needs to load the model on demand.
+struct ModelSpec {
+  std::string id;
+  std::string backend;       // a worker backend name: sim, tinyllm, or what a Python worker serves
+  std::string path;          // the model file (tinyllm: the llama2.c checkpoint); may be empty
+  nlohmann::json options = nlohmann::json::object();  // backend options, scalars by name
+};
+
+// Idle unload: a model loaded on demand (or by models.load) that no request used for
+// idle_unload_s on a worker is unloaded there. Models a worker preloads at start, or serves
+// from its command line, stay. 0 disables.
+struct MemoryPolicyConfig {
+  std::chrono::seconds idle_unload{0};
 };
 
 // Models loaded and warmed by every worker before it is marked ready.
@@ -150,6 +176,10 @@ struct Config {
   ServerConfig server;
   WorkersConfig workers;
   RoutingConfig routing;
+  TransportConfig transport;
+  // The model catalog, by id (ordered, so listings are stable).
+  std::map<std::string, ModelSpec> models;
+  MemoryPolicyConfig memory_policy;
   CircuitBreakerConfig circuit_breaker;
   RetryConfig retry;
   ModelPreloadConfig model_preload;

@@ -3,12 +3,16 @@
 // init names, and serves until told to stop. Backend options are flags, so a pool's
 // workers.command carries them (e.g. [drover-worker, --ttft-ms, "20"], or
 // [drover-worker, --model-path, build/models/tinyllm.bin, --threads, "1"] for tinyllm).
+// With --stdio it speaks the same protocol on stdin/stdout instead (logs stay on stderr), for
+// supervisors that spawn workers with pipes, such as the Node baseline in bench/baselines/node.
 #include <CLI/CLI.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "common/log.hpp"
 #include "proto/worker_messages.hpp"
@@ -25,6 +29,8 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   if (const char* s = std::getenv(drover::proto::worker::kEnvControlSocket)) rt.control_socket = s;
   if (const char* id = std::getenv(drover::proto::worker::kEnvWorkerId)) rt.worker_id = std::atoi(id);
+  app.add_flag("--stdio", rt.stdio,
+               "speak the worker protocol on stdin/stdout instead of the control socket");
   app.add_option("--control-socket", rt.control_socket, "control socket to connect to")
       ->envname(drover::proto::worker::kEnvControlSocket);
   app.add_option("--worker-id", rt.worker_id, "worker id")->envname(drover::proto::worker::kEnvWorkerId);
@@ -50,12 +56,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(-1, 1'000'000'000));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
   CLI11_PARSE(app, argc, argv);
-  if (rt.control_socket.empty()) {
+  if (rt.control_socket.empty() && !rt.stdio) {
     std::cerr << "drover-worker: no control socket (set " << drover::proto::worker::kEnvControlSocket
               << " or pass --control-socket); droverd starts workers itself\n";
     return 2;
   }
   drover::configure_logging(log_level, drover::LogFormat::text);
+  // The link is written with write(2) (a descriptor, so sockets and pipes look alike): a
+  // supervisor that went away must surface as EPIPE, which ends the run, not as a SIGPIPE death.
+  std::signal(SIGPIPE, SIG_IGN);
   if (tinyllm.model_path.empty()) {
     // The build writes the shipped model to <build>/models; this program is <build>/bin.
     std::error_code ec;
@@ -68,18 +77,50 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::io_context io;
-  auto factory = [&io, &sim, &tinyllm](const std::string& name)
+  // init builds the backend the flags describe (spec.id empty); load_model builds a catalog
+  // model: the flags' options with the catalog's id, path and options on top.
+  auto factory = [&io, &sim, &tinyllm](const drover::ModelSpec& spec)
       -> boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string> {
-    if (name == "sim") {
-      return std::unique_ptr<drover::worker::Backend>(
-          std::make_unique<drover::worker::SimBackend>(io.get_executor(), sim));
+    using Result = boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string>;
+    const auto& o = spec.options;
+    auto number = [&o](const char* key, auto fallback) {
+      const auto it = o.find(key);
+      return it != o.end() && it->is_number() ? it->get<decltype(fallback)>() : fallback;
+    };
+    for (const auto& [key, value] : o.items()) {
+      static const std::set<std::string> known = {"load_ms", "ttft_ms", "tokens_per_s", "threads",
+                                                  "tokenizer_path"};
+      if (!known.contains(key)) {
+        return Result(boost::system::in_place_error,
+                      "unknown option '" + key + "' (known: load_ms, ttft_ms, tokens_per_s for sim; "
+                      "threads, tokenizer_path for tinyllm)");
+      }
     }
-    if (name == "tinyllm") {
+    if (spec.backend == "sim") {
+      auto options = sim;
+      if (!spec.id.empty()) options.model = spec.id;
+      options.load_ms = number("load_ms", options.load_ms);
+      options.ttft_ms = number("ttft_ms", options.ttft_ms);
+      options.tokens_per_s = number("tokens_per_s", options.tokens_per_s);
       return std::unique_ptr<drover::worker::Backend>(
-          std::make_unique<drover::worker::TinyLlmBackend>(io.get_executor(), tinyllm));
+          std::make_unique<drover::worker::SimBackend>(io.get_executor(), options));
     }
-    return boost::system::result<std::unique_ptr<drover::worker::Backend>, std::string>(
-        boost::system::in_place_error, "unknown backend '" + name + "' (available: sim, tinyllm)");
+    if (spec.backend == "tinyllm") {
+      auto options = tinyllm;
+      if (!spec.id.empty()) {
+        options.model_name = spec.id;
+        options.tokenizer_path.clear();  // beside the catalog's checkpoint unless given
+      }
+      if (!spec.path.empty()) options.model_path = spec.path;
+      if (const auto t = o.find("tokenizer_path"); t != o.end() && t->is_string()) {
+        options.tokenizer_path = t->get<std::string>();
+      }
+      options.threads = number("threads", options.threads);
+      return std::unique_ptr<drover::worker::Backend>(
+          std::make_unique<drover::worker::TinyLlmBackend>(io.get_executor(), options));
+    }
+    return Result(boost::system::in_place_error,
+                  "unknown backend '" + spec.backend + "' (available: sim, tinyllm)");
   };
   drover::worker::WorkerRuntime runtime(io, rt, factory);
   int exit_code = 1;

@@ -127,7 +127,7 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     if (!p) return invalid_params(p.error());
     const std::uint64_t seed = p->seed ? *p->seed : ids_.next_seed();
     return start_call(session, req, std::move(reply), CallKind::generate,
-                      p->to_worker_params(seed), p->stream, p->timeout_ms);
+                      p->to_worker_params(seed), p->stream, p->timeout_ms, p->model);
   }
   if (m == "tokenize") {
     auto p = proto::parse_tokenize_params(req.params);
@@ -135,7 +135,7 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     json params = {{"texts", json::array({p->text})}};
     if (!p->model.empty()) params["model"] = p->model;
     return start_call(session, req, std::move(reply), CallKind::tokenize, std::move(params),
-                      false, std::nullopt);
+                      false, std::nullopt, p->model);
   }
   if (m == "detokenize") {
     auto p = proto::parse_detokenize_params(req.params);
@@ -143,7 +143,7 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     json params = {{"tokens", p->tokens}};
     if (!p->model.empty()) params["model"] = p->model;
     return start_call(session, req, std::move(reply), CallKind::detokenize, std::move(params),
-                      false, std::nullopt);
+                      false, std::nullopt, p->model);
   }
   if (m == "cancel") {
     auto p = proto::parse_cancel_params(req.params);
@@ -159,12 +159,27 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
       m == "telemetry.metrics") {
     if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
     if (m == "health") return answer(health());
-    if (m == "models.list") return answer(models_list());
+    if (m == "models.list") return answer(pool_.models_list());
     if (m == "telemetry.metrics") return answer(telemetry());
     return answer(workers_list());
   }
   if (m.starts_with("workers.") && m != "workers.list") {
     return answer_admin(req, reply);
+  }
+  if (m == "models.load" || m == "models.unload") {
+    const json& p = req.params;
+    if (!p.is_object() || !p.contains("model") || !p["model"].is_string() || p["model"].get_ref<const std::string&>().empty()) {
+      return invalid_params("param 'model' must be a model id (string)");
+    }
+    auto done = [reply = std::move(reply), id](const json& result, const json& err) {
+      if (!reply) return;
+      if (err.is_null()) return reply(proto::make_result(id, result));
+      reply(proto::make_error(id, static_cast<RpcError>(err.value("code", -32603)),
+                              err.value("message", std::string()), err.value("data", json())));
+    };
+    const std::string model = p["model"].get<std::string>();
+    return m == "models.load" ? pool_.load_model(model, std::move(done))
+                              : pool_.unload_model(model, std::move(done));
   }
   if (m == "config.get" || m == "config.reload") {
     if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
@@ -220,7 +235,7 @@ void RequestHandler::answer_admin(proto::RpcRequest& req, Reply& reply) {
 
 void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, Reply reply,
                                 CallKind kind, json worker_params, bool stream,
-                                std::optional<std::int64_t> timeout_ms) {
+                                std::optional<std::int64_t> timeout_ms, std::string model) {
   const json id = req.id.value_or(nullptr);
   if (draining_) {
     if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
@@ -248,6 +263,7 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
   auto call = std::make_shared<Call>(kind, ids_.next_request_id(), id, req.is_notification(),
                                      method, std::move(worker_params), std::move(sink));
   call->set_streaming(stream);
+  call->set_model(std::move(model));
   session.track(call);
   call->on_finish([this, weak_session, raw = call.get()] {
     admission_.release();
@@ -299,20 +315,12 @@ json RequestHandler::telemetry() const {
                     {"retry_budget_exhausted_total", s.retry_budget_exhausted},
                     {"poisoned_total", s.poisoned},
                     {"recycled_total", s.recycled}}},
+          {"models", {{"loads_total", s.model_loads},
+                      {"load_failures_total", s.model_load_failures},
+                      {"unloads_total", s.model_unloads},
+                      {"idle_unloads_total", s.idle_unloads},
+                      {"requests_waiting_for_load", pool_.awaiting_load()}}},
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
-}
-
-json RequestHandler::models_list() const {
-  std::map<std::string, std::vector<int>> by_model;
-  for (const auto& w : pool_.snapshot()) {
-    if (w.state != "ready") continue;
-    for (const auto& m : w.models) by_model[m].push_back(w.id);
-  }
-  json models = json::array();
-  for (const auto& [name, workers] : by_model) {
-    models.push_back({{"id", name}, {"workers", workers}, {"state", "loaded"}});
-  }
-  return {{"models", std::move(models)}};
 }
 
 json RequestHandler::workers_list() const {

@@ -46,9 +46,9 @@ class RequestHandler {
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
   void answer_admin(proto::RpcRequest& req, Reply& reply);
   void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
-                  proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms);
+                  proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms,
+                  std::string model);
   proto::json health() const;
-  proto::json models_list() const;
   proto::json workers_list() const;
   proto::json telemetry() const;
 

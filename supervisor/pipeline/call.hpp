@@ -89,6 +89,9 @@ class Call : public std::enable_shared_from_this<Call> {
   const std::optional<Assignment>& assignment() const { return assignment_; }
 
   void set_streaming(bool s) { stream_ = s; }
+  // The model the request names; empty: the worker's default model.
+  const std::string& model() const { return model_; }
+  void set_model(std::string model) { model_ = std::move(model); }
   void mark_dispatched(const Assignment& a);
   // Back in the queue after its worker died (before it produced output).
   void mark_requeued() {
@@ -137,6 +140,7 @@ class Call : public std::enable_shared_from_this<Call> {
   CallSink sink_;
   State state_ = State::queued;
   bool stream_ = false;
+  std::string model_;
   int attempts_ = 0;
   int last_worker_ = -1;
   std::optional<Assignment> assignment_;

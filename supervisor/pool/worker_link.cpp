@@ -279,6 +279,14 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
     observer_.on_ready(*this);
     return;
   }
+  if (const auto c = controls_.find(m.id); c != controls_.end()) {
+    ControlDone done = std::move(c->second);
+    controls_.erase(c);
+    if (m.error.is_null()) {
+      if (const auto models = m.result.find("models"); models != m.result.end()) read_models(*models);
+    }
+    return done(m.result, m.error);
+  }
   const auto it = inflight_.find(m.id);
   if (it == inflight_.end()) {
     return fail(fmt::format("protocol error: reply to unknown request id {}", m.id), true);
@@ -287,6 +295,7 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
   inflight_.erase(it);
   last_progress_ = now;
   ++completed_;
+  count_model_use(*call, -1);
   if (!m.error.is_null()) {
     const int code = m.error["code"].get<int>();
     // Only errors the worker is to blame for count against its breaker.
@@ -365,8 +374,63 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   if (inflight_.empty()) last_progress_ = Clock::now();
   breaker_.on_dispatch();
   call->mark_dispatched({opt_.slot, opt_.generation, id});
+  count_model_use(*call, +1);
   send(proto::make_request(id, call->worker_method(), call->worker_params()));
   inflight_.emplace(id, std::move(call));
+}
+
+void WorkerLink::count_model_use(const Call& call, int delta) {
+  if (call.model().empty()) return;
+  const auto it = on_demand_.find(call.model());
+  if (it == on_demand_.end()) return;
+  it->second.last_used = Clock::now();
+  if (delta > 0) {
+    ++it->second.inflight;
+  } else if (it->second.inflight > 0) {  // a request sent before the model counted as on demand
+    --it->second.inflight;
+  }
+}
+
+bool WorkerLink::has_model(const std::string& model) const {
+  return std::find(report_.models.begin(), report_.models.end(), model) != report_.models.end();
+}
+
+void WorkerLink::send_control(std::string_view method, json params, ControlDone done) {
+  if (state_ == State::dead) {
+    return done(json(), json{{"code", code_of(RpcError::worker_failed)}, {"message", "worker lost"}});
+  }
+  const std::uint64_t id = next_request_id_++;
+  controls_.emplace(id, std::move(done));
+  send(proto::make_request(id, method, params));
+}
+
+void WorkerLink::load_model(const ModelSpec& spec, ControlDone done) {
+  loading_.insert(spec.id);
+  auto self = shared_from_this();
+  send_control(wm::kLoadModel,
+               json{{"model", spec.id}, {"backend", spec.backend}, {"path", spec.path}, {"options", spec.options}},
+               [self, id = spec.id, done = std::move(done)](const json& result, const json& error) {
+                 self->loading_.erase(id);
+                 if (error.is_null() && !result.value("already_loaded", false)) {
+                   self->on_demand_[id] = ModelUse{Clock::now(), 0};
+                 }
+                 done(result, error);
+               });
+}
+
+void WorkerLink::unload_model(const std::string& model, ControlDone done) {
+  auto self = shared_from_this();
+  send_control(wm::kUnloadModel, json{{"model", model}},
+               [self, model, done = std::move(done)](const json& result, const json& error) {
+                 if (error.is_null()) self->on_demand_.erase(model);
+                 done(result, error);
+               });
+}
+
+void WorkerLink::finish_controls(const std::string& reason) {
+  const json error = {{"code", code_of(RpcError::worker_failed)}, {"message", "worker lost: " + reason}};
+  for (auto& [id, done] : std::exchange(controls_, {})) done(json(), error);
+  loading_.clear();
 }
 
 void WorkerLink::cancel(std::uint64_t worker_request_id) {
@@ -435,6 +499,7 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
                to_string(was), reason, orphans.size(), worker_at_fault ? "" : ", not its fault");
   }
   observer_.on_lost(*this, loss, std::move(orphans));
+  finish_controls(reason);
 }
 
 }  // namespace drover::supervisor

@@ -20,6 +20,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -118,6 +121,21 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // Kills the process now and reports the loss.
   void fail(const std::string& reason, bool worker_at_fault);
 
+  // Model management (load_model / unload_model requests). `done` runs exactly once: with the
+  // worker's result, or with an error object (the worker's, or -32003 when the link dies first).
+  using ControlDone = std::function<void(const json& result, const json& error)>;
+  void load_model(const ModelSpec& spec, ControlDone done);
+  void unload_model(const std::string& model, ControlDone done);
+  bool has_model(const std::string& model) const;
+  bool loading(const std::string& model) const { return loading_.contains(model); }
+  // Models this link loaded on demand (not at start), with when a request last used each and
+  // how many requests for each it holds: what idle unload may release.
+  struct ModelUse {
+    Clock::time_point last_used;
+    std::size_t inflight = 0;
+  };
+  const std::map<std::string, ModelUse>& on_demand_models() const { return on_demand_; }
+
   int slot() const { return opt_.slot; }
   void set_slot(int slot) { opt_.slot = slot; }
   int worker_id() const { return opt_.worker_id; }
@@ -148,6 +166,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   void send(std::string json_text);
   void maybe_stop();
   void cleanup_socket_file();
+  void send_control(std::string_view method, json params, ControlDone done);
+  void finish_controls(const std::string& reason);
+  void count_model_use(const Call& call, int delta);
 
   asio::io_context& io_;
   WorkerLinkOptions opt_;
@@ -172,6 +193,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // the client, e.g. after a timeout, while the worker still holds it).
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> inflight_;
   std::uint64_t completed_ = 0;
+  std::unordered_map<std::uint64_t, ControlDone> controls_;  // load/unload requests pending
+  std::set<std::string> loading_;
+  std::map<std::string, ModelUse> on_demand_;
   std::int64_t last_progress_counter_ = -1;
   Clock::time_point last_progress_ = Clock::now();
   WorkerReport report_;

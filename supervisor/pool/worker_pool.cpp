@@ -164,6 +164,7 @@ void WorkerPool::submit(std::shared_ptr<Call> call) {
 }
 
 void WorkerPool::pump() {
+  if (!awaiting_.empty()) release_awaiting();
   std::vector<RouteCandidate> candidates;
   std::vector<RouteCandidate> untried;
   const auto now = Clock::now();
@@ -188,6 +189,7 @@ void WorkerPool::pump() {
     }
     std::shared_ptr<Call> call = std::move(queue_.front());
     queue_.pop_front();
+    if (!call->model().empty() && !route_by_model(call, candidates)) continue;
     // A retry goes to a worker it has not tried, when there is one.
     std::span<const RouteCandidate> choice = candidates;
     if (!call->tried_slots().empty()) {
@@ -247,6 +249,10 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
   }
   const auto it = std::find(queue_.begin(), queue_.end(), call);
   if (it != queue_.end()) queue_.erase(it);
+  if (auto w = awaiting_.find(call->model()); w != awaiting_.end()) {
+    std::erase(w->second, call);
+    if (w->second.empty()) awaiting_.erase(w);
+  }
   call->finish_cancelled();
 }
 
@@ -494,21 +500,6 @@ std::string WorkerPool::scale(int count) {
   return {};
 }
 
-void WorkerPool::set_preload(const ModelPreloadConfig& preload) {
-  json models = json::array();
-  for (const auto& m : preload.models) {
-    models.push_back({{"model_id", m.model_id},
-                      {"warmup_requests", m.warmup_requests},
-                      {"max_tokens", m.max_tokens},
-                      {"warmup_prompts", m.warmup_prompts}});
-  }
-  preload_ = {{"enabled", preload.enabled && !preload.models.empty()},
-              {"parallel", preload.parallel},
-              {"max_parallel", preload.max_parallel},
-              {"fail_fast", preload.fail_fast},
-              {"models", std::move(models)}};
-}
-
 void WorkerPool::reconfigure(const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
                              const RetryConfig& retry, RoutingStrategy strategy) {
   const int count = workers.count;
@@ -540,6 +531,10 @@ void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
   for (auto& call : std::exchange(queue_, {})) call->finish_error(RpcError::shutting_down);
+  for (auto& [model, calls] : std::exchange(awaiting_, {})) {
+    for (auto& call : calls) call->finish_error(RpcError::shutting_down);
+  }
+  if (idle_timer_) idle_timer_->cancel();
   breaker_timer_.cancel();
   if (spare_respawn_timer_) spare_respawn_timer_->cancel();
   for (auto& s : slots_) {

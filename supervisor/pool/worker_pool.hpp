@@ -10,6 +10,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -57,6 +58,10 @@ struct PoolStats {
   std::uint64_t retry_budget_exhausted = 0;
   std::uint64_t poisoned = 0;
   std::uint64_t recycled = 0;
+  std::uint64_t model_loads = 0;          // load_model requests that succeeded
+  std::uint64_t model_load_failures = 0;
+  std::uint64_t model_unloads = 0;        // by an operator or idle unload
+  std::uint64_t idle_unloads = 0;
 };
 
 class WorkerPool final : public LinkObserver {
@@ -79,8 +84,18 @@ class WorkerPool final : public LinkObserver {
   std::string inject(int id, const std::string& fault);
   std::string restart(int id);  // graceful: drain the worker, refill its slot; unparks a slot
   std::string scale(int count);
-  // The model_preload settings sent in every new worker's init.
-  void set_preload(const ModelPreloadConfig& preload);
+  // Model management (worker_pool_models.cpp): the catalog, affinity routing and idle unload,
+  // and the model_preload settings sent in every new worker's init (catalog models among
+  // them carry their spec, so the worker loads them before it is ready).
+  void set_models(const ModelPreloadConfig& preload, const std::map<std::string, ModelSpec>& catalog,
+                  bool affinity, std::chrono::seconds idle_unload);
+  // Admin models.load / models.unload on every ready worker; `done` gets the result, or an
+  // error object {code, message, data} (null on success).
+  using AdminDone = std::function<void(const json& result, const json& error)>;
+  void load_model(const std::string& model, AdminDone done);
+  void unload_model(const std::string& model, AdminDone done);
+  // models.list: per model id, state (loaded / loading / unloaded) and the workers holding it.
+  json models_list() const;
   // Applies a reloaded configuration: routing, breaker thresholds and retry policy at once;
   // worker settings (command, timeouts, recycling) for workers started from now on; the
   // worker count by scaling.
@@ -93,6 +108,11 @@ class WorkerPool final : public LinkObserver {
   std::vector<WorkerSnapshot> snapshot() const;
   const PoolStats& stats() const { return stats_; }
   std::size_t queued() const { return queue_.size(); }
+  std::size_t awaiting_load() const {
+    std::size_t n = 0;
+    for (const auto& [model, calls] : awaiting_) n += calls.size();
+    return n;
+  }
   // Milliseconds until the first open breaker may take a probe (for retry_after_ms).
   std::int64_t retry_after_ms() const;
 
@@ -124,6 +144,19 @@ class WorkerPool final : public LinkObserver {
   void arm_breaker_pump();
   void retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss, int worker_slot);
   void check_shutdown_done();
+  // Affinity routing for a call that names a model: narrows `candidates` to the workers that
+  // hold it and returns true, or parks the call until a load finishes (starting one when
+  // needed), or fails it with -32006, and returns false.
+  bool route_by_model(std::shared_ptr<Call>& call, std::vector<RouteCandidate>& candidates);
+  void start_load(WorkerLink& link, const ModelSpec& spec);
+  // Parked calls go back to the queue once a worker holding their model can take them, or
+  // no load of it is in progress any more (the queue then decides again).
+  void release_awaiting();
+  void fail_awaiting(const std::string& model, const json& data);
+  bool loading_anywhere(const std::string& model) const;
+  bool held_anywhere(const std::string& model) const;
+  void arm_idle_unload();
+  void unload_idle();
   Slot* slot_of(const WorkerLink& link);
   Slot* slot_by_id(int id);
   std::shared_ptr<WorkerLink> find_link(int id);
@@ -137,6 +170,12 @@ class WorkerPool final : public LinkObserver {
   std::string run_dir_;
   RoutingStrategy strategy_;
   proto::json preload_ = proto::json::object();
+  std::map<std::string, ModelSpec> catalog_;
+  bool affinity_ = true;
+  std::chrono::seconds idle_unload_{0};
+  // Calls waiting for their model to finish loading somewhere, by model.
+  std::map<std::string, std::deque<std::shared_ptr<Call>>> awaiting_;
+  std::unique_ptr<asio::steady_timer> idle_timer_;
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::shared_ptr<WorkerLink>> spares_;

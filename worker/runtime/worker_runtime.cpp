@@ -1,8 +1,14 @@
 #include "worker/runtime/worker_runtime.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include <fstream>
 #include <map>
@@ -31,27 +37,71 @@ WorkerRuntime::WorkerRuntime(asio::io_context& io, RuntimeOptions options, Backe
     : io_(io),
       opt_(std::move(options)),
       factory_(std::move(factory)),
-      socket_(io),
-      writer_(socket_),
+      input_(io),
+      output_(io),
+      writer_(output_),
       decoder_(opt_.max_message_bytes),
       heartbeat_timer_(io) {}
 
-asio::awaitable<int> WorkerRuntime::run() {
+asio::awaitable<bool> WorkerRuntime::open_link() {
   auto log = component_logger("worker");
-  auto [cec] = co_await socket_.async_connect(
+  boost::system::error_code ec;
+  if (opt_.stdio) {
+    // The protocol gets its own descriptors for stdin and stdout, and fd 1 becomes a copy of
+    // stderr: a stray write to stdout by any library then lands in the log, not in the stream.
+    const int in = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+    const int out = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (in < 0 || out < 0 || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+      log->error("worker {}: cannot take over stdin/stdout: {}", opt_.worker_id,
+                 std::strerror(errno));
+      co_return false;
+    }
+    input_.assign(in, ec);
+    if (!ec) output_.assign(out, ec);
+    if (ec) {
+      // epoll refuses regular files: stdio must be pipes or sockets.
+      log->error("worker {}: --stdio needs pipes or sockets on stdin/stdout: {}", opt_.worker_id,
+                 ec.message());
+      co_return false;
+    }
+    co_return true;
+  }
+  asio::local::stream_protocol::socket socket(io_);
+  auto [cec] = co_await socket.async_connect(
       asio::local::stream_protocol::endpoint(opt_.control_socket), use_nothrow);
   if (cec) {
     log->error("worker {}: cannot connect to {}: {}", opt_.worker_id, opt_.control_socket,
                cec.message());
-    co_return 1;
+    co_return false;
   }
+  const int fd = socket.release(ec);
+  if (!ec) input_.assign(fd, ec);
+  if (!ec) output_.assign(::fcntl(fd, F_DUPFD_CLOEXEC, 0), ec);
+  if (ec) {
+    log->error("worker {}: control socket set-up failed: {}", opt_.worker_id, ec.message());
+    co_return false;
+  }
+  co_return true;
+}
+
+void WorkerRuntime::close_link() {
+  boost::system::error_code ignored;
+  // A socket is shut down so the supervisor sees end-of-stream even while a dup is open;
+  // on a pipe this fails with ENOTSOCK and closing is all there is.
+  if (output_.is_open()) ::shutdown(output_.native_handle(), SHUT_RDWR);
+  input_.close(ignored);
+  output_.close(ignored);
+}
+
+asio::awaitable<int> WorkerRuntime::run() {
+  auto log = component_logger("worker");
+  if (!co_await open_link()) co_return 1;
   spawn(io_, [this]() -> asio::awaitable<void> {
     const auto ec = co_await writer_.run();
     if (ec && !done_) {
       done_ = true;
       exit_code_ = 1;
-      boost::system::error_code ignored;
-      socket_.close(ignored);
+      close_link();
     }
   });
   // hello: who we are and what we can do; the supervisor answers with init. Models are
@@ -64,10 +114,10 @@ asio::awaitable<int> WorkerRuntime::run() {
                         {{"shm", false}, {"batch_tokenize", true}, {"stream", true}, {"models", json::array()}}}}));
   std::vector<char> buf(64 * 1024);
   while (!done_) {
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), use_nothrow);
+    auto [ec, n] = co_await input_.async_read_some(asio::buffer(buf), use_nothrow);
     if (ec) {
       // The supervisor closed the link (or died): nothing more to serve.
-      if (!done_) log->info("worker {}: control socket closed; exiting", opt_.worker_id);
+      if (!done_) log->info("worker {}: link to the supervisor closed; exiting", opt_.worker_id);
       done_ = true;
       break;
     }
@@ -124,6 +174,8 @@ void WorkerRuntime::handle(std::string_view text) {
   if (m.method == wm::kGenerate) return on_generate(m.id, m.params);
   if (m.method == wm::kBatchTokenize) return on_batch_tokenize(m.id, m.params);
   if (m.method == wm::kDetokenize) return on_detokenize(m.id, m.params);
+  if (m.method == wm::kLoadModel) return on_load_model(m.id, m.params);
+  if (m.method == wm::kUnloadModel) return on_unload_model(m.id, m.params);
   reply_error(m.id, BackendError{RpcError::method_not_found, {}, json{{"method", m.method}}});
 }
 
@@ -178,8 +230,9 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
   if (backend_) {
     return reply_error(id, BackendError{RpcError::invalid_request, "already initialised", nullptr});
   }
-  const std::string name = params.value("backend", std::string("sim"));
-  auto made = factory_(name);
+  ModelSpec own;
+  own.backend = params.value("backend", std::string("sim"));
+  auto made = factory_(own);
   if (!made) return reply_error(id, BackendError{RpcError::internal_error, made.error(), nullptr});
   backend_ = std::move(*made);
   heartbeat_interval_ = Millis(params.value("heartbeat_interval_ms", 1000));
@@ -190,6 +243,7 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
       reply_error(id, loaded.error());
       co_return;
     }
+    models_.add(backend_);
     json result = *loaded;
     if (preload.value("enabled", false)) {
       auto report = co_await warm_up(preload, result.value("load_ms", 0.0));
@@ -200,26 +254,61 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
       result["preload"] = std::move(*report);
     }
     ready_ = true;
+    result["models"] = models_.ids();
     reply(id, result);
     co_await heartbeat_loop();
   });
 }
 
 asio::awaitable<BackendResult<json>> WorkerRuntime::warm_up(const json& preload, double load_ms) {
-  // Each preload entry names a model this worker serves; its warmup requests run through the
-  // same generate path as real traffic (first-touch of weights, caches, allocator pools), so
-  // the first client request does not pay for them. Entries run in turn: a worker serves one
-  // model today, so `parallel` has nothing to overlap yet.
+  // Each preload entry names a model: the worker's own, or a catalog model (the entry then
+  // carries its `spec`), which is loaded first — at most max_parallel at once when `parallel`.
+  // Warmup requests then run through the same generate path as real traffic (first-touch of
+  // weights, caches, allocator pools), so the first client request does not pay for them.
   const bool fail_fast = preload.value("fail_fast", false);
-  const auto served = backend_->models();
+  const json entries = preload.value("models", json::array());
+  std::vector<std::optional<BackendResult<json>>> loads(entries.size());
+  {
+    const int width = preload.value("parallel", false) ? std::max(1, preload.value("max_parallel", 2)) : 1;
+    std::size_t next = 0;
+    int running = 0;
+    asio::steady_timer wake(io_, asio::steady_timer::time_point::max());
+    // One thread: a finished load can only run while this loop is suspended in the wait, so
+    // re-checking `running` after every wake-up loses none.
+    while (true) {
+      for (; next < entries.size() && running < width; ++next) {
+        const json& entry = entries[next];
+        if (!entry.contains("spec") || models_.contains(entry.value("model_id", std::string()))) continue;
+        ModelSpec spec;
+        spec.id = entry.value("model_id", std::string());
+        spec.backend = entry["spec"].value("backend", std::string());
+        spec.path = entry["spec"].value("path", std::string());
+        spec.options = entry["spec"].value("options", json::object());
+        ++running;
+        spawn(io_, [this, &loads, &running, &wake, i = next, spec]() -> asio::awaitable<void> {
+          loads[i] = co_await load_model(spec);
+          --running;
+          wake.cancel();
+        });
+      }
+      if (running == 0 && next >= entries.size()) break;
+      co_await wake.async_wait(use_nothrow);
+      wake.expires_at(asio::steady_timer::time_point::max());
+    }
+  }
   json report = json::array();
-  for (const auto& entry : preload.value("models", json::array())) {
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const json& entry = entries[i];
     const std::string model = entry.value("model_id", std::string());
     json line = {{"model", model}, {"load_ms", load_ms}, {"warmup_ms", 0.0}, {"ok", true}};
-    if (std::find(served.begin(), served.end(), model) == served.end()) {
+    if (loads[i] && *loads[i]) line["load_ms"] = (*loads[i])->value("load_ms", 0.0);
+    if (loads[i] && !*loads[i]) {
+      line["ok"] = false;
+      line["error"] = loads[i]->error().message;
+    } else if (!models_.contains(model)) {
       line["ok"] = false;
       line["error"] = fmt::format("model '{}' is not served by this worker (serves: {})", model,
-                                  fmt::join(served, ", "));
+                                  fmt::join(models_.ids(), ", "));
     } else {
       const auto start = std::chrono::steady_clock::now();
       const auto prompts = entry.value("warmup_prompts", std::vector<std::string>{"Hello"});
@@ -233,7 +322,8 @@ asio::awaitable<BackendResult<json>> WorkerRuntime::warm_up(const json& preload,
         auto cancel = std::make_shared<CancelFlag>();
         // A named sink: g++ 12 mishandles temporaries inside co_await (see tinyllm_backend).
         ChunkSink ignore = [](const std::string&) {};
-        auto out = co_await backend_->generate(req, ignore, cancel);
+        const auto backend = models_.find(model);
+        auto out = co_await (*backend)->generate(req, ignore, cancel);
         if (!out) {
           line["ok"] = false;
           line["error"] = out.error().message;
@@ -271,15 +361,18 @@ void WorkerRuntime::on_generate(std::uint64_t id, const json& p) {
   } catch (const json::exception& e) {
     return reply_error(id, bad_params(e.what()));
   }
+  auto backend = models_.find(req.model);
+  if (!backend) return reply_error(id, backend.error());
   auto cancel = std::make_shared<CancelFlag>();
   running_.emplace(id, cancel);
-  spawn(io_, serve_generate(id, std::move(req), std::move(cancel)));
+  spawn(io_, serve_generate(id, std::move(req), std::move(*backend), std::move(cancel)));
 }
 
 asio::awaitable<void> WorkerRuntime::serve_generate(std::uint64_t id, GenerateRequest req,
+                                                    std::shared_ptr<Backend> backend,
                                                     std::shared_ptr<CancelFlag> cancel) {
   std::uint64_t index = 0;
-  auto outcome = co_await backend_->generate(
+  auto outcome = co_await backend->generate(
       req,
       [this, id, &index, stream = req.stream](const std::string& text) {
         ++tokens_since_heartbeat_;
@@ -312,7 +405,9 @@ void WorkerRuntime::on_batch_tokenize(std::uint64_t id, const json& p) {
     if (!t.is_string()) return reply_error(id, bad_params("texts must hold strings"));
     texts.push_back(t.get<std::string>());
   }
-  auto out = backend_->batch_tokenize(p.value("model", std::string()), texts);
+  const auto backend = models_.find(p.value("model", std::string()));
+  if (!backend) return reply_error(id, backend.error());
+  auto out = (*backend)->batch_tokenize(p.value("model", std::string()), texts);
   if (!out) return reply_error(id, out.error());
   // One text is the client-facing tokenize; the reply carries both shapes' data.
   json result = {{"tokens", *out}};
@@ -328,9 +423,77 @@ void WorkerRuntime::on_detokenize(std::uint64_t id, const json& p) {
     if (!t.is_number_integer()) return reply_error(id, bad_params("tokens must be integers"));
     tokens.push_back(t.get<std::int64_t>());
   }
-  auto out = backend_->detokenize(p.value("model", std::string()), tokens);
+  const auto backend = models_.find(p.value("model", std::string()));
+  if (!backend) return reply_error(id, backend.error());
+  auto out = (*backend)->detokenize(p.value("model", std::string()), tokens);
   if (!out) return reply_error(id, out.error());
   reply(id, json{{"text", *out}});
+}
+
+void WorkerRuntime::on_load_model(std::uint64_t id, const json& p) {
+  if (!p.is_object() || !p.contains("model") || !p["model"].is_string() || !p.contains("backend") ||
+      !p["backend"].is_string()) {
+    return reply_error(id, bad_params("load_model needs string model and backend"));
+  }
+  ModelSpec spec;
+  spec.id = p["model"].get<std::string>();
+  spec.backend = p["backend"].get<std::string>();
+  spec.path = p.value("path", std::string());
+  spec.options = p.value("options", json::object());
+  if (models_.contains(spec.id)) {
+    return reply(id, json{{"model", spec.id}, {"load_ms", 0.0}, {"already_loaded", true},
+                          {"models", models_.ids()}});
+  }
+  spawn(io_, [this, id, spec]() -> asio::awaitable<void> {
+    auto loaded = co_await load_model(spec);
+    if (!loaded) {
+      reply_error(id, loaded.error());
+    } else {
+      reply(id, *loaded);
+    }
+  });
+}
+
+asio::awaitable<BackendResult<json>> WorkerRuntime::load_model(ModelSpec spec) {
+  using Result = BackendResult<json>;
+  auto unloadable = [&spec](std::string why) {
+    return Result(boost::system::in_place_error,
+                  BackendError{RpcError::unknown_model, "Model cannot be loaded",
+                               json{{"model", spec.id}, {"detail", std::move(why)}}});
+  };
+  if (loading_.contains(spec.id)) co_return unloadable("already loading");
+  auto made = factory_(spec);
+  if (!made) co_return unloadable(made.error());
+  std::shared_ptr<Backend> backend = std::move(*made);
+  loading_.insert(spec.id);
+  const auto start = std::chrono::steady_clock::now();
+  auto loaded = co_await backend->load();
+  loading_.erase(spec.id);
+  if (!loaded) co_return unloadable(loaded.error().message);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  models_.add(backend);
+  json report = *loaded;
+  report["model"] = spec.id;
+  report["load_ms"] = ms;
+  report["models"] = models_.ids();
+  send(proto::make_notification(wm::kModelLoaded,
+                                json{{"model", spec.id}, {"load_ms", ms}, {"warmup_ms", 0.0}, {"ok", true}}));
+  component_logger("worker")->info("worker {}: model {} loaded in {:.1f} ms", opt_.worker_id, spec.id, ms);
+  co_return Result(boost::system::in_place_value, std::move(report));
+}
+
+void WorkerRuntime::on_unload_model(std::uint64_t id, const json& p) {
+  if (!p.is_object() || !p.contains("model") || !p["model"].is_string()) {
+    return reply_error(id, bad_params("unload_model needs a string model"));
+  }
+  const std::string model = p["model"].get<std::string>();
+  if (!models_.remove(model)) {
+    return reply_error(id, BackendError{RpcError::unknown_model, "Unknown model",
+                                        json{{"model", model}, {"loaded", models_.ids()}}});
+  }
+  // Requests still running on it keep its backend (and mapping) until they end.
+  component_logger("worker")->info("worker {}: model {} unloaded", opt_.worker_id, model);
+  reply(id, json{{"model", model}, {"models", models_.ids()}});
 }
 
 asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
@@ -344,7 +507,7 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
     send(proto::make_notification(wm::kHeartbeat, json{{"inflight", running_.size()},
                                                        {"queue_depth", 0},
                                                        {"rss_bytes", resident_bytes()},
-                                                       {"models", backend_->models()},
+                                                       {"models", models_.ids()},
                                                        {"tokens_per_s", tps},
                                                        {"progress", progress_}}));
     heartbeat_timer_.expires_after(heartbeat_interval_);
@@ -370,14 +533,11 @@ void WorkerRuntime::maybe_exit() {
   // Everything answered: close our side once the writer has flushed, which ends run().
   writer_.on_drained([this] {
     done_ = true;
-    boost::system::error_code ignored;
-    socket_.shutdown(asio::local::stream_protocol::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    close_link();
   });
   if (writer_.idle()) {
     done_ = true;
-    boost::system::error_code ignored;
-    socket_.close(ignored);
+    close_link();
   }
 }
 

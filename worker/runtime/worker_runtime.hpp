@@ -1,16 +1,17 @@
 // WorkerRuntime: the worker side of the protocol (proto/README.md). Connects to the control
-// socket, says hello, waits for init (loading the backend's models before replying, which is
+// socket (or, with RuntimeOptions::stdio, speaks on stdin/stdout), says hello, waits for init (loading the backend's models before replying, which is
 // what marks the worker ready), then serves requests concurrently — one coroutine per
 // generate, so cancel and heartbeats are handled while tokens are produced — until the
 // supervisor says shutdown or goes away. Single-threaded: everything runs on one io_context.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -19,15 +20,23 @@
 #include "proto/framing.hpp"
 #include "proto/worker_messages.hpp"
 #include "worker/backends/backend.hpp"
+#include "worker/runtime/model_registry.hpp"
 
 namespace drover::worker {
 
-// Builds the backend named in init ("sim", ...); an error string fails init.
+// Builds a backend: for init, spec.backend names it ("sim", "tinyllm") and spec.id is empty
+// (the model the worker's flags name); for load_model, spec is the catalog entry (id, backend,
+// path, options). An error string fails init or the load.
 using BackendFactory =
-    std::function<boost::system::result<std::unique_ptr<Backend>, std::string>(const std::string& name)>;
+    std::function<boost::system::result<std::unique_ptr<Backend>, std::string>(const ModelSpec& spec)>;
 
 struct RuntimeOptions {
   std::string control_socket;
+  // Speak the protocol on stdin/stdout instead of connecting to control_socket: for
+  // supervisors that spawn workers with stdio pipes (bench/baselines/node, drover-bench
+  // --direct --worker-stdio). fd 1 is then pointed at stderr, so nothing but protocol bytes
+  // ever reaches the supervisor's pipe. REQUIRES: stdin and stdout are pipes or sockets.
+  bool stdio = false;
   int worker_id = 0;
   std::size_t max_message_bytes = 64 * 1024 * 1024;
 };
@@ -40,6 +49,9 @@ class WorkerRuntime {
   asio::awaitable<int> run();
 
  private:
+  // Sets input_/output_ up for the configured transport; false (logged) when it cannot.
+  asio::awaitable<bool> open_link();
+  void close_link();
   void handle(std::string_view text);
   void on_init(std::uint64_t id, const json& params);
   // Runs init's preload entries (warmup requests per model); the per-model report, or an
@@ -48,11 +60,17 @@ class WorkerRuntime {
   void on_generate(std::uint64_t id, const json& params);
   void on_batch_tokenize(std::uint64_t id, const json& params);
   void on_detokenize(std::uint64_t id, const json& params);
+  void on_load_model(std::uint64_t id, const json& params);
+  void on_unload_model(std::uint64_t id, const json& params);
+  // Builds and loads the backend of a catalog model and registers it; the load report
+  // ({model, load_ms, ...}) or the error (-32006 naming the model).
+  asio::awaitable<BackendResult<json>> load_model(ModelSpec spec);
   void on_inject(const json& params);
   bool enact_fault();
   bool enact(Fault fault);
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<void> serve_generate(std::uint64_t id, GenerateRequest req,
+                                       std::shared_ptr<Backend> backend,
                                        std::shared_ptr<CancelFlag> cancel);
   void reply(std::uint64_t id, const json& result);
   void reply_error(std::uint64_t id, const BackendError& e);
@@ -62,9 +80,15 @@ class WorkerRuntime {
   asio::io_context& io_;
   RuntimeOptions opt_;
   BackendFactory factory_;
-  std::unique_ptr<Backend> backend_;
-  asio::local::stream_protocol::socket socket_;
-  WriteQueue<asio::local::stream_protocol::socket> writer_;
+  // The backend built for init (the worker's own model); fault injection consults it.
+  std::shared_ptr<Backend> backend_;
+  ModelRegistry models_;
+  std::set<std::string> loading_;
+  // The link to the supervisor: the connected control socket (output_ a dup of it), or stdin
+  // and stdout. Descriptors rather than sockets so one type serves both transports.
+  asio::posix::stream_descriptor input_;
+  asio::posix::stream_descriptor output_;
+  WriteQueue<asio::posix::stream_descriptor> writer_;
   proto::FrameDecoder decoder_;
   std::unordered_map<std::uint64_t, std::shared_ptr<CancelFlag>> running_;
   Millis heartbeat_interval_{1000};

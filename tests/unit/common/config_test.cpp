@@ -415,3 +415,66 @@ TEST(ConfigFile, ReadsAFileAndNamesItInErrors) {
 
 }  // namespace
 }  // namespace drover
+
+// --- models catalog, memory policy, transport ----------------------------------------------------
+
+namespace drover {
+namespace {
+
+TEST(ConfigModels, CatalogEntriesAreTyped) {
+  const Config c = parse(
+      "models:\n"
+      "  tiny: {backend: tinyllm, path: /m/tiny.bin, options: {threads: 2, tokenizer_path: /m/t.bin}}\n"
+      "  fast: {backend: sim, options: {tokens_per_s: 12.5, load_ms: 0}}\n"
+      "memory_policy: {idle_unload_s: 600}\n"
+      "routing: {model_affinity: false}\n"
+      "transport: {shm: false, ring_bytes: 65536}\n");
+  ASSERT_EQ(c.models.size(), 2u);
+  const ModelSpec& tiny = c.models.at("tiny");
+  EXPECT_EQ(tiny.id, "tiny");
+  EXPECT_EQ(tiny.backend, "tinyllm");
+  EXPECT_EQ(tiny.path, "/m/tiny.bin");
+  EXPECT_EQ(tiny.options["threads"], 2);
+  EXPECT_EQ(tiny.options["tokenizer_path"], "/m/t.bin");
+  EXPECT_EQ(c.models.at("fast").options["tokens_per_s"], 12.5);
+  EXPECT_EQ(c.memory_policy.idle_unload, std::chrono::seconds(600));
+  EXPECT_FALSE(c.routing.model_affinity);
+  EXPECT_FALSE(c.transport.shm);
+  EXPECT_EQ(c.transport.ring_bytes, 65536u);
+  // Round trip through config.get's JSON.
+  const auto j = to_json(c);
+  EXPECT_EQ(j["models"]["tiny"]["options"]["threads"], 2);
+  EXPECT_EQ(j["memory_policy"]["idle_unload_s"], 600);
+}
+
+TEST(ConfigModels, DefaultsAreEmptyCatalogAffinityOnNoIdleUnload) {
+  const Config c = parse("");
+  EXPECT_TRUE(c.models.empty());
+  EXPECT_TRUE(c.routing.model_affinity);
+  EXPECT_EQ(c.memory_policy.idle_unload.count(), 0);
+  EXPECT_TRUE(c.transport.shm);
+}
+
+TEST(ConfigModels, BadEntriesNameTheKey) {
+  expect_error("models: [a, b]", {"'models'", "map model ids"});
+  expect_error("models:\n  tiny: {path: /x}\n", {"'models.tiny.backend'", "required"});
+  expect_error("models:\n  tiny: {backend: sim, colour: red}\n", {"'models.tiny.colour'", "backend, options, path"});
+  expect_error("models:\n  tiny: {backend: sim, options: [1]}\n", {"'models.tiny.options'"});
+  expect_error("models:\n  tiny: {backend: sim, options: {threads: [1]}}\n", {"'models.tiny.options.threads'"});
+  expect_error("models:\n  'a b': {backend: sim}\n", {"model id 'a b'"});
+  expect_error("memory_policy: {idle_unload_s: -1}\n", {"'memory_policy.idle_unload_s'"});
+  expect_error("transport: {ring_bytes: 5000}\n", {"'transport.ring_bytes'", "power of two"});
+  expect_error("transport: {ring_bytes: 1024}\n", {"'transport.ring_bytes'", "4096"});
+}
+
+TEST(ConfigModels, EnvironmentReachesTheNewBlocks) {
+  const Config c = parse("", {{"DROVER_MEMORY_POLICY_IDLE_UNLOAD_S", "30"},
+                              {"DROVER_TRANSPORT_SHM", "false"},
+                              {"DROVER_ROUTING_MODEL_AFFINITY", "false"}});
+  EXPECT_EQ(c.memory_policy.idle_unload.count(), 30);
+  EXPECT_FALSE(c.transport.shm);
+  EXPECT_FALSE(c.routing.model_affinity);
+}
+
+}  // namespace
+}  // namespace drover
