@@ -93,11 +93,13 @@ std::optional<Frame> FrameDecoder::next_ndjson() {
     scanned_ = 0;
     if (len > 0 && begin[len - 1] == '\r') --len;
     std::string_view line(begin, len);
-    if (trim(line).empty()) continue;  // blank lines between messages are allowed
+    // The size check comes first, as on the path above: a blank line longer than max_ is too
+    // large too, or the verdict would depend on whether its newline arrived in the same read.
     if (line.size() > max_) {
       return Frame{Frame::Kind::too_large, {}, false,
                    fmt::format("message exceeds {} bytes", max_)};
     }
+    if (trim(line).empty()) continue;  // blank lines between messages are allowed
     return Frame{Frame::Kind::message, std::string(line), false, {}};
   }
 }

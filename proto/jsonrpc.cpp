@@ -11,7 +11,39 @@ RpcErrorReply invalid(json id, std::string detail) {
                        json{{"detail", std::move(detail)}}};
 }
 
+// True when the text opens more than `limit` arrays/objects at once; brackets inside strings do
+// not count. A scan of the bytes, so that deep text is refused before anything recurses over it.
+// For text that is not JSON the answer does not matter: the parser rejects it anyway.
+bool nests_deeper_than(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+json parse_json(std::string_view text, bool* too_deep) {
+  const bool deep = nests_deeper_than(text, kMaxJsonDepth);
+  if (too_deep) *too_deep = deep;
+  if (deep) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
 
 RpcEntry validate_request(json value) {
   if (!value.is_object()) return invalid(nullptr, "a request must be a JSON object");
@@ -45,11 +77,17 @@ RpcEntry validate_request(json value) {
 
 ParsedMessage parse_message(std::string_view text) {
   ParsedMessage out;
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json value = parse_json(text, &too_deep);
   if (value.is_discarded()) {
+    json data = nullptr;
+    if (too_deep) {
+      data = json{{"detail", "arrays and objects nested deeper than " +
+                                 std::to_string(kMaxJsonDepth) + " levels"}};
+    }
     out.entries.push_back(RpcErrorReply{nullptr, RpcError::parse_error,
                                         std::string(default_message(RpcError::parse_error)),
-                                        nullptr});
+                                        std::move(data)});
     return out;
   }
   if (value.is_array()) {

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +23,16 @@
 namespace drover::proto {
 
 using json = nlohmann::json;
+
+// Deepest nesting of arrays and objects accepted in a message, from a client or a worker.
+// nlohmann's dump(), copies and comparisons recurse once per level, so a value nested deeper than
+// the stack allows (an 8 MiB client message or a 64 MiB worker reply can nest millions of levels)
+// would crash whoever serialises or copies it. The protocols themselves nest 4 levels or so.
+inline constexpr std::size_t kMaxJsonDepth = 256;
+
+// Parses JSON text without exceptions: a discarded value when the text is not JSON or nests
+// arrays and objects deeper than kMaxJsonDepth (then *too_deep, when given, is set to true).
+json parse_json(std::string_view text, bool* too_deep = nullptr);
 
 struct RpcRequest {
   std::string method;

@@ -1,10 +1,30 @@
 #include "proto/worker_messages.hpp"
 
+#include <limits>
+
 namespace drover::proto::worker {
+namespace {
+
+// An error code droverd can hold in an int (it reads it with get<int>() and casts to RpcError).
+bool int_code(const json& code) {
+  if (code.is_number_unsigned()) {
+    return code.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<int>::max());
+  }
+  if (!code.is_number_integer()) return false;
+  const std::int64_t c = code.get<std::int64_t>();
+  return c >= std::numeric_limits<int>::min() && c <= std::numeric_limits<int>::max();
+}
+
+}  // namespace
 
 boost::system::result<WorkerMessage, std::string> parse_worker_message(std::string_view text) {
   using R = boost::system::result<WorkerMessage, std::string>;
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json value = parse_json(text, &too_deep);
+  if (too_deep) {
+    return R(boost::system::in_place_error,
+             "arrays and objects nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
   if (value.is_discarded()) return R(boost::system::in_place_error, "not JSON");
   if (!value.is_object()) return R(boost::system::in_place_error, "not a JSON object");
   const auto version = value.find("jsonrpc");
@@ -40,8 +60,14 @@ boost::system::result<WorkerMessage, std::string> parse_worker_message(std::stri
     return R(boost::system::in_place_error, "reply must have exactly one of result and error");
   }
   if (error != value.end()) {
-    if (!error->is_object() || !error->contains("code") || !(*error)["code"].is_number_integer()) {
+    // JSON-RPC 2.0 section 5.1: an integer code and a string message. droverd reads them as an
+    // int and a std::string, which would throw on anything else.
+    if (!error->is_object() || !error->contains("code") || !int_code((*error)["code"])) {
       return R(boost::system::in_place_error, "error is not an object with an integer code");
+    }
+    if (const auto message = error->find("message");
+        message != error->end() && !message->is_string()) {
+      return R(boost::system::in_place_error, "error message is not a string");
     }
     m.error = std::move(*error);
   } else {

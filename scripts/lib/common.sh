@@ -9,6 +9,7 @@ DROVER_PACKAGES=(
   libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
   python3 socat  # socat: the README tour
+  clang-14 libclang-rt-14-dev llvm-14  # fuzz/: clang, libFuzzer, llvm-symbolizer
   prometheus systemd
 )
 
@@ -46,4 +47,10 @@ build_tree() {
   fi
   log "building $dir"
   cmake --build "$dir" --parallel "$(nproc)"
+}
+
+# The libFuzzer tree (fuzz/README.md): clang, and only common/, proto/ and the fuzz targets.
+build_fuzz_tree() {
+  build_tree "$1" RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 -DDROVER_BUILD_FUZZ=ON \
+    -DDROVER_BUILD_TESTS=OFF -DDROVER_BUILD_BENCH=OFF
 }

@@ -267,6 +267,19 @@ TEST(FramingNdjson, LineOfExactlyTheLimitIsAcceptedWithLfOrCrlfInAnySplit) {
   expect_every_split(over + "\r\n{}\n", kMax, {"too_large", "M:{}"});
 }
 
+// Found by fuzz/framing_fuzz.cpp: a blank line longer than the limit was skipped when its
+// newline arrived in the same read, but reported too large when it arrived in pieces. The
+// decoder cannot know a line is blank before its end, so it is too large either way.
+TEST(FramingNdjson, BlankLineOverTheLimitIsTooLargeInAnySplit) {
+  constexpr std::size_t kMax = 32;
+  const std::string blank_line = std::string(kMax + 1, ' ');
+  expect_every_split("{}\n" + blank_line + "\n{\"id\":2}\n", kMax,
+                     {"M:{}", "too_large", R"(M:{"id":2})"});
+  // Up to the limit a blank line is still skipped, whatever the split.
+  expect_every_split("{}\n" + std::string(kMax, '\t') + "\r\n{\"id\":2}\n", kMax,
+                     as_messages({"{}", R"({"id":2})"}));
+}
+
 // --- Content-Length framing ----------------------------------------------------------------------
 
 TEST(FramingContentLength, LengthCountsBytesNotCharacters) {

@@ -338,6 +338,41 @@ TEST(JsonRpcValidation, EmptyOrTruncatedTextIsParseError) {
   }
 }
 
+// Found while writing the fuzz targets (an input that deep is beyond their -max_len): nlohmann's
+// dump() and copies recurse once per level, so a value 100 000 levels deep (200 KB of text)
+// overflows the stack when serialised or copied, as droverd does with what it receives. Such
+// text is now refused before it is parsed.
+TEST(JsonRpcValidation, NestingDeeperThanTheLimitIsParseErrorWithDetail) {
+  const std::size_t levels = 1'000'000;
+  const std::string deep = std::string(levels, '[') + std::string(levels, ']');
+  const auto e = as_error(
+      single(R"({"jsonrpc":"2.0","method":"generate","id":1,"params":{"stop":)" + deep + "}}"));
+  EXPECT_EQ(e.code, RpcError::parse_error);
+  EXPECT_TRUE(e.id.is_null());
+  const json reply = json::parse(make_error(e));
+  const std::string detail =
+      reply["error"].value("data", json::object()).value("detail", std::string());
+  EXPECT_NE(detail.find("256"), std::string::npos) << reply.dump();
+}
+
+TEST(JsonRpcValidation, NestingUpToTheLimitIsAcceptedAndBracketsInStringsDoNotCount) {
+  // The request object and its params are two levels; the arrays fill the rest.
+  const std::size_t arrays = kMaxJsonDepth - 2;
+  const std::string nested = std::string(arrays, '[') + std::string(arrays, ']');
+  const auto r =
+      as_request(single(R"({"jsonrpc":"2.0","method":"m","id":1,"params":{"a":)" + nested + "}}"));
+  EXPECT_EQ(json::parse(make_result(1, r.params))["result"], r.params);
+  const auto over =
+      as_error(single(R"({"jsonrpc":"2.0","method":"m","id":1,"params":{"a":[)" + nested + "]}}"));
+  EXPECT_EQ(over.code, RpcError::parse_error);
+  // A string full of brackets nests nothing, and neither an escaped backslash nor an escaped
+  // quote (JSON \\ and \") ends it early.
+  const std::string text = std::string(10'000, '[') + R"(\\\"{{)" + std::string(10'000, '{');
+  const auto s = as_request(
+      single(R"({"jsonrpc":"2.0","method":"m","id":1,"params":{"a":")" + text + R"("}})"));
+  EXPECT_EQ(s.params["a"].get<std::string>().size(), 20'000u + 4);
+}
+
 TEST(JsonRpcValidation, ValidateRequestChecksOneValue) {
   const auto ok =
       validate_request(json::parse(R"({"jsonrpc":"2.0","method":"m","params":[],"id":9})"));

@@ -54,6 +54,14 @@ TEST(WorkerMessages, ReplyWithError) {
   EXPECT_EQ(m.error["data"], json::parse(R"({"x":1})"));
 }
 
+TEST(WorkerMessages, ErrorCodeMayBeAnyIntAndMessageMayBeAbsent) {
+  for (const std::string code : {"-2147483648", "2147483647", "0"}) {
+    auto m = parse_ok(R"({"jsonrpc":"2.0","id":8,"error":{"code":)" + code + "}}");
+    EXPECT_EQ(m.error["code"].get<int>(), std::stoi(code));
+    EXPECT_EQ(m.error.value("message", std::string("none")), "none");
+  }
+}
+
 TEST(WorkerMessages, Notifications) {
   auto hb = parse_ok(R"({"jsonrpc":"2.0","method":"heartbeat","params":{"inflight":3,
       "queue_depth":0,"rss_bytes":1048576,"models":["tiny"],"tokens_per_s":12.5}})");
@@ -88,7 +96,7 @@ TEST(WorkerMessages, Requests) {
 TEST(WorkerMessages, GarbageIsAnError) {
   struct Garbage {
     std::string_view why;
-    std::string_view text;
+    std::string text;
   };
   const std::vector<Garbage> cases = {
       {"empty", ""},
@@ -115,6 +123,17 @@ TEST(WorkerMessages, GarbageIsAnError) {
       {"fractional error code", R"({"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"x"}})"},
       {"error is a string", R"({"jsonrpc":"2.0","id":1,"error":"boom"})"},
       {"error is null", R"({"jsonrpc":"2.0","id":1,"error":null})"},
+      // Found with fuzz/worker_messages_fuzz.cpp's consumer checks: droverd reads the code with
+      // get<int>() and the message with value("message", std::string()), which threw here.
+      {"error message not a string",
+       R"({"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":5}})"},
+      {"error code beyond int", R"({"jsonrpc":"2.0","id":1,"error":{"code":4294967296}})"},
+      {"error code below int", R"({"jsonrpc":"2.0","id":1,"error":{"code":-2147483649}})"},
+      // nlohmann's dump() recurses once per level: a deep result would overflow droverd's stack
+      // when it forwards the result to the client.
+      {"nested deeper than kMaxJsonDepth",
+       R"({"jsonrpc":"2.0","id":1,"result":)" + std::string(1'000'000, '[') +
+           std::string(1'000'000, ']') + "}"},
       {"method not a string", R"({"jsonrpc":"2.0","method":5})"},
       {"request with string id", R"({"jsonrpc":"2.0","method":"hello","id":"w1"})"},
       {"request with negative id", R"({"jsonrpc":"2.0","method":"hello","id":-3})"},
