@@ -333,6 +333,14 @@ Config read_blocks(const YAML::Node& root) {
     r.integer("write_buffer_bytes", c.server.write_buffer_bytes, 4096, 1LL << 32);
     r.millis("request_timeout_ms", c.server.request_timeout, 1, 24LL * 3600 * 1000);
     r.string("run_dir", c.server.run_dir, /*allow_empty=*/true);
+    r.string("socket_group", c.server.socket_group, /*allow_empty=*/true);
+    r.string("user", c.server.user, /*allow_empty=*/true);
+    r.string("group", c.server.group, /*allow_empty=*/true);
+    r.integer("max_batch_length", c.server.max_batch_length, 1, 1'000'000);
+    r.integer("max_inflight_per_connection", c.server.max_inflight_per_connection, 1, 10'000'000);
+    r.millis("idle_timeout_ms", c.server.idle_timeout, 0, 7LL * 24 * 3600 * 1000);
+    r.millis("partial_message_timeout_ms", c.server.partial_message_timeout, 0, 24LL * 3600 * 1000);
+    r.millis("max_stream_duration_ms", c.server.max_stream_duration, 0, 7LL * 24 * 3600 * 1000);
     r.finish();
   }
   {
@@ -355,6 +363,8 @@ Config read_blocks(const YAML::Node& root) {
     r.integer("max_requests", c.workers.max_requests, 0, 1LL << 40);
     r.integer("max_requests_jitter", c.workers.max_requests_jitter, 0, 1LL << 40);
     r.integer("max_rss_mb", c.workers.max_rss_mb, 0, 1LL << 24);
+    r.integer("max_message_bytes", c.workers.max_message_bytes, 1024, 1LL << 30);
+    r.integer("max_notifications_per_s", c.workers.max_notifications_per_s, 0, 10'000'000);
     r.finish();
     if (c.workers.heartbeat_timeout <= c.workers.heartbeat_interval) {
       throw ConfigError(fmt::format(
@@ -565,7 +575,15 @@ nlohmann::json to_json(const Config& c) {
         {"max_queue", c.server.max_queue},
         {"write_buffer_bytes", c.server.write_buffer_bytes},
         {"request_timeout_ms", c.server.request_timeout.count()},
-        {"run_dir", c.server.run_dir}}},
+        {"run_dir", c.server.run_dir},
+        {"socket_group", c.server.socket_group},
+        {"user", c.server.user},
+        {"group", c.server.group},
+        {"max_batch_length", c.server.max_batch_length},
+        {"max_inflight_per_connection", c.server.max_inflight_per_connection},
+        {"idle_timeout_ms", c.server.idle_timeout.count()},
+        {"partial_message_timeout_ms", c.server.partial_message_timeout.count()},
+        {"max_stream_duration_ms", c.server.max_stream_duration.count()}}},
       {"workers",
        {{"count", c.workers.count},
         {"command", c.workers.command},
@@ -584,7 +602,9 @@ nlohmann::json to_json(const Config& c) {
         {"crash_loop_window_s", c.workers.crash_loop_window.count()},
         {"max_requests", c.workers.max_requests},
         {"max_requests_jitter", c.workers.max_requests_jitter},
-        {"max_rss_mb", c.workers.max_rss_mb}}},
+        {"max_rss_mb", c.workers.max_rss_mb},
+        {"max_message_bytes", c.workers.max_message_bytes},
+        {"max_notifications_per_s", c.workers.max_notifications_per_s}}},
       {"routing", {{"strategy", to_string(c.routing.strategy)},
                    {"model_affinity", c.routing.model_affinity}}},
       {"transport", {{"shm", c.transport.shm}, {"ring_bytes", c.transport.ring_bytes}}},

@@ -43,6 +43,24 @@ struct ServerConfig {
   // Where per-worker control sockets are created; empty means a fresh directory under
   // $TMPDIR (or /tmp) named drover-<pid>-XXXXXX, removed on exit.
   std::string run_dir;
+  // Group owning the client socket (name or number; empty: droverd's group), so socket_mode
+  // 0660 admits exactly that group's members.
+  std::string socket_group;
+  // Privileges dropped after the sockets are bound (only when started as root); empty keeps
+  // the current user / that user's primary group.
+  std::string user;
+  std::string group;
+  // Per-connection limits. A JSON-RPC batch longer than max_batch_length is refused whole
+  // (-32600); requests beyond max_inflight_per_connection unanswered on one connection get
+  // -32001; a connection with nothing in flight and no bytes for idle_timeout is closed; a
+  // message begun but not completed within partial_message_timeout (slow-loris) gets -32600
+  // and the connection is closed; a stream running longer than max_stream_duration ends with
+  // -32004. 0 disables a timeout.
+  std::size_t max_batch_length = 1000;
+  std::size_t max_inflight_per_connection = 1024;
+  Millis idle_timeout{600'000};
+  Millis partial_message_timeout{30'000};
+  Millis max_stream_duration{600'000};
 };
 
 struct WorkersConfig {
@@ -76,6 +94,11 @@ struct WorkersConfig {
   std::int64_t max_requests = 0;
   std::int64_t max_requests_jitter = 0;
   std::int64_t max_rss_mb = 0;
+  // What a worker may send: a message larger than max_message_bytes, or more than
+  // max_notifications_per_s notifications not tied to a request (heartbeats, model.loaded)
+  // in a second, is garbage: the worker is killed and replaced. 0 disables the rate limit.
+  std::size_t max_message_bytes = 64 * 1024 * 1024;
+  int max_notifications_per_s = 1000;
 };
 
 struct CircuitBreakerConfig {

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -11,26 +12,12 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "supervisor/admin/privileges.hpp"
+#include "supervisor/admin/run_dir.hpp"
+#include "supervisor/admin/stale_state.hpp"
 #include "supervisor/version.hpp"
 
 namespace drover::supervisor {
-namespace {
-
-std::string make_run_dir(const std::string& configured) {
-  if (!configured.empty()) {
-    std::filesystem::create_directories(configured);
-    ::chmod(configured.c_str(), 0700);
-    return configured;
-  }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string templ = fmt::format("{}/drover-{}-XXXXXX", tmp && *tmp ? tmp : "/tmp", ::getpid());
-  if (::mkdtemp(templ.data()) == nullptr) {
-    throw std::runtime_error(fmt::format("cannot create run directory {}", templ));
-  }
-  return templ;
-}
-
-}  // namespace
 
 Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides flags)
     : config_(std::move(config)),
@@ -42,7 +29,10 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
       log_(component_logger("supervisor")) {
   // A client that vanishes mid-write must not kill droverd.
   ::signal(SIGPIPE, SIG_IGN);
-  run_dir_ = make_run_dir(config_.server.run_dir);
+  // Names resolve before anything is created, so a typo leaves no socket or directory behind.
+  const RunAs run_as = resolve_run_as(config_.server.user, config_.server.group);
+  const auto socket_gid = resolve_group("server.socket_group", config_.server.socket_group);
+  run_dir_ = make_run_dir(config_.server.run_dir, run_as.owner_uid(), run_as.owner_gid());
   own_run_dir_ = config_.server.run_dir.empty();
   pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
                                        run_dir_, config_.routing.strategy);
@@ -53,13 +43,20 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;
   client.max_connections = config_.server.max_connections;
-  client.max_message_bytes = config_.server.max_message_bytes;
-  client.write_buffer_bytes = config_.server.write_buffer_bytes;
+  client.session.max_message_bytes = config_.server.max_message_bytes;
+  client.session.write_buffer_bytes = config_.server.write_buffer_bytes;
+  client.session.idle_timeout = config_.server.idle_timeout;
+  client.session.partial_message_timeout = config_.server.partial_message_timeout;
   Listener::Options admin = client;
   admin.path = config_.server.admin_socket;
   admin.mode = 0600;
   admin.admin = true;
   admin.allowed_uids = config_.server.admin_uids;
+  // After a drop the socket files belong to droverd's new user (so it can unlink them at exit,
+  // also in a sticky directory such as /tmp); the client socket's group is server.socket_group.
+  client.owner = admin.owner = run_as.owner_uid();
+  client.group = socket_gid.value_or(run_as.owner_gid());
+  admin.group = run_as.owner_gid();
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
@@ -87,6 +84,14 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
         return SystemdNotifier::Workers{c.ready, c.total};
       },
       config_.workers.start_timeout);
+  // Everything privileged (binding, chown) is done; workers spawn in run(), after this.
+  if (run_as.drop) {
+    drop_privileges(run_as);
+  } else if (::geteuid() == 0) {
+    log_->warn("running as root: set server.user to drop privileges once the sockets are bound");
+  }
+  // As the final user, and before any worker or segment of ours exists.
+  remove_stale_state(temp_dir(), "/dev/shm", ::geteuid(), own_run_dir_ ? run_dir_ : std::string());
 }
 
 Supervisor::~Supervisor() {
@@ -144,7 +149,8 @@ json Supervisor::reload(std::string& error) {
   static const std::set<std::string> kRestartOnly = {
       "server.socket",          "server.socket_mode",        "server.admin_socket",
       "server.admin_uids",      "server.max_connections",    "server.max_message_bytes",
-      "server.write_buffer_bytes", "server.run_dir", "metrics.enabled", "metrics.listen"};
+      "server.write_buffer_bytes", "server.run_dir", "server.socket_group", "server.user",
+      "server.group", "metrics.enabled", "metrics.listen"};
   json applied = json::array(), restart_required = json::array();
   for (const auto& key : changed_keys(config_, next)) {
     (kRestartOnly.contains(key) ? restart_required : applied).push_back(key);

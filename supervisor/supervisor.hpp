@@ -7,6 +7,11 @@
 // N frontend threads (each with its own io_context for framing and envelope parsing) that
 // post parsed calls to this one "pool" executor; the pool interface already takes whole Calls.
 //
+// Start-up (the constructor): resolve server.user/group/socket_group, create the run dir,
+// bind the sockets (owned by the final user), drop root (admin/privileges.hpp), then remove
+// what a crashed droverd left behind (admin/stale_state.hpp); run() then spawns the workers,
+// so they never run privileged.
+//
 // Shutdown (SIGTERM/SIGINT): stop accepting, refuse new work with -32009, let calls in flight
 // finish within workers.drain_timeout_ms, stop the workers, remove the sockets, return 0.
 // Reload (SIGHUP, config.reload): re-read the file; a bad file is rejected and the old config

@@ -1,6 +1,9 @@
 #include "supervisor/frontend/client_session.hpp"
 
+#include <fmt/format.h>
 #include <poll.h>
+
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/log.hpp"
 #include "supervisor/frontend/request_handler.hpp"
@@ -10,15 +13,14 @@ namespace {
 std::uint64_t g_next_session_id = 1;  // supervisor thread only
 }
 
-ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin,
-                             std::size_t max_message_bytes, std::size_t write_buffer_bytes,
+ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin, const Limits& limits,
                              std::function<void(ClientSession*)> on_closed)
     : socket_(std::move(socket)),
       handler_(handler),
       admin_(admin),
       id_(g_next_session_id++),
-      decoder_(max_message_bytes),
-      write_buffer_bytes_(write_buffer_bytes),
+      decoder_(limits.max_message_bytes),
+      limits_(limits),
       writer_(socket_),
       on_closed_(std::move(on_closed)) {}
 
@@ -26,6 +28,41 @@ void ClientSession::start() {
   writer_.on_drained([this] { maybe_finish(); });
   spawn(socket_.get_executor(), read_loop());
   spawn(socket_.get_executor(), write_loop());
+  if (limits_.idle_timeout.count() > 0 || limits_.partial_message_timeout.count() > 0) {
+    spawn(socket_.get_executor(), watchdog());
+  }
+}
+
+asio::awaitable<void> ClientSession::watchdog() {
+  auto self = shared_from_this();
+  const auto shortest = [this] {
+    const auto i = limits_.idle_timeout, p = limits_.partial_message_timeout;
+    return i.count() == 0 ? p : p.count() == 0 ? i : std::min(i, p);
+  }();
+  asio::steady_timer timer(socket_.get_executor());
+  while (!closed_) {
+    timer.expires_after(std::max(shortest / 4, Millis(5)));
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec || closed_) co_return;
+    const auto now = Clock::now();
+    if (reading_ && partial_since_ && limits_.partial_message_timeout.count() > 0 &&
+        now - *partial_since_ >= limits_.partial_message_timeout) {
+      component_logger("frontend")->warn("session {}: message not completed within {} ms; closing",
+                                         id_, limits_.partial_message_timeout.count());
+      write_reply(proto::make_error(
+          nullptr, RpcError::invalid_request, {},
+          {{"detail", fmt::format("message not completed within partial_message_timeout_ms={}",
+                                  limits_.partial_message_timeout.count())}}));
+      close_when_idle();
+      continue;
+    }
+    if (reading_ && limits_.idle_timeout.count() > 0 && calls_.empty() && writer_.idle() &&
+        !partial_since_ && now - last_input_ >= limits_.idle_timeout) {
+      component_logger("frontend")->debug("session {}: idle for {} ms; closing", id_,
+                                          limits_.idle_timeout.count());
+      close();
+    }
+  }
 }
 
 asio::awaitable<void> ClientSession::read_loop() {
@@ -42,11 +79,21 @@ asio::awaitable<void> ClientSession::read_loop() {
       }
       co_return;
     }
+    last_input_ = Clock::now();
     decoder_.feed(std::string_view(buf.data(), n));
+    bool completed = false;
     while (reading_ && !closed_) {
       auto frame = decoder_.next();
       if (!frame) break;
+      completed = true;
       handle_frame(*frame);
+    }
+    // The slow-loris clock runs from the start of the message still incomplete: from now if
+    // this read completed one (the rest began in this read), else since it began.
+    if (decoder_.buffered() == 0) {
+      partial_since_.reset();
+    } else if (completed || !partial_since_) {
+      partial_since_ = last_input_;
     }
   }
 }
@@ -88,7 +135,7 @@ void ClientSession::write_reply(std::string&& json_text) {
 
 bool ClientSession::write_chunk(std::string&& json_text) {
   if (closed_) return true;
-  if (writer_.queued_bytes() + json_text.size() > write_buffer_bytes_) return false;
+  if (writer_.queued_bytes() + json_text.size() > limits_.write_buffer_bytes) return false;
   writer_.push(proto::encode_frame(decoder_.framing(), json_text));
   return true;
 }

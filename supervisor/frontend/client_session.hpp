@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -27,8 +28,18 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
  public:
   using Socket = asio::local::stream_protocol::socket;
 
-  ClientSession(Socket socket, RequestHandler& handler, bool admin, std::size_t max_message_bytes,
-                std::size_t write_buffer_bytes, std::function<void(ClientSession*)> on_closed);
+  // Per-connection limits (server.* in the config; 0 disables a timeout).
+  struct Limits {
+    std::size_t max_message_bytes = 8 * 1024 * 1024;
+    std::size_t write_buffer_bytes = 16 * 1024 * 1024;
+    // Nothing in flight, nothing to write and no bytes received for this long: closed.
+    std::chrono::milliseconds idle_timeout{600'000};
+    // A message begun but not completed within this long (slow-loris): -32600, then closed.
+    std::chrono::milliseconds partial_message_timeout{30'000};
+  };
+
+  ClientSession(Socket socket, RequestHandler& handler, bool admin, const Limits& limits,
+                std::function<void(ClientSession*)> on_closed);
 
   void start();
   // Closes now: cancels every call this client started and drops unwritten output.
@@ -58,6 +69,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
  private:
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
+  // Enforces idle_timeout and partial_message_timeout, checked every quarter of the shorter.
+  asio::awaitable<void> watchdog();
   void handle_frame(proto::Frame& frame);
   bool peer_gone() const;
   void maybe_finish();
@@ -67,7 +80,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool admin_;
   std::uint64_t id_;
   proto::FrameDecoder decoder_;
-  std::size_t write_buffer_bytes_;
+  Limits limits_;
+  Clock::time_point last_input_ = Clock::now();
+  std::optional<Clock::time_point> partial_since_;  // a message is half received since
   WriteQueue<Socket> writer_;
   std::function<void(ClientSession*)> on_closed_;
   std::unordered_map<const Call*, std::shared_ptr<Call>> calls_;

@@ -6,15 +6,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "proto/jsonrpc.hpp"
 
 namespace drover::supervisor {
 namespace local = asio::local;
 
 local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io, const std::string& path,
-                                                  std::uint32_t mode) {
+                                                  std::uint32_t mode, uid_t owner, gid_t group) {
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     throw std::runtime_error(fmt::format("socket path '{}' is longer than {} bytes", path,
                                          sizeof(sockaddr_un::sun_path) - 1));
@@ -44,6 +47,15 @@ local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io, const st
   acceptor.bind(local::stream_protocol::endpoint(path), ec);
   ::umask(old_umask);
   if (ec) throw std::runtime_error(fmt::format("cannot bind '{}': {}", path, ec.message()));
+  // Still mode 0000 here: the owner changes before anyone can connect.
+  if ((owner != static_cast<uid_t>(-1) || group != static_cast<gid_t>(-1)) &&
+      ::chown(path.c_str(), owner, group) != 0) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    throw std::runtime_error(fmt::format(
+        "cannot chown '{}' to uid {} gid {}: {} (only root, or a member of the group, may)", path,
+        static_cast<int>(owner), static_cast<int>(group), std::strerror(err)));
+  }
   if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
     throw std::runtime_error(fmt::format("cannot chmod '{}' to {:o}", path, mode));
   }
@@ -55,7 +67,7 @@ Listener::Listener(asio::io_context& io, Options options, RequestHandler& handle
     : io_(io),
       opt_(std::move(options)),
       handler_(handler),
-      acceptor_(bind_unix_socket(io, opt_.path, opt_.mode)) {}
+      acceptor_(bind_unix_socket(io, opt_.path, opt_.mode, opt_.owner, opt_.group)) {}
 
 Listener::~Listener() {
   stop_accepting();
@@ -83,12 +95,20 @@ asio::awaitable<void> Listener::accept_loop() {
     if (sessions_.size() >= opt_.max_connections) {
       log->warn("refusing connection on {}: server.max_connections={} reached", opt_.path,
                 opt_.max_connections);
+      // Best effort, never blocking: tell the client why before closing (NDJSON, since it has
+      // not said which framing it speaks).
+      const std::string why =
+          proto::make_error(nullptr, RpcError::overloaded, {},
+                            {{"reason", "max_connections"}, {"limit", opt_.max_connections}, {"retry_after_ms", 100}}) +
+          "\n";
+      [[maybe_unused]] const auto sent =
+          ::send(socket.native_handle(), why.data(), why.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
     }
     auto session = std::make_shared<ClientSession>(
-        std::move(socket), handler_, opt_.admin, opt_.max_message_bytes, opt_.write_buffer_bytes,
+        std::move(socket), handler_, opt_.admin, opt_.session,
         [this](ClientSession* s) { sessions_.erase(s); });
     sessions_.emplace(session.get(), session);
     session->start();
@@ -119,7 +139,12 @@ void Listener::stop_accepting() {
   accepting_ = false;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
-  ::unlink(opt_.path.c_str());
+  if (::unlink(opt_.path.c_str()) != 0 && errno != ENOENT) {
+    component_logger("frontend")->warn(
+        "cannot remove socket file {}: {}; the next droverd start replaces it as stale (give "
+        "droverd's user write access to its directory to have it removed at exit)",
+        opt_.path, std::strerror(errno));
+  }
 }
 
 void Listener::end_sessions(RpcError code) {

@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <sys/types.h>
 
 #include <memory>
 #include <string>
@@ -20,23 +21,29 @@ namespace drover::supervisor {
 
 class RequestHandler;
 
-// Binds and listens on `path` with `mode`. Throws std::runtime_error with the reason when the
-// path is owned by a live server, is not a socket, or cannot be bound.
+// Binds and listens on `path` with `mode`, owned by `owner`:`group` (-1: unchanged, as chown(2)
+// takes them). Throws std::runtime_error with the reason when the path is owned by a live
+// server, is not a socket, or cannot be bound, chowned or chmodded.
 asio::local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io,
                                                         const std::string& path,
-                                                        std::uint32_t mode);
+                                                        std::uint32_t mode,
+                                                        uid_t owner = static_cast<uid_t>(-1),
+                                                        gid_t group = static_cast<gid_t>(-1));
 
 class Listener {
  public:
   struct Options {
     std::string path;
     std::uint32_t mode = 0660;
+    // Owner and group of the socket file (-1: droverd's): server.socket_group, and the user
+    // droverd drops to, so it can still remove the file at exit.
+    uid_t owner = static_cast<uid_t>(-1);
+    gid_t group = static_cast<gid_t>(-1);
     bool admin = false;
     // Admin listener only: peer uids accepted (SO_PEERCRED) besides our own uid and root.
     std::vector<std::uint32_t> allowed_uids;
     std::size_t max_connections = 4096;
-    std::size_t max_message_bytes = 8 * 1024 * 1024;
-    std::size_t write_buffer_bytes = 16 * 1024 * 1024;
+    ClientSession::Limits session;
   };
 
   // Binds at once (throws on failure, see bind_unix_socket).
@@ -44,7 +51,9 @@ class Listener {
   ~Listener();
 
   void start();
-  // Stops accepting and removes the socket file; live sessions continue.
+  // Stops accepting and removes the socket file (a failure, e.g. EACCES after the privilege
+  // drop in a directory droverd's user cannot write, is logged; the next start replaces the
+  // file as stale); live sessions continue.
   void stop_accepting();
   // Closes every live session now.
   void close_all();

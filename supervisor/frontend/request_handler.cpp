@@ -78,6 +78,13 @@ void RequestHandler::handle(ClientSession& session, proto::ParsedMessage message
     handle_request(session, req, std::move(reply));
     return;
   }
+  if (message.entries.size() > config_.server.max_batch_length) {
+    // Refused whole, before anything in it runs: a partial batch would be harder to retry.
+    session.write_reply(proto::make_error(
+        nullptr, RpcError::invalid_request, "Invalid Request: batch too long",
+        json{{"limit", config_.server.max_batch_length}, {"length", message.entries.size()}}));
+    return;
+  }
   auto batch = std::make_shared<BatchCollector>();
   batch->session = weak;
   // Slots first, so no reply can complete the batch before every member has its slot.
@@ -242,6 +249,17 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
     if (reply) reply(proto::make_error(id, RpcError::shutting_down));
     return;
   }
+  if (session.outstanding() >= config_.server.max_inflight_per_connection) {
+    // One connection cannot take the whole admission queue from the others.
+    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
+    if (reply) {
+      reply(proto::make_error(id, RpcError::overloaded, {},
+                              json{{"retry_after_ms", 10},
+                                   {"reason", "max_inflight_per_connection"},
+                                   {"limit", config_.server.max_inflight_per_connection}}));
+    }
+    return;
+  }
   if (!admission_.try_acquire()) {
     if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
     if (reply) {
@@ -270,7 +288,10 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
     if (observer_) observer_(raw->kind(), raw->outcome());
     if (auto s = weak_session.lock()) s->forget(raw);
   });
-  const Millis timeout = timeout_ms ? Millis(*timeout_ms) : config_.server.request_timeout;
+  Millis timeout = timeout_ms ? Millis(*timeout_ms) : config_.server.request_timeout;
+  if (stream && config_.server.max_stream_duration.count() > 0) {
+    timeout = std::min(timeout, config_.server.max_stream_duration);
+  }
   auto timer = std::make_unique<asio::steady_timer>(io_, timeout);
   timer->async_wait([this, weak = std::weak_ptr<Call>(call), timeout](boost::system::error_code ec) {
     auto c = weak.lock();

@@ -198,7 +198,16 @@ void WorkerLink::send(std::string json_text) {
 void WorkerLink::handle_message(std::string_view text) {
   auto parsed = proto::worker::parse_worker_message(text);
   if (!parsed) return fail("garbage from worker: " + parsed.error(), !operator_caused_);
-  auto& m = *parsed;
+  // A field of the wrong type (a string heartbeat `inflight`, a non-object init result...)
+  // makes nlohmann throw while the message is read: that is garbage too, never a crash.
+  try {
+    dispatch_message(*parsed);
+  } catch (const json::exception& e) {
+    fail(fmt::format("garbage from worker: {}", e.what()), !operator_caused_);
+  }
+}
+
+void WorkerLink::dispatch_message(proto::worker::WorkerMessage& m) {
   using Kind = proto::worker::WorkerMessage::Kind;
   if (!hello_seen_ && !(m.kind == Kind::notification && m.method == wm::kHello)) {
     return fail("protocol error: first message is not hello", true);
@@ -210,6 +219,12 @@ void WorkerLink::handle_message(std::string_view text) {
       return fail(fmt::format("protocol error: unexpected request '{}' from worker", m.method), true);
     case Kind::notification:
       if (m.method == wm::kChunk) return handle_chunk(m.params);
+      if (!within_notification_rate()) {
+        return fail(fmt::format("garbage from worker: more than max_notifications_per_s={} "
+                                "notifications in one second",
+                                opt_.max_notifications_per_s),
+                    !operator_caused_);
+      }
       if (m.method == wm::kHeartbeat) return handle_heartbeat(m.params);
       if (m.method == wm::kHello) return handle_hello(m.params);
       if (m.method == wm::kModelLoaded) {
@@ -218,6 +233,16 @@ void WorkerLink::handle_message(std::string_view text) {
       }
       return fail(fmt::format("protocol error: unknown notification '{}'", m.method), true);
   }
+}
+
+bool WorkerLink::within_notification_rate() {
+  if (opt_.max_notifications_per_s <= 0) return true;
+  const auto now = Clock::now();
+  if (now - notification_window_ >= std::chrono::seconds(1)) {
+    notification_window_ = now;
+    notifications_in_window_ = 0;
+  }
+  return ++notifications_in_window_ <= opt_.max_notifications_per_s;
 }
 
 void WorkerLink::read_models(const json& list) {

@@ -79,6 +79,8 @@ struct WorkerLinkOptions {
   // init's `preload` object (model_preload config): models to load and warm before ready.
   proto::json preload = proto::json::object();
   std::size_t max_message_bytes = 64 * 1024 * 1024;
+  // Notifications not tied to a request (heartbeat, model.loaded) allowed per second.
+  int max_notifications_per_s = 1000;
 };
 
 // What the worker reported in its last heartbeat (or init reply).
@@ -158,6 +160,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   void on_process_exit(const ExitStatus& status);
   void on_socket_closed(const std::string& why);
   void handle_message(std::string_view text);
+  void dispatch_message(proto::worker::WorkerMessage& m);
   void handle_hello(const proto::json& params);
   void handle_reply(proto::worker::WorkerMessage& m);
   void handle_chunk(const proto::json& params);
@@ -169,6 +172,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   void send_control(std::string_view method, json params, ControlDone done);
   void finish_controls(const std::string& reason);
   void count_model_use(const Call& call, int delta);
+  bool within_notification_rate();
 
   asio::io_context& io_;
   WorkerLinkOptions opt_;
@@ -196,6 +200,8 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   std::unordered_map<std::uint64_t, ControlDone> controls_;  // load/unload requests pending
   std::set<std::string> loading_;
   std::map<std::string, ModelUse> on_demand_;
+  Clock::time_point notification_window_{};
+  int notifications_in_window_ = 0;
   std::int64_t last_progress_counter_ = -1;
   Clock::time_point last_progress_ = Clock::now();
   WorkerReport report_;

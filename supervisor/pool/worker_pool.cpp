@@ -58,6 +58,8 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.stall_timeout = config_.stall_timeout;
   opt.breaker = breaker_config_;
   opt.preload = preload_;
+  opt.max_message_bytes = config_.max_message_bytes;
+  opt.max_notifications_per_s = config_.max_notifications_per_s;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
   link->start();
   return link;

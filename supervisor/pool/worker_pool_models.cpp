@@ -210,8 +210,16 @@ void WorkerPool::unload_model(const std::string& model, AdminDone done) {
       holders.push_back(s->link);
     }
   }
-  if (holders.empty() && !catalog_.contains(model)) {
-    return done(json(), unknown_model(model, "not loaded on any worker and not in the models catalog"));
+  if (!catalog_.contains(model)) {
+    if (holders.empty()) {
+      return done(json(), unknown_model(model, "not loaded on any worker and not in the models catalog"));
+    }
+    // A worker's own model (from workers.command) could not be loaded back: refuse.
+    return done(json(), json{{"code", code_of(RpcError::invalid_params)},
+                             {"message", "Invalid params"},
+                             {"data", {{"model", model},
+                                       {"detail", "a worker's own model (from workers.command) cannot be "
+                                                  "unloaded; only models of the models catalog can"}}}});
   }
   auto unloaded = std::make_shared<json>(json::array());
   auto pending = std::make_shared<std::size_t>(holders.size() + 1);

@@ -189,8 +189,13 @@ void DroverProcess::write_config() {
   for (const auto& line : opt_.server_yaml) y << "  " << line << "\n";
   y << "workers:\n"
     << "  count: " << opt_.workers << "\n"
-    << "  command: [" << yaml_quote(worker_bin());
-  for (const auto& a : opt_.worker_args) y << ", " << yaml_quote(a);
+    << "  command: [";
+  if (opt_.command.empty()) {
+    y << yaml_quote(worker_bin());
+    for (const auto& a : opt_.worker_args) y << ", " << yaml_quote(a);
+  } else {
+    for (std::size_t i = 0; i < opt_.command.size(); ++i) y << (i ? ", " : "") << yaml_quote(opt_.command[i]);
+  }
   y << "]\n";
   for (const auto& line : opt_.workers_yaml) y << "  " << line << "\n";
   y << "logging:\n"
@@ -204,9 +209,13 @@ void DroverProcess::write_config() {
   if (!out) throw std::runtime_error("cannot write " + config_);
 }
 
-bool DroverProcess::start() {
+void DroverProcess::launch() {
   child_ = std::make_unique<Child>(
       std::vector<std::string>{droverd_bin(), "--config", config_}, log_, log_);
+}
+
+bool DroverProcess::start() {
+  launch();
   if (!wait_ready(opt_.workers, kStartTimeout)) {
     if (!running()) {
       ADD_FAILURE() << "droverd " << describe_status(*exit_status_) << " during start-up";

@@ -90,6 +90,8 @@ struct DroverOptions {
   int workers = 2;
   // Appended to the drover-worker argv in workers.command (sim flags such as --ttft-ms).
   std::vector<std::string> worker_args;
+  // The whole workers.command argv instead (e.g. a Python worker); worker_args is then unused.
+  std::vector<std::string> command;
   // Extra "key: value" lines for the server and workers blocks (indentation is added).
   std::vector<std::string> server_yaml;
   std::vector<std::string> workers_yaml;
@@ -110,6 +112,8 @@ class DroverProcess {
   // Starts droverd and waits (bounded) until health reports workers_ready == workers.count.
   // Records a gtest failure and returns false when it does not get there.
   bool start();
+  // Starts droverd without waiting for anything (for pools that are not expected to be ready).
+  void launch();
   // Graceful stop and teardown checks: SIGTERM, wait for exit (SIGKILL after the deadline),
   // expect exit code 0, expect the socket files removed and every worker pid seen gone.
   // Returns the exit code (or -1 when droverd did not exit normally). Idempotent.

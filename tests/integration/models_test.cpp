@@ -109,6 +109,10 @@ TEST(Models, UnknownAndUnloadableModelsAnswer32006NamingTheModel) {
   const json bad_params = d.admin().call("models.load", {{"model", 7}});
   EXPECT_EQ(bad_params["error"]["code"], -32602);
   EXPECT_EQ(d.client().call("models.load", {{"model", "tiny"}})["error"]["code"], -32008);
+  // The workers' own model is not the catalog's to unload: it could not be loaded back.
+  const json own = d.admin().call("models.unload", {{"model", "sim"}});
+  EXPECT_EQ(own["error"]["code"], -32602) << own.dump();
+  EXPECT_EQ(model_entry(d, "sim")["workers"].size(), 2u);
   EXPECT_EQ(d.stop(), 0);
 }
 

@@ -112,19 +112,10 @@ class PythonWorkerTest : public DroverTest {
   // drover-worker command; it is replaced here before droverd starts.
   bool start_python(int workers, std::vector<std::string> args = {},
                     std::vector<std::string> workers_yaml = {}) {
-    drover_ = std::make_unique<DroverProcess>(
-        DroverOptions{.workers = workers, .workers_yaml = std::move(workers_yaml)});
-    std::string cfg = read_file(d().config_path());
-    const auto at = cfg.find("command:");
-    if (at == std::string::npos) {
-      ADD_FAILURE() << "no workers.command in the harness config:\n" << cfg;
-      return false;
-    }
-    // YAML is a superset of JSON: a JSON array of strings is a valid flow sequence.
-    json argv = json::array({"python3", kScript, "--model", kModel});
+    std::vector<std::string> argv = {"python3", kScript, "--model", kModel};
     for (auto& a : args) argv.push_back(std::move(a));
-    cfg.replace(at, cfg.find('\n', at) - at, "command: " + argv.dump());
-    std::ofstream(d().config_path()) << cfg;
+    drover_ = std::make_unique<DroverProcess>(DroverOptions{
+        .workers = workers, .command = std::move(argv), .workers_yaml = std::move(workers_yaml)});
     return d().start();
   }
 };

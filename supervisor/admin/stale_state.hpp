@@ -1,0 +1,35 @@
+// Stale state: what a droverd that crashed (SIGKILL, OOM kill, power loss of a tmpfs-less /tmp)
+// left on the host, removed when the next droverd starts.
+//
+// droverd names its host state after its pid (run_dir.hpp's kStateNamePrefix):
+//   <temp dir>/drover-<pid>-<mkdtemp suffix>   a run directory (default server.run_dir)
+//   <shm dir>/drover-<pid>-<hex>               a shared-memory segment (proto/shm_segment.hpp)
+// An entry is stale when its <pid> is not a live process (kill(pid, 0) fails with ESRCH), or
+// is droverd's own pid (in a container droverd may run as the same pid every time; nothing of
+// this process exists yet when the sweep runs, except `keep`). Only entries owned by `owner`
+// are touched: a run directory must be a real directory (never followed through a symlink),
+// a segment a regular file. Anything else matching the pattern is left alone.
+//
+// Limits: liveness is judged in droverd's pid namespace, so droverds in different pid
+// namespaces must not share a temp dir or /dev/shm under the same uid.
+// Start-up thread only, before any worker (and so any segment) exists.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace drover::supervisor {
+
+struct StaleStateReport {
+  std::vector<std::string> removed;  // paths removed
+  std::vector<std::string> failed;   // "path: reason" for stale entries that could not be removed
+};
+
+// Sweeps `temp_dir` for run directories and `shm_dir` for segments, as described above, and
+// logs each removal (info) and failure (warn). A directory that cannot be listed is skipped.
+StaleStateReport remove_stale_state(const std::string& temp_dir, const std::string& shm_dir,
+                                    uid_t owner, const std::string& keep);
+
+}  // namespace drover::supervisor
