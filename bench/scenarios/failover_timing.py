@@ -10,84 +10,14 @@ Usage: bench/scenarios/failover_timing.py BUILD_DIR [--runs N]
 Prints one line per scenario with the median, min and max over N runs.
 """
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import tempfile
+import sys
 import time
 
-
-def call(path, method, params=None, timeout=10):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(path)
-    req = {"jsonrpc": "2.0", "id": 1, "method": method}
-    if params is not None:
-        req["params"] = params
-    s.sendall((json.dumps(req) + "\n").encode())
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    return json.loads(buf)
-
-
-class Droverd:
-    def __init__(self, build, workers_yaml, worker_args=()):
-        self.dir = tempfile.mkdtemp(prefix="drover-ft-", dir="/tmp")
-        self.sock = os.path.join(self.dir, "c.sock")
-        self.admin = os.path.join(self.dir, "a.sock")
-        cfg = os.path.join(self.dir, "c.yaml")
-        with open(cfg, "w") as f:
-            f.write(f"server:\n  socket: {self.sock}\n  admin_socket: {self.admin}\n")
-            args = "".join(f", \"{a}\"" for a in worker_args)
-            f.write(f"workers:\n  command: [{build}/bin/drover-worker{args}]\n")
-            for line in workers_yaml:
-                f.write(f"  {line}\n")
-            f.write("logging:\n  level: warn\n")
-        self.log = open(os.path.join(self.dir, "droverd.log"), "w")
-        self.proc = subprocess.Popen([f"{build}/bin/droverd", "--config", cfg],
-                                     stdout=self.log, stderr=self.log)
-        self.wait(lambda: self.ready_slots() == 2, 30)
-
-    def workers(self):
-        try:
-            return call(self.admin, "workers.list")["result"]["workers"]
-        except OSError:
-            return []
-
-    def slot(self, wid):
-        for w in self.workers():
-            if w["id"] == wid:
-                return w
-        return None
-
-    def ready_slots(self):
-        return sum(1 for w in self.workers() if w["state"] == "ready" and w["id"] < 1000)
-
-    def spares(self):
-        return sum(1 for w in self.workers() if w["state"] == "spare")
-
-    @staticmethod
-    def wait(pred, timeout, poll=0.002):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(poll)
-        raise TimeoutError("condition not met within %.0f s" % timeout)
-
-    def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        self.log.close()
-        subprocess.run(["rm", "-rf", self.dir], check=False)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from droverd_util import Droverd  # noqa: E402
 
 
 def replace_time(d, sig, expect_spare):
