@@ -85,11 +85,12 @@ class Conn:
 
 class Droverd:
     """droverd on a temp config. workers_yaml: lines of the `workers` block besides `command`;
+    command: the worker argv (default BUILD/bin/drover-worker), worker_args appended to it;
     extra_yaml: further top-level blocks (models, model_preload, routing, ...). The constructor
     waits until `ready` worker slots are ready; if that fails, it stops droverd and raises."""
 
     def __init__(self, build, workers_yaml, worker_args=(), extra_yaml="", ready=2,
-                 log_level="warn", start_timeout=30, prefix="drover-ft-"):
+                 log_level="warn", start_timeout=30, prefix="drover-ft-", command=None):
         self.proc = None
         self.log = None
         self.dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
@@ -100,8 +101,9 @@ class Droverd:
             cfg = os.path.join(self.dir, "c.yaml")
             with open(cfg, "w") as f:
                 f.write(f"server:\n  socket: {self.sock}\n  admin_socket: {self.admin}\n")
-                args = "".join(f", \"{a}\"" for a in worker_args)
-                f.write(f"workers:\n  command: [{build}/bin/drover-worker{args}]\n")
+                argv = list(command or [f"{build}/bin/drover-worker"]) + list(worker_args)
+                # JSON strings are YAML flow scalars: paths and flags need no further quoting.
+                f.write(f"workers:\n  command: [{', '.join(json.dumps(str(a)) for a in argv)}]\n")
                 for line in workers_yaml:
                     f.write(f"  {line}\n")
                 f.write(extra_yaml)

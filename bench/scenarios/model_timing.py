@@ -12,12 +12,30 @@
             tinyllm workers (--threads 1) serving the shipped model (preloaded), p50/p95/max,
             plus overall tokens/s.
 
+With --python-worker, the same questions for the Python SDK's example worker
+(worker/python/example_worker.py, `workers.command: [python3, .../example_worker.py]`) instead:
+  load      worker start (spawn -> ready; the example's init has no load time unless --load-ms),
+            replacement after workers.kill, and admin models.load of a catalog model
+            (`m2: {backend: example}`: the example's load_model is a no-op, so this is the
+            control round trip through droverd and the SDK).
+  first     First request latency on one worker: fresh worker, on-demand load_model, after
+            model_preload (the worker's own model `markov`), steady state.
+  tps       Tokens/s of the unpaced example: 1 worker and 2 workers, unary and streaming, plus
+            the CPU time per token of the workers and of droverd.
+  ttft      As above, on two Python workers (markov preloaded), repeated --runs times.
+
 Usage: bench/scenarios/model_timing.py BUILD_DIR [--model PATH] [--runs N] [--only load|first|ttft]
+       bench/scenarios/model_timing.py BUILD_DIR --python-worker [--python-args "FLAGS"] [--runs N]
+                                       [--only load|first|tps|ttft]
   BUILD_DIR      a build directory: bin/{droverd,drover-worker,drover-make-model}, models/
   --model PATH   big model to measure (llama2.c checkpoint, tokenizer.bin beside it); default:
                  one generated with drover-make-model under /tmp, deleted at the end.
-  --runs N       samples per case in the load and first-request tables (default 5)
+  --runs N       samples per case in the load and first-request tables (default 5); with
+                 --python-worker also the tokens/s samples per row and the TTFT runs
   --ttft-requests N, --ttft-max-tokens N   per concurrency level (default 160 requests of 64)
+  --python-worker    measure the Python example worker (needs only bin/droverd in BUILD_DIR)
+  --python PATH      interpreter for it (default python3); --python-args "FLAGS": example flags
+  --tps-seconds S, --tps-max-tokens N      per tokens/s sample (default 3 s of requests of 2000)
 Cold cases need the model files evictable: no other process may map them (the shipped model is
 copied to a private path for that); eviction is verified with mincore(2) and the tables say so
 when it could not be.
@@ -25,10 +43,12 @@ Prints markdown tables. Every droverd is stopped and every temp dir removed, als
 """
 import argparse
 import ctypes
+import json
 import mmap
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import struct
@@ -295,7 +315,12 @@ def scenario_first(build, models, runs, pc):
 
 # --- 3. TTFT under concurrency -----------------------------------------------------------------
 
-def ttft_level(d, conc, per_conn, max_tokens):
+def ttft_level(d, conc, per_conn, max_tokens, stream=True, seconds=None):
+    """Closed loop: `conc` connections, each sending `per_conn` generates one after the other
+    (with `seconds`: as many as start within that many seconds, at least one).
+    Per request (client ms to its first generate.chunk -- the whole request when not `stream`,
+    droverd's timing.ttft_ms, completion tokens, start, end); tokens/s over the level's wall
+    time, tokens, wall s, and the client's CPU s."""
     conns = [Conn(d.sock, timeout=120) for _ in range(conc)]
     results = [[] for _ in range(conc)]
     errors = []
@@ -305,8 +330,11 @@ def ttft_level(d, conc, per_conn, max_tokens):
         c = conns[i]
         try:
             start.wait()
+            deadline = None if seconds is None else time.perf_counter() + seconds
             for k in range(per_conn):
-                params = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": True,
+                if deadline is not None and k > 0 and time.perf_counter() >= deadline:
+                    break
+                params = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": stream,
                           "seed": 1 + i * 1000 + k}
                 t0 = time.perf_counter()
                 rid = c.send("generate", params)
@@ -319,6 +347,8 @@ def ttft_level(d, conc, per_conn, max_tokens):
                         continue
                     if m.get("id") == rid:
                         break
+                if not stream:
+                    ttft = ms_since(t0)
                 if "result" not in m or ttft is None:
                     raise RuntimeError(f"stream without chunks or failed: {m}")
                 r = m["result"]
@@ -375,6 +405,238 @@ def scenario_ttft(build, levels, total_requests, max_tokens):
             sys.stdout.flush()
 
 
+# --- Python example worker (--python-worker) ---------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "worker", "python", "example_worker.py")
+# A catalog model for the Python workers: the example's load_model accepts any id (a no-op).
+PY_CATALOG = "models:\n  m2: {backend: example}\n"
+READY_RE = re.compile(r"worker_id=(\d+) pid=(\d+) ready in (\d+) ms")
+SDK_READY_RE = re.compile(r"pid=(\d+) \| INFO drover\.worker: worker \d+: ready with models .* in ([\d.]+) ms")
+SLOW_LOAD_MS = 250
+
+
+class LoadAverage:
+    """Samples the 1-minute load average every `period` s on a thread; since(mark) summarises
+    the samples taken after mark() (the machine is shared: the tables say what ran beside)."""
+
+    def __init__(self, period=2.0):
+        self.period = period
+        self.samples = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self.stop.wait(self.period):
+                return
+
+    def mark(self):
+        return len(self.samples)
+
+    def since(self, mark):
+        s = self.samples[mark:] + [os.getloadavg()[0]]
+        return f"load average (1 min) {min(s):.2f}–{max(s):.2f}, median {sorted(s)[len(s) // 2]:.2f}"
+
+
+def proc_cpu_s(pids):
+    """utime + stime of the processes, in seconds (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_log(d, regex, pred=lambda m: True, timeout=10):
+    """The first match of regex in droverd's log for which pred holds (worker output reaches
+    the log through droverd's pipe, a moment after the event)."""
+    found = []
+
+    def look():
+        found[:] = [m for m in regex.finditer(d.log_text()) if pred(m)][:1]
+        return bool(found)
+
+    d.wait(look, timeout, poll=0.01)
+    return found[0]
+
+
+def py_droverd(build, cmd, count, extra="", **kw):
+    kw.setdefault("prefix", "drover-pw-")
+    return Droverd(build, [f"count: {count}"], command=cmd, extra_yaml=extra, ready=count, **kw)
+
+
+def scenario_py_load(build, cmd, runs):
+    """Worker start (spawn -> ready, of which the SDK's load()), with the example's defaults and
+    with --load-ms; replacement after workers.kill; models.load of a catalog model."""
+    rows = {k: ([], []) for k in ("start", "slow", "replace", "first", "reload", "fresh")}
+    for _ in range(runs):
+        for slow in (False, True):
+            argv = cmd + (["--load-ms", str(SLOW_LOAD_MS)] if slow else [])
+            with py_droverd(build, argv, 1, PY_CATALOG, log_level="info") as d:
+                pid = str(d.slot(0)["pid"])
+                spawn_ready = float(wait_log(d, READY_RE, lambda m: m[2] == pid)[3])
+                load = float(wait_log(d, SDK_READY_RE, lambda m: m[1] == pid)[2])
+                rows["slow" if slow else "start"][0].append(spawn_ready)
+                rows["slow" if slow else "start"][1].append(load)
+                if slow:
+                    continue
+                # models.load of m2: the first in this worker, again after models.unload.
+                for case in ("first", "reload"):
+                    if case == "reload":
+                        admin_unload(d, "m2")
+                    load_ms, rtt = admin_load(d, "m2")
+                    rows[case][0].append(load_ms)
+                    rows[case][1].append(rtt)
+                # workers.kill: time to a ready replacement, then models.load there.
+                t0 = time.perf_counter()
+                call(d.admin, "workers.kill", {"id": 0})
+                d.wait(lambda: (lambda w: w is not None and str(w["pid"]) != pid and w["state"] == "ready")(d.slot(0)), 60)
+                rows["replace"][0].append(ms_since(t0))
+                new = str(d.slot(0)["pid"])
+                rows["replace"][1].append(float(wait_log(d, READY_RE, lambda m: m[2] == new)[3]))
+                load_ms, rtt = admin_load(d, "m2")
+                rows["fresh"][0].append(load_ms)
+                rows["fresh"][1].append(rtt)
+    print(f"\n### P1. Python worker start and models.load (1 worker, {runs} runs; median (min–max) ms)\n")
+    print("| case | ms | of which |")
+    print("|---|---|---|")
+    print(f"| worker start, example defaults: spawn → ready (droverd's log) | {fmt3(rows['start'][0])} | "
+          f"load() {fmt3(rows['start'][1], 2)} (SDK's log) |")
+    print(f"| worker start with `--load-ms {SLOW_LOAD_MS}`: spawn → ready | {fmt3(rows['slow'][0])} | "
+          f"load() {fmt3(rows['slow'][1])} |")
+    print(f"| replacement: `workers.kill` → new worker ready (client) | {fmt3(rows['replace'][0])} | "
+          f"spawn → ready {fmt3(rows['replace'][1])} |")
+    for case, label in (("first", "`models.load m2`, first load in the worker"),
+                        ("reload", "`models.load m2` after `models.unload`, same worker"),
+                        ("fresh", "`models.load m2` in the replacement worker")):
+        print(f"| {label}: admin round trip | {fmt3(rows[case][1], 2)} | "
+              f"worker `load_ms` {fmt3(rows[case][0], 3)} |")
+    sys.stdout.flush()
+
+
+def scenario_py_first(build, cmd, runs):
+    """First request latency on one Python worker: a fresh worker, on-demand load_model of a
+    catalog model in a fresh worker, after model_preload, steady state."""
+    s = {k: [] for k in ("cold", "second", "demand", "demand_load", "demand_second", "pre", "steady")}
+    for _ in range(runs):
+        with py_droverd(build, cmd, 1, PY_CATALOG) as d, Conn(d.sock, timeout=60) as c:
+            s["cold"].append(generate(c, None)[0])
+            s["second"].append(generate(c, None)[0])
+        with py_droverd(build, cmd, 1, PY_CATALOG, log_level="info") as d, Conn(d.sock, timeout=60) as c:
+            s["demand"].append(generate(c, "m2")[0])
+            s["demand_load"].append(float(wait_log(d, LOADED_RE)[2]))
+            s["demand_second"].append(generate(c, "m2")[0])
+        with py_droverd(build, cmd, 1, PY_CATALOG + preload_yaml("markov")) as d, \
+                Conn(d.sock, timeout=60) as c:
+            s["pre"].append(generate(c, None)[0])
+            s["steady"].extend(generate(c, None)[0] for _ in range(20))
+    print(f"\n### P2. First request latency (1 Python worker; unary generate of its own model, "
+          f"max_tokens 16, temperature 0; {runs} runs, a fresh droverd per case and run; ms)\n")
+    print("| case | latency median (min–max) | of which load (droverd's log) |")
+    print("|---|---|---|")
+    print(f"| cold: the first request to a fresh worker (no preload) | {fmt3(s['cold'], 2)} | – (loaded at init) |")
+    print(f"| the request after that | {fmt3(s['second'], 2)} | – |")
+    print(f"| cold: first request naming catalog model m2 (load_model on demand) | {fmt3(s['demand'], 2)} | "
+          f"{fmt3(s['demand_load'], 2)} |")
+    print(f"| the m2 request after that | {fmt3(s['demand_second'], 2)} | – |")
+    print(f"| first request after model_preload (markov, 2 warmup requests of 16 tokens) | {fmt3(s['pre'], 2)} | – |")
+    print(f"| steady state (next 20 requests, pooled over runs) | {fmt3(s['steady'], 2)} | – |")
+    sys.stdout.flush()
+
+
+def scenario_py_tps(build, cmd, runs, seconds, max_tokens):
+    """Tokens/s of the unpaced example: 1 and 2 workers, unary and streaming, closed loop."""
+    cases = [(1, 1, False), (2, 2, False), (2, 8, False), (1, 1, True), (2, 2, True)]
+    res = {c: {"tps": [], "wcpu": [], "dcpu": [], "client": [], "wall": []} for c in cases}
+    extra = "routing:\n  strategy: least_busy\n"
+    with py_droverd(build, cmd, 1, extra) as d1, py_droverd(build, cmd, 2, extra) as d2:
+        for _ in range(runs):
+            for case in cases:
+                workers, conc, stream = case
+                d = d1 if workers == 1 else d2
+                pids = [w["pid"] for w in d.workers()]
+                w0, dd0 = proc_cpu_s(pids), proc_cpu_s([d.proc.pid])
+                _, tps, tokens, wall, cpu = ttft_level(d, conc, 10**9, max_tokens, stream, seconds)
+                r = res[case]
+                r["tps"].append(tps)
+                r["wcpu"].append((proc_cpu_s(pids) - w0) / tokens * 1e6)
+                r["dcpu"].append((proc_cpu_s([d.proc.pid]) - dd0) / tokens * 1e6)
+                r["client"].append(cpu)
+                r["wall"].append(wall)
+    print(f"\n### P3. Tokens/s (unpaced example workers, routing least_busy; requests of max_tokens "
+          f"{max_tokens}, temperature 0.8, closed loop for {seconds:g} s per sample; {runs} samples per "
+          f"row, interleaved; median (min–max))\n")
+    print("| workers | requests in flight | mode | tokens/s overall | tokens/s per worker | "
+          "worker CPU µs/token | droverd CPU µs/token | client CPU s / wall s (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case in cases:
+        workers, conc, stream = case
+        r = res[case]
+        per = [t / workers for t in r["tps"]]
+        print(f"| {workers} | {conc} | {'streaming' if stream else 'unary'} | {fmt3(r['tps'], 0)} | "
+              f"{fmt3(per, 0)} | {fmt3(r['wcpu'], 1)} | {fmt3(r['dcpu'], 2)} | "
+              f"{sorted(r['client'])[len(r['client']) // 2]:.2f} / {sorted(r['wall'])[len(r['wall']) // 2]:.2f} |")
+    sys.stdout.flush()
+
+
+def scenario_py_ttft(build, cmd, runs, levels, total_requests, max_tokens):
+    """TTFT at 1/4/16 concurrent streams on two Python workers, `runs` fresh droverds."""
+    extra = "routing:\n  strategy: least_busy\n" + preload_yaml("markov")
+    per = {c: {"client": [], "server": [], "p50": [], "tps": [], "tok": [], "cpu": [], "wall": []} for c in levels}
+    for _ in range(runs):
+        with py_droverd(build, cmd, 2, extra) as d:
+            for conc in levels:
+                flat, tps, tokens, wall, cpu = ttft_level(d, conc, max(1, total_requests // conc), max_tokens)
+                r = per[conc]
+                r["client"].extend(x[0] for x in flat)
+                r["server"].extend(x[1] for x in flat)
+                r["p50"].append(percentile([x[0] for x in flat], 50))
+                r["tps"].append(tps)
+                r["tok"].append(tokens / len(flat))
+                r["cpu"].append(cpu)
+                r["wall"].append(wall)
+    print(f"\n### P4. TTFT under concurrency (2 Python example workers, markov preloaded + warmed, "
+          f"routing least_busy; streaming generate, max_tokens {max_tokens}, temperature 0.8, one "
+          f"connection per concurrent request, closed loop; {total_requests} requests per level and "
+          f"run, {runs} runs (fresh droverd each); percentiles over all runs' requests)\n")
+    print("| concurrent | requests | TTFT ms p50 | p95 | max | per-run p50 range | droverd-side ttft_ms p50 | "
+          "tokens/s overall median (min–max) | tokens/request | client CPU s / wall s (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for conc in levels:
+        r = per[conc]
+        c = r["client"]
+        print(f"| {conc} | {len(c)} | {percentile(c, 50):.2f} | {percentile(c, 95):.2f} | {max(c):.2f} | "
+              f"{min(r['p50']):.2f}–{max(r['p50']):.2f} | {percentile(r['server'], 50):.2f} | "
+              f"{fmt3(r['tps'], 0)} | {sum(r['tok']) / len(r['tok']):.1f} | "
+              f"{sorted(r['cpu'])[len(r['cpu']) // 2]:.2f} / {sorted(r['wall'])[len(r['wall']) // 2]:.2f} |")
+    sys.stdout.flush()
+
+
+def python_worker(build, args, la):
+    cmd = [args.python, EXAMPLE] + shlex.split(args.python_args)
+    parts = args.only or ["load", "first", "tps", "ttft"]
+    print("worker: `workers.command: " + json.dumps(cmd) + "`; " + subprocess.run(
+        [args.python, "--version"], capture_output=True, text=True).stdout.strip())
+    for part, run in (("load", lambda: scenario_py_load(build, cmd, args.runs)),
+                      ("first", lambda: scenario_py_first(build, cmd, args.runs)),
+                      ("tps", lambda: scenario_py_tps(build, cmd, args.runs, args.tps_seconds,
+                                                      args.tps_max_tokens)),
+                      ("ttft", lambda: scenario_py_ttft(build, cmd, args.runs, (1, 4, 16),
+                                                        args.ttft_requests, args.ttft_max_tokens))):
+        if part in parts:
+            mark = la.mark()
+            run()
+            print(f"\n({la.since(mark)} during this table)")
+            sys.stdout.flush()
+
+
 # --- main --------------------------------------------------------------------------------------
 
 def machine():
@@ -411,11 +673,19 @@ def main():
     ap.add_argument("--ttft-requests", type=int, default=160,
                     help="requests per concurrency level in the TTFT table")
     ap.add_argument("--ttft-max-tokens", type=int, default=64)
-    ap.add_argument("--only", choices=["load", "first", "ttft"], action="append",
-                    help="run only these parts (repeatable)")
+    ap.add_argument("--only", choices=["load", "first", "tps", "ttft"], action="append",
+                    help="run only these parts (repeatable; tps needs --python-worker)")
+    ap.add_argument("--python-worker", action="store_true",
+                    help="measure the Python SDK's example worker instead of tinyllm")
+    ap.add_argument("--python", default="python3", help="interpreter for --python-worker")
+    ap.add_argument("--python-args", default="", help="flags for example_worker.py")
+    ap.add_argument("--tps-seconds", type=float, default=3.0)
+    ap.add_argument("--tps-max-tokens", type=int, default=2000)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     parts = args.only or ["load", "first", "ttft"]
+    if "tps" in parts and not args.python_worker:
+        ap.error("--only tps needs --python-worker (tinyllm's tokens/s: drover-tinyllm-probe, docs/MODELS.md)")
     # A SIGTERM must still stop the droverds and remove the temp dirs (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -427,6 +697,11 @@ def main():
     print("Python threads take the time stamps; their overhead (tens of µs per message) is small "
           "against ms-scale latencies, but the client shares the machine's cores with droverd and "
           "the workers (its CPU time is in the TTFT table).")
+    la = LoadAverage()
+    if args.python_worker:
+        python_worker(build, args, la)
+        print(f"\nload average at end {os.getloadavg()[0]:.2f}; over the whole run: {la.since(0)}")
+        return
 
     tmp = tempfile.mkdtemp(prefix="drover-mt-models-", dir="/tmp")
     pc = PageCache()

@@ -868,7 +868,8 @@ class WorkerRuntime:
         """Runs init's ``preload`` entries before the worker is ready, as the C++ runtime does.
 
         Each entry ``{model_id, warmup_requests, warmup_prompts, max_tokens}`` names a model
-        this worker serves; its warmup requests go through the same generate path as traffic
+        this worker serves, or a catalog model (the entry then carries its ``spec``: backend,
+        path, options), which is loaded first through ``load_model``; its warmup requests go through the same generate path as traffic
         (first use of weights, caches, allocators), so the first client request does not pay
         for them. Each model's line is also sent as a ``model.loaded`` notification. Returns
         the per-model report; with ``fail_fast``, a failed model fails init (-32006).
@@ -888,7 +889,22 @@ class WorkerRuntime:
                 "warmup_ms": 0.0,
                 "ok": True,
             }
-            if model not in served:
+            spec = entry.get("spec")
+            if model not in served and isinstance(spec, dict):
+                # A catalog model: load it first, as load_model would.
+                try:
+                    started = time.monotonic()
+                    self._worker.load_model(model, spec)
+                    line["load_ms"] = (time.monotonic() - started) * 1000.0
+                    with self._lock:
+                        if model not in self._models:
+                            self._models.append(model)
+                        served = list(self._models)
+                except Exception as e:  # noqa: BLE001 - any engine error fails this model's line
+                    line["error"] = f"model '{model}' failed to load: {e}"
+            if "error" in line:
+                line["ok"] = False
+            elif model not in served:
                 line["ok"] = False
                 line["error"] = (
                     f"model '{model}' is not served by this worker (serves: {', '.join(served)})"

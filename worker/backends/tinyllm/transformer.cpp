@@ -10,7 +10,9 @@ namespace {
 // Dot products and matrix-vector rows, compiled twice: for x86-64-v3 (AVX2 + FMA) and for the
 // baseline, picked once at load time by the dynamic linker (GCC function multi-versioning), so
 // one binary is fast on current servers and still runs on any x86-64.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under TSan: the ifunc resolver runs during relocation, before the TSan runtime is up,
+// and its instrumented code crashes there.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define DROVER_TINYLLM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define DROVER_TINYLLM_CLONES
