@@ -156,10 +156,13 @@ TEST(Limits, StreamLongerThanMaxStreamDurationEndsWith32004) {
 }
 
 TEST(Limits, ClientNotReadingItsStreamGets32010AndOthersAreUnaffected) {
-  DroverProcess d({.server_yaml = {"write_buffer_bytes: 4096"}});
+  // 20,000 tokens/s: the socket buffer and then the 4 KiB write buffer fill within a second,
+  // while the paced sim keeps heartbeating (an unpaced one would hold its thread for the whole
+  // stream on a slow, e.g. TSan, build and be taken for hung).
+  DroverProcess d({.worker_args = {"--tokens-per-s", "20000"}, .server_yaml = {"write_buffer_bytes: 4096"}});
   ASSERT_TRUE(d.start());
   auto slow = d.client();
-  // Unpaced sim: chunks arrive far faster than this client (which reads nothing) takes them.
+  // Chunks arrive far faster than this client (which reads nothing) takes them.
   const auto id = slow.send_request("generate", {{"prompt", "flood"}, {"max_tokens", 200000}, {"stream", true}});
   EXPECT_TRUE(bystander_served(d));
   const json r = reply_to(slow, id);
