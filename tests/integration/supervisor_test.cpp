@@ -890,7 +890,10 @@ TEST_F(DroverTest, HalfClosedClientStillGetsAllItsReplies) {
 }
 
 TEST_F(DroverTest, SigtermFinishesInFlightWorkThenExitsZero) {
-  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "4000"}}));
+  // A generous heartbeat timeout: on a loaded machine (a sanitizer build) a 5 s timeout can
+  // replace the worker mid-drain, which this test is not about.
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "4000"},
+                     .workers_yaml = {"heartbeat_timeout_ms: 60000"}}));
   auto c = d().client();
   c.send(request(1, "generate", gen_params("last words", 1, 5)));
   ASSERT_TRUE(wait_until([&] { return !busy_worker(d()).is_null(); }, 20s));
