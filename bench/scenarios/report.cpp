@@ -39,6 +39,8 @@ json percentiles_ms(const LatencyHistogram& h) {
           {"max", ms(h.max())}};
 }
 
+}  // namespace
+
 std::string percentiles_line(const LatencyHistogram& h) {
   return fmt::format(
       "p50 {:.3f}  p95 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  (mean {:.3f}) ms",
@@ -46,13 +48,25 @@ std::string percentiles_line(const LatencyHistogram& h) {
       ms(h.percentile(0.999)), ms(h.max()), ms(h.mean()));
 }
 
-}  // namespace
+std::string target_line(const ThroughputOptions& o) {
+  if (o.direct_transport.empty()) return fmt::format("target:      droverd at {}\n", o.socket);
+  if (o.direct_workers == 1) {
+    return fmt::format(
+        "target:      one worker, direct over {} ({} x {} = {} in flight on its one link)\n",
+        o.direct_transport, o.connections, o.inflight, o.connections * o.inflight);
+  }
+  return fmt::format(
+      "target:      {} workers, direct over {} ({} x {} = {} in flight, split evenly over their "
+      "links)\n",
+      o.direct_workers, o.direct_transport, o.connections, o.inflight, o.connections * o.inflight);
+}
 
 std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
   std::string out = fmt::format(
       "throughput: {} connection(s) x {} in flight, {} generate, max_tokens {}, {} framing\n",
       o.connections, o.inflight, o.stream ? "streamed" : "unary", o.max_tokens,
       framing_name(o.framing));
+  out += target_line(o);
   out += o.requests ? fmt::format("window:      {} requests after {:.1f} s warm-up, {:.2f} s\n",
                                   *o.requests, seconds(o.warmup), seconds(r.elapsed))
                     : fmt::format("window:      {:.2f} s after {:.1f} s warm-up\n",
@@ -77,7 +91,30 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
   return out;
 }
 
+std::string format_ttft_text(const ThroughputOptions& o, const ThroughputResult& r) {
+  std::string out = fmt::format(
+      "ttft: {} samples of a streamed generate, {} connection(s) x {} in flight, max_tokens {}\n",
+      o.requests.value_or(0), o.connections, o.inflight, o.max_tokens);
+  out += target_line(o);
+  out += fmt::format("samples:     {} ok, {} errors, {} with a chunk\n", r.ok, r.errors(),
+                     r.first_chunk.count());
+  out += fmt::format("first chunk: {}\n", percentiles_line(r.first_chunk));
+  out += fmt::format("final reply: {}\n", percentiles_line(r.latency));
+  for (const auto& [code, count] : r.error_codes) {
+    out += fmt::format("error {}: {} ({})\n", code, count, error_name(code));
+  }
+  if (r.client_failures > 0) {
+    out +=
+        fmt::format("client failures: {} (first: {})\n", r.client_failures, r.first_client_failure);
+  }
+  return out;
+}
+
 std::string format_json(const ThroughputOptions& o, const ThroughputResult& r) {
+  return to_json(o, r).dump(2);
+}
+
+json to_json(const ThroughputOptions& o, const ThroughputResult& r, const std::string& scenario) {
   json options = {{"socket", o.socket},
                   {"connections", o.connections},
                   {"inflight", o.inflight},
@@ -92,11 +129,16 @@ std::string format_json(const ThroughputOptions& o, const ThroughputResult& r) {
     options["duration_s"] = seconds(o.duration);
   }
   if (!o.model.empty()) options["model"] = o.model;
+  options["direct"] = !o.direct_transport.empty();
+  if (!o.direct_transport.empty()) {
+    options["transport"] = o.direct_transport;
+    options["workers"] = o.direct_workers;
+  }
   json errors = json::object();
   for (const auto& [code, count] : r.error_codes) {
     errors[std::to_string(code)] = {{"count", count}, {"message", error_name(code)}};
   }
-  json out = {{"scenario", "throughput"},
+  json out = {{"scenario", scenario},
               {"options", options},
               {"elapsed_s", seconds(r.elapsed)},
               {"requests_ok", r.ok},
@@ -106,6 +148,7 @@ std::string format_json(const ThroughputOptions& o, const ThroughputResult& r) {
               {"requests_per_s", r.requests_per_s()},
               {"tokens_per_s", r.tokens_per_s()},
               {"completion_tokens", r.completion_tokens},
+              {"replies_total", r.replies_total},
               {"run_wall_s", seconds(r.run_wall)},
               {"client_cpu_s", seconds(r.client_cpu)},
               {"latency_ms", percentiles_ms(r.latency)}};
@@ -114,7 +157,7 @@ std::string format_json(const ThroughputOptions& o, const ThroughputResult& r) {
     out["chunks"] = r.chunks;
     out["first_chunk_ms"] = percentiles_ms(r.first_chunk);
   }
-  return out.dump(2);
+  return out;
 }
 
 }  // namespace drover::bench

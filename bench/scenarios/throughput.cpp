@@ -4,7 +4,10 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
@@ -50,6 +53,8 @@ struct RunPlan {
   std::string body_suffix;
   // Counted requests claimed so far, across connections (--requests mode).
   std::atomic<std::int64_t> counted_sent{0};
+  // Final replies so far, across connections; only maintained for the progress line.
+  std::atomic<std::uint64_t> replies{0};
 };
 
 struct ConnectionResult {
@@ -67,7 +72,7 @@ struct Pending {
 // drains. Runs on its own thread; touches only its client, its result and plan.counted_sent.
 class Connection {
  public:
-  Connection(RunPlan& plan, client::RpcClient client) : plan_(plan), client_(std::move(client)) {}
+  Connection(RunPlan& plan, client::RpcClient& client) : plan_(plan), client_(client) {}
 
   ConnectionResult run() {
     try {
@@ -153,6 +158,9 @@ class Connection {
         }
         const Pending p = it->second;
         pending_.erase(it);
+        ++r.replies_total;
+        // Relaxed: a statistic read by the progress line, ordering nothing else.
+        if (plan_.opt.progress) plan_.replies.fetch_add(1, std::memory_order_relaxed);
         if (!p.counted) return true;
         result_.last_counted_reply = now;
         if (reply.kind == ReplyInfo::Kind::error) {
@@ -178,7 +186,7 @@ class Connection {
   }
 
   RunPlan& plan_;
-  client::RpcClient client_;
+  client::RpcClient& client_;
   ConnectionResult result_;
   std::unordered_map<std::int64_t, Pending> pending_;
   std::int64_t next_id_ = 1;
@@ -216,26 +224,56 @@ double ThroughputResult::tokens_per_s() const {
 }
 
 ThroughputResult run_throughput(const ThroughputOptions& opt) {
+  // Connect everything first, so the window does not include connection set-up.
+  std::vector<client::RpcClient> clients;
+  clients.reserve(static_cast<std::size_t>(opt.connections));
+  for (int i = 0; i < opt.connections; ++i) clients.emplace_back(opt.socket, opt.framing);
+  std::vector<client::RpcClient*> links;
+  for (auto& c : clients) links.push_back(&c);
+  return run_throughput_on(opt, links);
+}
+
+ThroughputResult run_throughput_on(const ThroughputOptions& opt,
+                                   const std::vector<client::RpcClient*>& links) {
   RunPlan plan(opt);
   const auto run_start = Clock::now();
   const auto cpu_start = process_cpu();
 
-  // Connect everything first, so the window does not include connection set-up.
   std::vector<std::unique_ptr<Connection>> connections;
-  connections.reserve(static_cast<std::size_t>(opt.connections));
-  for (int i = 0; i < opt.connections; ++i) {
-    connections.push_back(
-        std::make_unique<Connection>(plan, client::RpcClient(opt.socket, opt.framing)));
-  }
+  connections.reserve(links.size());
+  for (client::RpcClient* link : links) connections.push_back(std::make_unique<Connection>(plan, *link));
   const auto start = Clock::now();
   plan.window_start = start + opt.warmup;
   plan.window_end = plan.window_start + opt.duration;
 
   std::vector<ConnectionResult> results(connections.size());
   {
+    std::mutex mutex;  // guards `running` for the progress line's wait
+    std::condition_variable finished;
+    std::size_t running = connections.size();
     std::vector<std::jthread> threads;
     for (std::size_t i = 0; i < connections.size(); ++i) {
-      threads.emplace_back([&results, &connections, i] { results[i] = connections[i]->run(); });
+      threads.emplace_back([&, i] {
+        results[i] = connections[i]->run();
+        std::lock_guard lock(mutex);
+        --running;
+        finished.notify_all();
+      });
+    }
+    if (opt.progress) {
+      // One line, rewritten every second until the last connection is done.
+      std::uint64_t last = 0;
+      std::unique_lock lock(mutex);
+      while (!finished.wait_for(lock, std::chrono::seconds(1), [&] { return running == 0; })) {
+        const std::uint64_t now = plan.replies.load(std::memory_order_relaxed);
+        const double t = std::chrono::duration<double>(Clock::now() - start).count();
+        std::fprintf(stderr, "\r%7.1f s  %12llu replies  %9llu req/s (last second)%s", t,
+                     static_cast<unsigned long long>(now),
+                     static_cast<unsigned long long>(now - last),
+                     Clock::now() < plan.window_start ? "  [warm-up]" : "           ");
+        last = now;
+      }
+      std::fprintf(stderr, "\r%*s\r", 72, "");
     }
   }  // jthreads join here
 
@@ -244,6 +282,7 @@ ThroughputResult run_throughput(const ThroughputOptions& opt) {
   for (const ConnectionResult& c : results) {
     const ThroughputResult& r = c.totals;
     total.ok += r.ok;
+    total.replies_total += r.replies_total;
     total.completion_tokens += r.completion_tokens;
     total.chunks += r.chunks;
     for (const auto& [code, count] : r.error_codes) total.error_codes[code] += count;

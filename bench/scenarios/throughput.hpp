@@ -8,6 +8,10 @@
 // decoded. Sending stops when the window closes (--duration-s) or when N counted requests have
 // been sent (--requests); outstanding requests are then drained. Throughput is counted
 // requests over the time from the window's start to the last counted reply.
+//
+// The same loop drives droverd's client API and, with --direct, one worker's protocol: the
+// request text is the same JSON-RPC `generate` (the worker ignores client-only params), and
+// worker replies and chunks have the shape the client API relays (proto/README.md).
 #pragma once
 
 #include <chrono>
@@ -16,7 +20,10 @@
 #include <optional>
 #include <string>
 
+#include <vector>
+
 #include "bench/scenarios/latency_histogram.hpp"
+#include "client/rpc_client.hpp"
 #include "proto/framing.hpp"
 
 namespace drover::bench {
@@ -36,6 +43,12 @@ struct ThroughputOptions {
   std::string model;  // empty: not sent (the pool's default model)
   int max_tokens = 16;
   bool stream = false;
+  // A progress line on stderr once a second (drover_bench.cpp turns it on for a terminal).
+  bool progress = false;
+  // Set by --direct: the transport of the one worker link the load runs on ("socket" or
+  // "stdio"); empty when the target is droverd's client socket. For reports only.
+  std::string direct_transport;
+  int direct_workers = 1;
 };
 
 struct ThroughputResult {
@@ -48,11 +61,14 @@ struct ThroughputResult {
   // not JSON-RPC. Each one ends its connection; the text is the first such failure.
   std::uint64_t client_failures = 0;
   std::string first_client_failure;
-  // The whole run, connect to last reply, warm-up included, and the CPU drover-bench itself
-  // used meanwhile (user + system, all threads): on a small machine the load generator
+  // The whole run, first request to last reply, warm-up included, and the CPU drover-bench
+  // itself used meanwhile (user + system, all threads): on a small machine the load generator
   // competes with droverd and the workers for the same cores.
   std::chrono::nanoseconds run_wall{0};
   std::chrono::nanoseconds client_cpu{0};
+  // Every final reply of the run, warm-up and drain included: the denominator for CPU per
+  // request when a script samples the supervisor's CPU time over the whole invocation.
+  std::uint64_t replies_total = 0;
   LatencyHistogram latency;      // send -> final reply, successful requests
   LatencyHistogram first_chunk;  // send -> first generate.chunk, streamed requests
 
@@ -63,5 +79,12 @@ struct ThroughputResult {
 
 // Runs the scenario to completion. Throws std::runtime_error when no connection can be made.
 ThroughputResult run_throughput(const ThroughputOptions& options);
+
+// Runs the scenario on links the caller connected (drover-bench --direct lends its one worker
+// link; options.connections is then ignored): one thread per link, options.inflight requests
+// in flight on each. The links stay the caller's; after a run without client failures every
+// request has been answered, so a link can carry another run.
+ThroughputResult run_throughput_on(const ThroughputOptions& options,
+                                   const std::vector<client::RpcClient*>& links);
 
 }  // namespace drover::bench
