@@ -253,9 +253,9 @@ class Pending {
       return;
     }
     let result = reply.result;
-    if (this.kind === 'generate') {
+    if (this.kind === 'generate' && result !== null && typeof result === 'object') {
       result.worker = worker.slot;
-    } else if (this.kind === 'tokenize') {
+    } else if (this.kind === 'tokenize' && result !== null && Array.isArray(result.tokens)) {
       result = { tokens: result.tokens[0] };
     }
     client.send({ jsonrpc: '2.0', id: this.clientId, result });
