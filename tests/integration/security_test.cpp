@@ -153,6 +153,29 @@ class SecurityTest : public DroverTest {
     }                                               \
   } while (false)
 
+// Whether user nobody can execute droverd and drover-worker where they were built: a checkout
+// in a private directory (mktemp -d, a home directory) cannot be run by another user at all.
+bool nobody_can_run_the_binaries() {
+  const Ids who = nobody();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const bool ok = ::setgroups(0, nullptr) == 0 && ::setgid(who.gid) == 0 && ::setuid(who.uid) == 0 &&
+                    ::access(droverd_bin(), X_OK) == 0 && ::access(worker_bin(), X_OK) == 0;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+#define REQUIRE_NOBODY_CAN_RUN_BINARIES()                                                   \
+  do {                                                                                      \
+    if (!nobody_can_run_the_binaries()) {                                                   \
+      GTEST_SKIP() << "user nobody cannot execute " << droverd_bin()                        \
+                   << " (the build lives in a directory only its owner may enter)";       \
+    }                                                                                       \
+  } while (false)
+
 // ---------------------------------------------------------------------------------------------
 // server.socket_group
 
@@ -227,6 +250,7 @@ TEST_F(SecurityTest, UnresolvableIdentitiesAreStartupErrorsNamingKeyAndValue) {
 
 TEST_F(SecurityTest, DropsToServerUserAndWorkersRunUnprivileged) {
   REQUIRE_ROOT();
+  REQUIRE_NOBODY_CAN_RUN_BINARIES();
   const Ids who = nobody();
   auto& p = prepare({.workers = 2, .server_yaml = {"user: nobody"}});
   // The layout systemd's RuntimeDirectory= gives: the sockets' directory belongs to the
@@ -276,6 +300,7 @@ TEST_F(SecurityTest, DropsToServerUserAndWorkersRunUnprivileged) {
 // after the drop): it logs that and exits 0; the next droverd replaces them as stale.
 TEST_F(SecurityTest, SocketsInADirectoryTheUserCannotWriteAreReplacedAtTheNextStart) {
   REQUIRE_ROOT();
+  REQUIRE_NOBODY_CAN_RUN_BINARIES();
   const Ids who = nobody();
   auto& p = prepare({.workers = 1, .server_yaml = {"user: nobody"}});
   ASSERT_EQ(::chmod(p.dir().c_str(), 0711), 0);  // root's, searchable, not writable by nobody
@@ -299,7 +324,8 @@ TEST_F(SecurityTest, SocketsInADirectoryTheUserCannotWriteAreReplacedAtTheNextSt
 
 // An unprivileged droverd cannot become another user: refused at start, not half-honoured.
 TEST_F(SecurityTest, UnprivilegedDroverdAskedForAnotherUserRefusesToStart) {
-  REQUIRE_ROOT();  // to run droverd as nobody
+  REQUIRE_ROOT();
+  REQUIRE_NOBODY_CAN_RUN_BINARIES();  // to run droverd as nobody
   if (::getpwnam("daemon") == nullptr) GTEST_SKIP() << "no user named daemon";
   const Ids who = nobody();
   auto& p = prepare({.workers = 1, .server_yaml = {"user: daemon"}});
