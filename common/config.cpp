@@ -94,6 +94,14 @@ class BlockReader {
     out = Millis(ms);
   }
 
+  // A duration given in milliseconds with a fraction (0.75), kept in microseconds.
+  void fractional_millis(const std::string& key, std::chrono::microseconds& out, double min,
+                         double max) {
+    double ms = static_cast<double>(out.count()) / 1000.0;
+    number(key, ms, min, max);
+    out = std::chrono::microseconds(static_cast<std::int64_t>(ms * 1000.0 + 0.5));
+  }
+
   void string(const std::string& key, std::string& out, bool allow_empty = false) {
     const YAML::Node v = take(key);
     if (!v) return;
@@ -203,7 +211,8 @@ class BlockReader {
 // future PROMPT_CACHE block wins over a PROMPT block.
 const std::vector<std::string> kBlocks = {
     "server", "workers", "routing",       "transport", "models",  "memory_policy",
-    "circuit_breaker", "retry", "model_preload", "logging", "metrics"};
+    "circuit_breaker", "retry", "model_preload", "batch_queue", "request_deduplication",
+    "prompt_cache", "request_coalescing", "streaming", "feature_flags", "logging", "metrics"};
 
 std::vector<std::string> env_block_names() {
   std::vector<std::string> names = kBlocks;
@@ -458,6 +467,70 @@ Config read_blocks(const YAML::Node& root) {
     }
   }
   {
+    BlockReader r(root["batch_queue"], "batch_queue");
+    auto& b = c.batch_queue;
+    r.boolean("enabled", b.enabled);
+    r.integer("max_batch_size", b.max_batch_size, 1, 100);
+    r.fractional_millis("flush_interval_ms", b.flush_interval, 0.0, 1000.0);
+    r.boolean("adaptive_sizing", b.adaptive_sizing);
+    r.fractional_millis("target_batch_time_ms", b.target_batch_time, 0.01, 60'000.0);
+    r.boolean("priority_queue", b.priority_queue);
+    r.boolean("adaptive_window", b.adaptive_window);
+    r.boolean("fast_path", b.fast_path);
+    r.finish();
+  }
+  {
+    BlockReader r(root["request_deduplication"], "request_deduplication");
+    auto& d = c.request_deduplication;
+    r.boolean("enabled", d.enabled);
+    r.millis("ttl_ms", d.ttl, 0, 3'600'000);
+    r.integer("max_entries", d.max_entries, 1, 10'000'000);
+    r.finish();
+  }
+  {
+    BlockReader r(root["prompt_cache"], "prompt_cache");
+    auto& p = c.prompt_cache;
+    r.boolean("enabled", p.enabled);
+    r.integer("max_entries", p.max_entries, 1, 100'000'000);
+    r.integer("max_bytes", p.max_bytes, 1024, 1LL << 40);
+    r.seconds("ttl_s", p.ttl, 1, 30L * 86'400);
+    r.finish();
+  }
+  {
+    BlockReader r(root["request_coalescing"], "request_coalescing");
+    auto& q = c.request_coalescing;
+    r.boolean("enabled", q.enabled);
+    r.integer("max_replay_bytes", q.max_replay_bytes, 0, 1LL << 32);
+    r.finish();
+  }
+  {
+    BlockReader r(root["streaming"], "streaming");
+    auto& s = c.streaming;
+    r.integer("high_watermark_bytes", s.high_watermark_bytes, 1024, 1LL << 32);
+    r.integer("low_watermark_bytes", s.low_watermark_bytes, 0, 1LL << 32);
+    r.integer("coalesce_max_bytes", s.coalesce_max_bytes, 64, 64LL * 1024 * 1024);
+    r.millis("coalesce_interval_ms", s.coalesce_interval, 0, 10'000);
+    r.integer("max_concurrent_per_worker", s.max_concurrent_per_worker, 0, 100'000);
+    r.integer("max_concurrent_total", s.max_concurrent_total, 0, 10'000'000);
+    r.finish();
+    if (s.low_watermark_bytes >= s.high_watermark_bytes) {
+      throw ConfigError(fmt::format(
+          "config: key 'streaming.low_watermark_bytes' must be below "
+          "streaming.high_watermark_bytes ({}), got '{}'",
+          s.high_watermark_bytes, s.low_watermark_bytes));
+    }
+  }
+  {
+    BlockReader r(root["feature_flags"], "feature_flags");
+    auto& f = c.feature_flags;
+    r.integer("batch_queue", f.batch_queue, 0, 100);
+    r.integer("request_deduplication", f.request_deduplication, 0, 100);
+    r.integer("prompt_cache", f.prompt_cache, 0, 100);
+    r.integer("request_coalescing", f.request_coalescing, 0, 100);
+    r.integer("stream_coalescing", f.stream_coalescing, 0, 100);
+    r.finish();
+  }
+  {
     BlockReader r(root["logging"], "logging");
     r.enumeration<std::string>("level", c.logging.level,
                                {{"trace", "trace"},
@@ -647,6 +720,40 @@ nlohmann::json to_json(const Config& c) {
            }
            return list;
          }()}}},
+      {"batch_queue",
+       {{"enabled", c.batch_queue.enabled},
+        {"max_batch_size", c.batch_queue.max_batch_size},
+        {"flush_interval_ms", c.batch_queue.flush_interval.count() / 1000.0},
+        {"adaptive_sizing", c.batch_queue.adaptive_sizing},
+        {"target_batch_time_ms", c.batch_queue.target_batch_time.count() / 1000.0},
+        {"priority_queue", c.batch_queue.priority_queue},
+        {"adaptive_window", c.batch_queue.adaptive_window},
+        {"fast_path", c.batch_queue.fast_path}}},
+      {"request_deduplication",
+       {{"enabled", c.request_deduplication.enabled},
+        {"ttl_ms", c.request_deduplication.ttl.count()},
+        {"max_entries", c.request_deduplication.max_entries}}},
+      {"prompt_cache",
+       {{"enabled", c.prompt_cache.enabled},
+        {"max_entries", c.prompt_cache.max_entries},
+        {"max_bytes", c.prompt_cache.max_bytes},
+        {"ttl_s", c.prompt_cache.ttl.count()}}},
+      {"request_coalescing",
+       {{"enabled", c.request_coalescing.enabled},
+        {"max_replay_bytes", c.request_coalescing.max_replay_bytes}}},
+      {"streaming",
+       {{"high_watermark_bytes", c.streaming.high_watermark_bytes},
+        {"low_watermark_bytes", c.streaming.low_watermark_bytes},
+        {"coalesce_max_bytes", c.streaming.coalesce_max_bytes},
+        {"coalesce_interval_ms", c.streaming.coalesce_interval.count()},
+        {"max_concurrent_per_worker", c.streaming.max_concurrent_per_worker},
+        {"max_concurrent_total", c.streaming.max_concurrent_total}}},
+      {"feature_flags",
+       {{"batch_queue", c.feature_flags.batch_queue},
+        {"request_deduplication", c.feature_flags.request_deduplication},
+        {"prompt_cache", c.feature_flags.prompt_cache},
+        {"request_coalescing", c.feature_flags.request_coalescing},
+        {"stream_coalescing", c.feature_flags.stream_coalescing}}},
       {"logging", {{"level", c.logging.level}, {"format", format}}},
       {"metrics", {{"enabled", c.metrics.enabled}, {"listen", c.metrics.listen}}},
   };

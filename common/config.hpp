@@ -182,6 +182,78 @@ struct ModelPreloadConfig {
   std::vector<PreloadModel> models;
 };
 
+// --- Request pipeline stages (shared/DESIGN.md sections 1 and 7). Each can be switched off
+// with `enabled`; feature_flags rolls an enabled stage out to a percentage of requests.
+
+// Batch queue: requests bound for one worker within a flush window travel as one JSON-RPC
+// batch (one write or ring record); tokenize requests merge into one batch_tokenize.
+struct BatchQueueConfig {
+  bool enabled = true;
+  // Requests per flush; the adaptive controller moves it within 1..100.
+  int max_batch_size = 20;
+  // Longest a request waits for companions (the adaptive window replaces it when on).
+  std::chrono::microseconds flush_interval{2000};
+  // Resize batches so a flush's batch time stays near target_batch_time.
+  bool adaptive_sizing = true;
+  std::chrono::microseconds target_batch_time{10'000};
+  // high before normal before low, with high never starved behind low.
+  bool priority_queue = true;
+  // Window chosen from the queue depth (0-1: 0.75 ms, 2-5: 1 ms, 6+: 2 ms), smoothed.
+  bool adaptive_window = true;
+  // An empty queue sends a lone request at once instead of waiting for the window.
+  bool fast_path = true;
+};
+
+// Identical in-flight deterministic requests (temperature 0 or an explicit seed) share one
+// execution.
+struct RequestDeduplicationConfig {
+  bool enabled = true;
+  // How long a finished result still answers an identical request arriving late.
+  Millis ttl{1000};
+  std::size_t max_entries = 10'000;
+};
+
+// LRU cache of deterministic results, bounded by entries, bytes and age.
+struct PromptCacheConfig {
+  bool enabled = true;
+  std::size_t max_entries = 10'000;
+  std::size_t max_bytes = 64 * 1024 * 1024;
+  std::chrono::seconds ttl{300};
+};
+
+// A streaming request identical to one already streaming joins it (buffered replay first).
+struct RequestCoalescingConfig {
+  bool enabled = true;
+  // Chunks kept for replay to late joiners; a stream past this no longer accepts joiners.
+  std::size_t max_replay_bytes = 1024 * 1024;
+};
+
+// Per-connection stream flow control. server.write_buffer_bytes stays the hard limit past
+// which a stream is cancelled at its worker and answered -32010.
+struct StreamingConfig {
+  // Above high_watermark unsent bytes a connection's chunks are coalesced; below
+  // low_watermark they are written one by one again.
+  std::size_t high_watermark_bytes = 256 * 1024;
+  std::size_t low_watermark_bytes = 64 * 1024;
+  // A coalesced frame carries at most this many bytes of text, at most one per interval.
+  std::size_t coalesce_max_bytes = 64 * 1024;
+  Millis coalesce_interval{20};
+  // Streams running at once, per worker and in total; further streams wait in the queue.
+  // 0: derived from each worker's measured throughput (adaptive).
+  int max_concurrent_per_worker = 0;
+  int max_concurrent_total = 0;
+};
+
+// Percentage rollout of each stage, decided by a stable hash of the request id, so a request
+// is in or out consistently. A stage with enabled: false is off whatever its percentage.
+struct FeatureFlagsConfig {
+  int batch_queue = 100;
+  int request_deduplication = 100;
+  int prompt_cache = 100;
+  int request_coalescing = 100;
+  int stream_coalescing = 100;
+};
+
 struct LoggingConfig {
   std::string level = "info";
   LogFormat format = LogFormat::text;
@@ -206,6 +278,12 @@ struct Config {
   CircuitBreakerConfig circuit_breaker;
   RetryConfig retry;
   ModelPreloadConfig model_preload;
+  BatchQueueConfig batch_queue;
+  RequestDeduplicationConfig request_deduplication;
+  PromptCacheConfig prompt_cache;
+  RequestCoalescingConfig request_coalescing;
+  StreamingConfig streaming;
+  FeatureFlagsConfig feature_flags;
   LoggingConfig logging;
   MetricsConfig metrics;
 };

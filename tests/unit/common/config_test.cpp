@@ -476,5 +476,40 @@ TEST(ConfigModels, EnvironmentReachesTheNewBlocks) {
   EXPECT_FALSE(c.routing.model_affinity);
 }
 
+// --- pipeline stages ----------------------------------------------------------------------------
+
+TEST(ConfigPipeline, DefaultsMatchTheIssueAndEveryStageIsOn) {
+  const Config c = parse("");
+  EXPECT_TRUE(c.batch_queue.enabled);
+  EXPECT_EQ(c.batch_queue.max_batch_size, 20);
+  EXPECT_EQ(c.batch_queue.flush_interval.count(), 2000);
+  EXPECT_EQ(c.batch_queue.target_batch_time.count(), 10'000);
+  EXPECT_TRUE(c.request_deduplication.enabled);
+  EXPECT_EQ(c.request_deduplication.ttl.count(), 1000);
+  EXPECT_TRUE(c.prompt_cache.enabled);
+  EXPECT_EQ(c.prompt_cache.max_entries, 10'000u);
+  EXPECT_TRUE(c.request_coalescing.enabled);
+  EXPECT_EQ(c.feature_flags.prompt_cache, 100);
+}
+
+TEST(ConfigPipeline, FractionalWindowsAndEnvironmentOverrides) {
+  const Config c = parse("batch_queue: {flush_interval_ms: 0.75}\n",
+                         {{"DROVER_FEATURE_FLAGS_PROMPT_CACHE", "25"},
+                          {"DROVER_PROMPT_CACHE_MAX_ENTRIES", "7"},
+                          {"DROVER_REQUEST_DEDUPLICATION_ENABLED", "false"}});
+  EXPECT_EQ(c.batch_queue.flush_interval.count(), 750);
+  EXPECT_EQ(c.feature_flags.prompt_cache, 25);
+  EXPECT_EQ(c.prompt_cache.max_entries, 7u);
+  EXPECT_FALSE(c.request_deduplication.enabled);
+}
+
+TEST(ConfigPipeline, OutOfRangeNamesTheKey) {
+  expect_error("batch_queue: {max_batch_size: 101}\n", {"'batch_queue.max_batch_size'", "1..100"});
+  expect_error("feature_flags: {prompt_cache: 120}\n", {"'feature_flags.prompt_cache'", "0..100"});
+  expect_error("feature_flags: {cache: 10}\n", {"feature_flags", "cache"});
+  expect_error("streaming: {high_watermark_bytes: 4096, low_watermark_bytes: 8192}\n",
+               {"'streaming.low_watermark_bytes'", "high_watermark_bytes"});
+}
+
 }  // namespace
 }  // namespace drover
