@@ -1,5 +1,8 @@
 #include "supervisor/frontend/client_session.hpp"
 
+#include <array>
+#include <tuple>
+
 #include <fmt/format.h>
 #include <poll.h>
 
@@ -67,9 +70,25 @@ asio::awaitable<void> ClientSession::watchdog() {
 
 asio::awaitable<void> ClientSession::read_loop() {
   auto self = shared_from_this();
-  std::vector<char> buf(64 * 1024);
+  // Reads go through one 64 KiB buffer shared by every session on this thread instead of one
+  // per session: a session waits for readability holding no buffer, then reads without
+  // blocking and hands the bytes to its decoder before anything else can run. At 1,000 idle
+  // connections that is 64 MB less RSS. The first read is tried at once (what asio's
+  // async_read_some does too), so a busy connection makes no extra syscall.
+  static thread_local std::array<char, 64 * 1024> buf;
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
+  if (ec) {
+    close();
+    co_return;
+  }
   while (reading_ && !closed_) {
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), use_nothrow);
+    const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      std::tie(ec) = co_await socket_.async_wait(asio::socket_base::wait_read, use_nothrow);
+      if (closed_ || !reading_) co_return;
+      if (!ec) continue;
+    }
     if (closed_ || !reading_) co_return;
     if (ec) {
       if (ec == asio::error::eof && !peer_gone()) {
