@@ -26,6 +26,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "bench/scenarios/chaos.hpp"
 #include "bench/scenarios/direct_worker.hpp"
 #include "bench/scenarios/regression.hpp"
 #include "bench/scenarios/report.hpp"
@@ -243,7 +244,34 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 86400.0))
       ->capture_default_str();
 
-  for (CLI::App* sub : {tp, ttft, stress, regression}) {
+  drover::bench::ChaosOptions chaos_opt;
+  std::int64_t chaos_interval_ms = 1000, recovery_timeout_ms = 30'000;
+  double steady_s = 5.0;
+  CLI::App* chaos = app.add_subcommand(
+      "chaos", "closed-loop load while a random worker is killed every interval; exactly-once check");
+  add_target_options(chaos, opt, target);
+  add_shape_options(chaos, opt);
+  chaos->add_option("-d,--duration-s", duration_s, "seconds of the chaos phase")
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
+  add_request_options(chaos, opt, framing, timeout_s, warmup_s);
+  chaos->add_flag("--stream", opt.stream, "streamed generate");
+  chaos->add_option("--admin-socket", chaos_opt.admin_socket, "droverd's admin socket")
+      ->capture_default_str();
+  chaos->add_option("--interval-ms", chaos_interval_ms, "time between kills")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}))
+      ->capture_default_str();
+  chaos->add_option("--steady-s", steady_s, "fault-free phase before the chaos phase (0: none)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  chaos->add_flag("--via-admin", chaos_opt.via_admin, "kill with workers.kill instead of kill(2)");
+  chaos->add_option("--recovery-timeout-ms", recovery_timeout_ms,
+                    "how long the pool may take to be back to its size after the run")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}))
+      ->capture_default_str();
+  chaos->add_option("--seed", chaos_opt.seed, "which worker each kill picks")->capture_default_str();
+
+  for (CLI::App* sub : {tp, ttft, stress, regression, chaos}) {
     sub->add_flag("--json", json_output, "print one JSON object instead of text");
     sub->add_flag("--progress", progress,
                   "a progress line on stderr once a second (default when stderr is a terminal)");
@@ -292,6 +320,21 @@ int main(int argc, char** argv) {
                                 : drover::bench::format_regression_text(report, tolerance))
                 << std::endl;
       return report.regressed() ? 1 : 0;
+    }
+
+    if (chaos->parsed()) {
+      if (target.direct) {
+        std::cerr << "drover-bench: chaos needs droverd (--socket and --admin-socket), not --direct\n";
+        return 2;
+      }
+      chaos_opt.interval = std::chrono::milliseconds(chaos_interval_ms);
+      chaos_opt.steady = from_seconds(steady_s);
+      chaos_opt.recovery_timeout = std::chrono::milliseconds(recovery_timeout_ms);
+      const auto r = drover::bench::run_chaos(opt, chaos_opt);
+      std::cout << (json_output ? drover::bench::chaos_json(opt, chaos_opt, r).dump(2)
+                                : drover::bench::format_chaos_text(opt, chaos_opt, r))
+                << std::endl;
+      return r.failed() ? 1 : 0;
     }
 
     Runner runner(target);
