@@ -469,3 +469,37 @@ TEST(JsonRpcParams, EmptyMeansAbsentEmptyObjectOrEmptyArray) {
 
 }  // namespace
 }  // namespace drover::proto
+
+namespace drover::proto {
+namespace {
+
+// parse_json takes simdjson's fast path for most text; what it returns must be what nlohmann's
+// own parser returns, value and number type alike, and refusals must stay refusals.
+TEST(ParseJson, AgreesWithNlohmannOnValuesAndNumberTypes) {
+  const char* cases[] = {
+      R"({"jsonrpc":"2.0","id":7,"method":"generate","params":{"prompt":"hi","max_tokens":16}})",
+      R"([1,-1,0,1.5,-2.25e3,18446744073709551615,-9223372036854775808,true,false,null])",
+      R"({"a":1,"a":2})",                                // duplicate key: the last one wins
+      R"({"s":"\u00e9\ud83d\ude00 \"quoted\" \\ \n"})",  // escapes and a surrogate pair
+      R"(123456789012345678901234567890)",               // beyond 64 bits: nlohmann's double
+      R"({"deep":[[[[{"x":[{}]}]]]]})",
+      R"("just a string")",
+  };
+  for (const char* text : cases) {
+    SCOPED_TRACE(text);
+    const json ours = parse_json(text);
+    const json theirs = json::parse(text);
+    ASSERT_FALSE(ours.is_discarded());
+    EXPECT_EQ(ours, theirs);
+    EXPECT_EQ(ours.dump(), theirs.dump());
+  }
+  EXPECT_TRUE(parse_json(R"({"id":7})")["id"].is_number_unsigned());
+  EXPECT_TRUE(parse_json(R"({"id":-7})")["id"].is_number_integer());
+  for (const char* bad : {"{", R"({"a":})", "[1,]", "nul", "\"\xff\"", "{} {}", ""}) {
+    SCOPED_TRACE(bad);
+    EXPECT_TRUE(parse_json(bad).is_discarded());
+  }
+}
+
+}  // namespace
+}  // namespace drover::proto
