@@ -13,6 +13,7 @@
 //  - every reply (error replies, -32602 replies with data.detail, results echoing the params,
 //    a batch reply joining them, the worker's generate params) serialises to valid JSON that
 //    reads back with the same id and code.
+//  - parse_json agrees with nlohmann's own parser on what is JSON and what it means.
 // Exceptions are not caught: parsing and validation are on the data plane and must not throw.
 #include <cstddef>
 #include <cstdint>
@@ -105,6 +106,17 @@ void check_params(const proto::RpcRequest& req, std::vector<std::string>& replie
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  // Differential: parse_json (simdjson's fast path, nlohmann's parser as the fallback) accepts
+  // and refuses exactly what nlohmann's parser does, with equal values, within the depth limit.
+  {
+    bool too_deep = false;
+    const json ours = proto::parse_json(text, &too_deep);
+    if (!too_deep) {
+      const json theirs = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      FUZZ_CHECK(ours.is_discarded() == theirs.is_discarded());
+      FUZZ_CHECK(ours.is_discarded() || ours == theirs);
+    }
+  }
   const proto::ParsedMessage msg = proto::parse_message(text);
   FUZZ_CHECK(!msg.entries.empty());
   FUZZ_CHECK(msg.batch || msg.entries.size() == 1);

@@ -48,67 +48,74 @@ void set_counters(benchmark::State& state, std::size_t size) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }
 
+// One segment's request ring with both ends in this thread, and a payload of the benchmark's
+// size (state.range(0)); ok() is false (the benchmark skipped) when the segment failed.
+struct SameThreadRing {
+  explicit SameThreadRing(benchmark::State& state)
+      : size(static_cast<std::size_t>(state.range(0))), seg(make_segment(state)), payload(size, 'x') {
+    if (seg) {
+      producer.emplace(seg->producer(RingId::requests));
+      consumer.emplace(seg->consumer(RingId::requests));
+    }
+  }
+  bool ok() const { return seg.has_value(); }
+
+  std::size_t size;
+  std::optional<Segment> seg;
+  std::string payload;
+  std::optional<RingProducer> producer;
+  std::optional<RingConsumer> consumer;
+};
+
 void BM_ShmRing_PushPop(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  auto seg = make_segment(state);
-  if (!seg) return;
-  RingProducer producer = seg->producer(RingId::requests);
-  RingConsumer consumer = seg->consumer(RingId::requests);
-  const std::string payload(size, 'x');
+  SameThreadRing ring(state);
+  if (!ring.ok()) return;
   Record rec;
   for (auto _ : state) {
-    auto pushed = producer.try_push(RecordKind::message, payload);
-    auto popped = consumer.try_pop(rec);
+    auto pushed = ring.producer->try_push(RecordKind::message, ring.payload);
+    auto popped = ring.consumer->try_pop(rec);
     if (!pushed || !*pushed || !popped || !*popped) {
       state.SkipWithError("push or pop failed");
       return;
     }
     benchmark::DoNotOptimize(rec.payload.data());
   }
-  set_counters(state, size);
+  set_counters(state, ring.size);
 }
 BENCHMARK(BM_ShmRing_PushPop)->ArgName("size")->Arg(64)->Arg(512)->Arg(4096);
 
 void BM_ShmRing_PushPeekConsume(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  auto seg = make_segment(state);
-  if (!seg) return;
-  RingProducer producer = seg->producer(RingId::requests);
-  RingConsumer consumer = seg->consumer(RingId::requests);
-  const std::string payload(size, 'x');
+  SameThreadRing ring(state);
+  if (!ring.ok()) return;
   for (auto _ : state) {
-    auto pushed = producer.try_push(RecordKind::message, payload);
-    auto peeked = consumer.peek();
+    auto pushed = ring.producer->try_push(RecordKind::message, ring.payload);
+    auto peeked = ring.consumer->peek();
     if (!pushed || !*pushed || !peeked || !*peeked) {
       state.SkipWithError("push or peek failed");
       return;
     }
     benchmark::DoNotOptimize((*peeked)->payload.data());
-    consumer.consume();
+    ring.consumer->consume();
   }
-  set_counters(state, size);
+  set_counters(state, ring.size);
 }
 BENCHMARK(BM_ShmRing_PushPeekConsume)->ArgName("size")->Arg(64)->Arg(512)->Arg(4096);
 
 void BM_ShmRing_StagedBatch32(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  auto seg = make_segment(state);
-  if (!seg) return;
-  RingProducer producer = seg->producer(RingId::requests);
-  RingConsumer consumer = seg->consumer(RingId::requests);
-  const std::string payload(size, 'x');
+  SameThreadRing ring(state);
+  if (!ring.ok()) return;
   Record rec;
   for (auto _ : state) {
     for (int i = 0; i < 32; ++i) {
-      auto staged = producer.try_stage(RecordKind::message, payload);
+      auto staged = ring.producer->try_stage(RecordKind::message, ring.payload);
       if (!staged || !*staged) {
         state.SkipWithError("stage failed");
         return;
       }
     }
-    producer.publish();
+    ring.producer->publish();
     for (int i = 0; i < 32; ++i) {
-      auto popped = consumer.try_pop(rec);
+      auto popped = ring.consumer->try_pop(rec);
       if (!popped || !*popped) {
         state.SkipWithError("pop failed");
         return;
@@ -117,7 +124,7 @@ void BM_ShmRing_StagedBatch32(benchmark::State& state) {
     }
   }
   state.SetItemsProcessed(state.iterations() * 32);
-  state.SetBytesProcessed(state.iterations() * 32 * static_cast<std::int64_t>(size));
+  state.SetBytesProcessed(state.iterations() * 32 * static_cast<std::int64_t>(ring.size));
 }
 BENCHMARK(BM_ShmRing_StagedBatch32)->ArgName("size")->Arg(64);
 

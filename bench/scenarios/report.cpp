@@ -39,6 +39,19 @@ json percentiles_ms(const LatencyHistogram& h) {
           {"max", ms(h.max())}};
 }
 
+// "error CODE: COUNT (name)" per code, then the client-side failures, if any.
+std::string error_lines(const ThroughputResult& r) {
+  std::string out;
+  for (const auto& [code, count] : r.error_codes) {
+    out += fmt::format("error {}: {} ({})\n", code, count, error_name(code));
+  }
+  if (r.client_failures > 0) {
+    out +=
+        fmt::format("client failures: {} (first: {})\n", r.client_failures, r.first_client_failure);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string percentiles_line(const LatencyHistogram& h) {
@@ -81,14 +94,7 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
   }
   out += fmt::format("client cpu:  {:.2f} s over a {:.2f} s run ({:.0f} % of one core)\n",
                      seconds(r.client_cpu), seconds(r.run_wall), cpu_percent(r));
-  for (const auto& [code, count] : r.error_codes) {
-    out += fmt::format("error {}: {} ({})\n", code, count, error_name(code));
-  }
-  if (r.client_failures > 0) {
-    out +=
-        fmt::format("client failures: {} (first: {})\n", r.client_failures, r.first_client_failure);
-  }
-  return out;
+  return out + error_lines(r);
 }
 
 std::string format_ttft_text(const ThroughputOptions& o, const ThroughputResult& r) {
@@ -100,14 +106,7 @@ std::string format_ttft_text(const ThroughputOptions& o, const ThroughputResult&
                      r.first_chunk.count());
   out += fmt::format("first chunk: {}\n", percentiles_line(r.first_chunk));
   out += fmt::format("final reply: {}\n", percentiles_line(r.latency));
-  for (const auto& [code, count] : r.error_codes) {
-    out += fmt::format("error {}: {} ({})\n", code, count, error_name(code));
-  }
-  if (r.client_failures > 0) {
-    out +=
-        fmt::format("client failures: {} (first: {})\n", r.client_failures, r.first_client_failure);
-  }
-  return out;
+  return out + error_lines(r);
 }
 
 std::string format_json(const ThroughputOptions& o, const ThroughputResult& r) {
