@@ -287,6 +287,13 @@ void WorkerLink::accept_transport(const json& result) {
   proto::shm::ShmChannel::Hooks hooks{
       [this](std::string_view text) {
         auto self = shared_from_this();  // handle_message may end in fail() and on_lost
+        // The same limit as the socket's decoder (a ring record can be up to ring_bytes / 2).
+        if (text.size() > opt_.max_message_bytes) {
+          return fail(fmt::format("garbage from worker: a {}-byte message in the replies ring, "
+                                  "over max_message_bytes={}",
+                                  text.size(), opt_.max_message_bytes),
+                      !operator_caused_);
+        }
         handle_message(text);
       },
       [this](std::string line) { send_socket(std::move(line)); },
