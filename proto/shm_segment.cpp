@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/permissions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
@@ -82,6 +84,7 @@ Segment::Segment(Segment&& other) noexcept
     : name_(std::move(other.name_)),
       region_(std::move(other.region_)),
       ring_bytes_(other.ring_bytes_),
+      fd_(std::move(other.fd_)),
       creator_(std::exchange(other.creator_, false)),
       linked_(std::exchange(other.linked_, false)) {
   for (int i = 0; i < 2; ++i) {
@@ -96,6 +99,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
     name_ = std::move(other.name_);
     region_ = std::move(other.region_);
     ring_bytes_ = other.ring_bytes_;
+    fd_ = std::move(other.fd_);
     creator_ = std::exchange(other.creator_, false);
     linked_ = std::exchange(other.linked_, false);
     for (int i = 0; i < 2; ++i) {
@@ -113,6 +117,7 @@ void Segment::reset() {
   // leave an entry in /dev/shm. An opener never removes a name it did not create unless asked.
   if (creator_ && linked_) (void)unlink();
   region_ = bip::mapped_region();
+  fd_.reset();
   creator_ = false;
   linked_ = false;
 }
@@ -206,49 +211,124 @@ Result<Segment> Segment::open(const std::string& name) {
     bip::offset_t size = 0;
     if (!shm.get_size(size)) return system_error(errno);
     if (size < static_cast<bip::offset_t>(sizeof(SegmentHeader))) return Errc::too_small;
-    bip::mapped_region region(shm, bip::read_write);
-    const std::uint64_t mapped = region.get_size();
-    const auto& h = *std::launder(static_cast<const SegmentHeader*>(region.get_address()));
+    return validate(name, bip::mapped_region(shm, bip::read_write));
+  } catch (const bip::interprocess_exception& e) {
+    return from_interprocess(e);
+  }
+}
 
-    // Acquire: pairs with the creator's release store; the fields below are complete.
-    if (h.magic.load(std::memory_order_acquire) != kSegmentMagic) return Errc::bad_magic;
-    // Each field is read once into a local and only the locals are used afterwards.
-    const std::uint32_t version = h.version;
-    if (version != kSegmentVersion) return Errc::bad_version;
-    const std::uint32_t header_bytes = h.header_bytes;
-    const std::uint64_t segment_bytes = h.segment_bytes;
-    const std::uint64_t ring_bytes = h.ring_bytes;
-    if (header_bytes != sizeof(SegmentHeader) || segment_bytes != mapped ||
-        !valid_ring_bytes(ring_bytes)) {
-      return Errc::bad_layout;
-    }
-    Region regions[5] = {{0, sizeof(SegmentHeader)}};
-    for (int i = 0; i < 2; ++i) {
-      const std::uint64_t control = h.control_offset[i];
-      const std::uint64_t data = h.data_offset[i];
-      // Control blocks hold atomics (natural alignment at least) and ring buffers need 64 bytes
-      // (record alignment, and what RingProducer/RingConsumer require).
-      if (control % kIndexSpacing != 0 || data % 64 != 0) return Errc::bad_layout;
-      regions[1 + 2 * i] = {control, sizeof(RingControl)};
-      regions[2 + 2 * i] = {data, ring_bytes};
-    }
-    for (int i = 0; i < 5; ++i) {
-      if (!within(regions[i], mapped)) return Errc::bad_layout;
-      for (int j = 0; j < i; ++j) {
-        if (!disjoint(regions[i], regions[j])) return Errc::bad_layout;
-      }
-    }
+namespace {
 
-    Segment seg(name, std::move(region), /*creator=*/false);
-    seg.ring_bytes_ = static_cast<std::size_t>(ring_bytes);
+// Lets bip::mapped_region map a descriptor it did not open (a memfd).
+struct FdMappable {
+  int fd;
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd);
+  }
+};
+
+constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+}  // namespace
+
+Result<Segment> Segment::create_sealed(std::size_t ring_bytes) {
+  if (!valid_ring_bytes(ring_bytes)) return Errc::bad_ring_size;
+  const std::size_t size = segment_bytes_for(ring_bytes);
+  UniqueFd fd(::memfd_create("drover-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return system_error(errno);
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return system_error(errno);
+  // Allocate every page now: a full tmpfs fails here, not as SIGBUS on a later write.
+  if (const int err = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size)); err != 0) {
+    return system_error(err);
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, kSeals) != 0) return system_error(errno);
+  try {
+    bip::mapped_region region(FdMappable{fd.get()}, bip::read_write, 0, size);
+    auto* base = static_cast<std::byte*>(region.get_address());
+    auto* header = ::new (base) SegmentHeader{};
+    header->version = kSegmentVersion;
+    header->header_bytes = sizeof(SegmentHeader);
+    header->segment_bytes = size;
+    header->ring_bytes = ring_bytes;
     for (int i = 0; i < 2; ++i) {
-      seg.control_offset_[i] = regions[1 + 2 * i].offset;
-      seg.data_offset_[i] = regions[2 + 2 * i].offset;
+      header->control_offset[i] = kControlOffset[i];
+      header->data_offset[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
+      init_ring_control(base + kControlOffset[i]);
+    }
+    header->magic.store(kSegmentMagic, std::memory_order_release);  // as in create_named
+    Segment seg("memfd", std::move(region), /*creator=*/true);
+    seg.linked_ = false;  // nothing to unlink: it never had a name
+    seg.fd_ = std::move(fd);
+    seg.ring_bytes_ = ring_bytes;
+    for (int i = 0; i < 2; ++i) {
+      seg.control_offset_[i] = kControlOffset[i];
+      seg.data_offset_[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
     }
     return seg;
   } catch (const bip::interprocess_exception& e) {
     return from_interprocess(e);
   }
+}
+
+Result<Segment> Segment::open_fd(UniqueFd fd) {
+  if (!fd) return Errc::bad_layout;
+  const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+  if (seals < 0) return system_error(errno);
+  if ((seals & F_SEAL_SHRINK) == 0) return Errc::bad_layout;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return system_error(errno);
+  if (st.st_size < static_cast<off_t>(sizeof(SegmentHeader))) return Errc::too_small;
+  try {
+    bip::mapped_region region(FdMappable{fd.get()}, bip::read_write, 0,
+                              static_cast<std::size_t>(st.st_size));
+    auto seg = validate("memfd", std::move(region));
+    if (seg) seg->linked_ = false;
+    return seg;  // fd closes here; the mapping stays
+  } catch (const bip::interprocess_exception& e) {
+    return from_interprocess(e);
+  }
+}
+
+Result<Segment> Segment::validate(std::string name, bip::mapped_region region) {
+  const std::uint64_t mapped = region.get_size();
+  const auto& h = *std::launder(static_cast<const SegmentHeader*>(region.get_address()));
+
+  // Acquire: pairs with the creator's release store; the fields below are complete.
+  if (h.magic.load(std::memory_order_acquire) != kSegmentMagic) return Errc::bad_magic;
+  // Each field is read once into a local and only the locals are used afterwards.
+  const std::uint32_t version = h.version;
+  if (version != kSegmentVersion) return Errc::bad_version;
+  const std::uint32_t header_bytes = h.header_bytes;
+  const std::uint64_t segment_bytes = h.segment_bytes;
+  const std::uint64_t ring_bytes = h.ring_bytes;
+  if (header_bytes != sizeof(SegmentHeader) || segment_bytes != mapped ||
+      !valid_ring_bytes(ring_bytes)) {
+    return Errc::bad_layout;
+  }
+  Region regions[5] = {{0, sizeof(SegmentHeader)}};
+  for (int i = 0; i < 2; ++i) {
+    const std::uint64_t control = h.control_offset[i];
+    const std::uint64_t data = h.data_offset[i];
+    // Control blocks hold atomics (natural alignment at least) and ring buffers need 64 bytes
+    // (record alignment, and what RingProducer/RingConsumer require).
+    if (control % kIndexSpacing != 0 || data % 64 != 0) return Errc::bad_layout;
+    regions[1 + 2 * i] = {control, sizeof(RingControl)};
+    regions[2 + 2 * i] = {data, ring_bytes};
+  }
+  for (int i = 0; i < 5; ++i) {
+    if (!within(regions[i], mapped)) return Errc::bad_layout;
+    for (int j = 0; j < i; ++j) {
+      if (!disjoint(regions[i], regions[j])) return Errc::bad_layout;
+    }
+  }
+
+  Segment seg(std::move(name), std::move(region), /*creator=*/false);
+  seg.ring_bytes_ = static_cast<std::size_t>(ring_bytes);
+  for (int i = 0; i < 2; ++i) {
+    seg.control_offset_[i] = regions[1 + 2 * i].offset;
+    seg.data_offset_[i] = regions[2 + 2 * i].offset;
+  }
+  return seg;
 }
 
 Result<void> Segment::unlink() {

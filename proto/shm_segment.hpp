@@ -20,6 +20,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "proto/fd_passing.hpp"
 #include "proto/shm_error.hpp"
 #include "proto/shm_ring.hpp"
 
@@ -73,6 +74,17 @@ class Segment {
   // bad_layout (sizes or offsets not within the mapped size, overlapping, misaligned).
   static Result<Segment> open(const std::string& name);
 
+  // Anonymous form, what droverd uses (proto/README.md "Negotiation"): a memfd that never has a
+  // name in /dev/shm, so no kill -9 of either process can leave an entry behind, sealed against
+  // shrinking and growing (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) so a worker holding the fd
+  // cannot ftruncate it and make droverd's next access SIGBUS. fd() is then the descriptor to
+  // pass over the control socket (SCM_RIGHTS). Errors: bad_ring_size, or the system error.
+  static Result<Segment> create_sealed(std::size_t ring_bytes);
+  // Maps a segment received as a descriptor and validates it as open() does; the descriptor is
+  // closed once mapped. Refuses (bad_layout) a descriptor without the shrink seal: an unsealed
+  // segment could be truncated under the mapping.
+  static Result<Segment> open_fd(UniqueFd fd);
+
   Segment(Segment&& other) noexcept;
   Segment& operator=(Segment&& other) noexcept;
   Segment(const Segment&) = delete;
@@ -84,6 +96,8 @@ class Segment {
   Result<void> unlink();
 
   const std::string& name() const { return name_; }
+  // The sealed memfd of create_sealed() (-1 for a named segment or an opened one).
+  int fd() const { return fd_.get(); }
   bool creator() const { return creator_; }
   bool linked() const { return linked_; }
   std::size_t ring_bytes() const { return ring_bytes_; }
@@ -102,6 +116,8 @@ class Segment {
 
  private:
   Segment(std::string name, boost::interprocess::mapped_region region, bool creator);
+  // Checks the header of a freshly mapped region (open() and open_fd()).
+  static Result<Segment> validate(std::string name, boost::interprocess::mapped_region region);
   SegmentHeader& header() { return *static_cast<SegmentHeader*>(region_.get_address()); }
   void reset();
 
@@ -110,6 +126,7 @@ class Segment {
   std::size_t ring_bytes_ = 0;
   std::uint64_t control_offset_[2] = {};
   std::uint64_t data_offset_[2] = {};
+  UniqueFd fd_;
   bool creator_ = false;
   bool linked_ = false;
 };

@@ -36,6 +36,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   own_run_dir_ = config_.server.run_dir.empty();
   pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
                                        run_dir_, config_.routing.strategy);
+  pool_->set_transport(config_.transport);
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
   handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
@@ -167,6 +168,7 @@ json Supervisor::reload(std::string& error) {
   admission_.set_limit(config_.server.max_queue);
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
+  pool_->set_transport(config_.transport);  // for workers started from now on
   pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
   log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
              fmt::join(applied, ", "),

@@ -142,6 +142,19 @@ MetricsCollector::MetricsCollector(metrics::Registry& r, const WorkerPool& pool,
                                      "Circuit breaker state changes of a worker slot, over "
                                      "its incarnations.",
                                      {"worker"})),
+      transport_messages_(r.counter("drover_worker_transport_messages_total",
+                                    "Messages between droverd and a worker slot, by path (ring: "
+                                    "the shared-memory rings; socket: the control socket) and "
+                                    "direction, over every incarnation of the slot.",
+                                    {"worker", "path", "direction"})),
+      transport_bytes_(r.counter("drover_worker_transport_bytes_total",
+                                 "Message bytes between droverd and a worker slot, by path and "
+                                 "direction, over every incarnation of the slot.",
+                                 {"worker", "path", "direction"})),
+      worker_shm_(r.gauge("drover_worker_shm",
+                          "1 when the slot's worker negotiated the shared-memory rings, 0 "
+                          "when it talks over the control socket.",
+                          {"worker"})),
       pool_restarts_(r.counter("drover_pool_restarts_total",
                                "Workers replaced after dying (crashes, kills, hangs).")
                          .with({})),
@@ -206,6 +219,21 @@ void MetricsCollector::on_request(CallKind kind, const CallOutcome& o) {
   if (ok && kind == CallKind::generate && o.ttft) ttft_.observe(seconds(*o.ttft));
 }
 
+namespace {
+
+void add_to(TransportCounters& sum, const TransportCounters& c) {
+  sum.ring_messages_out += c.ring_messages_out;
+  sum.ring_bytes_out += c.ring_bytes_out;
+  sum.ring_messages_in += c.ring_messages_in;
+  sum.ring_bytes_in += c.ring_bytes_in;
+  sum.socket_messages_out += c.socket_messages_out;
+  sum.socket_bytes_out += c.socket_bytes_out;
+  sum.socket_messages_in += c.socket_messages_in;
+  sum.socket_bytes_in += c.socket_bytes_in;
+}
+
+}  // namespace
+
 void MetricsCollector::collect() {
   queue_depth_.set(static_cast<double>(pool_.queued()));
   admission_outstanding_.set(static_cast<double>(admission_.outstanding()));
@@ -250,6 +278,9 @@ void MetricsCollector::collect() {
   worker_rss_.clear();
   breaker_state_.clear();
   breaker_transitions_.clear();
+  transport_messages_.clear();
+  transport_bytes_.clear();
+  worker_shm_.clear();
   for (int id = 0; id < total; ++id) {
     const auto i = static_cast<std::size_t>(id);
     const std::string worker = std::to_string(id);
@@ -264,9 +295,12 @@ void MetricsCollector::collect() {
     if (w && w->state != "parked") {
       if (w->pid != h.pid) {
         h.transitions_before += h.transitions_seen;
+        add_to(h.transport_before, h.transport_seen);
         h.pid = w->pid;
       }
       h.transitions_seen = w->breaker_transitions;
+      h.transport_seen = w->transport_counters;
+      worker_shm_.with({worker}).set(w->transport == "shm" ? 1 : 0);
       breaker_state_.with({worker}).set(breaker_value(w->breaker));
       if (w->heartbeat_age_ms) {
         worker_heartbeat_age_.with({worker}).set(static_cast<double>(*w->heartbeat_age_ms) /
@@ -276,6 +310,17 @@ void MetricsCollector::collect() {
     }
     breaker_transitions_.with({worker}).set_total(
         static_cast<double>(h.transitions_before + h.transitions_seen));
+    TransportCounters t = h.transport_before;
+    add_to(t, h.transport_seen);
+    const auto total = [](std::uint64_t v) { return static_cast<double>(v); };
+    transport_messages_.with({worker, "ring", "to_worker"}).set_total(total(t.ring_messages_out));
+    transport_messages_.with({worker, "ring", "from_worker"}).set_total(total(t.ring_messages_in));
+    transport_messages_.with({worker, "socket", "to_worker"}).set_total(total(t.socket_messages_out));
+    transport_messages_.with({worker, "socket", "from_worker"}).set_total(total(t.socket_messages_in));
+    transport_bytes_.with({worker, "ring", "to_worker"}).set_total(total(t.ring_bytes_out));
+    transport_bytes_.with({worker, "ring", "from_worker"}).set_total(total(t.ring_bytes_in));
+    transport_bytes_.with({worker, "socket", "to_worker"}).set_total(total(t.socket_bytes_out));
+    transport_bytes_.with({worker, "socket", "from_worker"}).set_total(total(t.socket_bytes_in));
   }
 }
 

@@ -21,7 +21,8 @@
 // drover_breaker_transitions_total{worker} adds up the transitions of every incarnation the
 // collector has seen in the slot (each WorkerLink has its own breaker). Transitions of an
 // incarnation after the last scrape before it died are not counted (they are rare: a worker
-// whose breaker moves is usually still alive at the next scrape).
+// whose breaker moves is usually still alive at the next scrape). The same holds for
+// drover_worker_transport_{messages,bytes}_total{worker,path,direction}, summed per slot.
 //
 // Supervisor thread only: the hook runs inside Registry::expose(), which the HTTP handler
 // calls on the same io_context.
@@ -76,6 +77,9 @@ class MetricsCollector {
   metrics::Family<metrics::Gauge>& worker_rss_;
   metrics::Family<metrics::Gauge>& breaker_state_;
   metrics::Family<metrics::Counter>& breaker_transitions_;
+  metrics::Family<metrics::Counter>& transport_messages_;
+  metrics::Family<metrics::Counter>& transport_bytes_;
+  metrics::Family<metrics::Gauge>& worker_shm_;
 
   metrics::Counter& pool_restarts_;
   metrics::Counter& pool_crashes_;
@@ -97,6 +101,8 @@ class MetricsCollector {
     std::uint64_t transitions_seen = 0;    // its breaker's transitions at the last scrape
     std::uint64_t transitions_before = 0;  // sum over earlier incarnations
     int restarts = 0;
+    TransportCounters transport_seen;    // the incarnation's transport counters at the last scrape
+    TransportCounters transport_before;  // sum over earlier incarnations
   };
   std::map<int, SlotHistory> slots_;
 };

@@ -232,7 +232,7 @@ void RequestHandler::answer_admin(proto::RpcRequest& req, Reply& reply) {
   }
   if (m == "workers.inject") {
     if (!p.contains("fault") || !p["fault"].is_string()) {
-      return fail("param 'fault' must be one of crash, hang, stall, garbage, slow");
+      return fail("param 'fault' must be one of crash, hang, stall, garbage, slow, ring_garbage");
     }
     const std::string fault = p["fault"].get<std::string>();
     return done(pool_.inject(*wid, fault), json{{"injected", fault}, {"id", *wid}});
@@ -344,6 +344,23 @@ json RequestHandler::telemetry() const {
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
 }
 
+namespace {
+
+// Messages and bytes of the worker's current incarnation, per path (the Prometheus families
+// drover_worker_transport_*_total sum them per slot over incarnations).
+json transport_stats(const TransportCounters& t) {
+  return {{"ring_messages_to_worker", t.ring_messages_out},
+          {"ring_messages_from_worker", t.ring_messages_in},
+          {"socket_messages_to_worker", t.socket_messages_out},
+          {"socket_messages_from_worker", t.socket_messages_in},
+          {"ring_bytes_to_worker", t.ring_bytes_out},
+          {"ring_bytes_from_worker", t.ring_bytes_in},
+          {"socket_bytes_to_worker", t.socket_bytes_out},
+          {"socket_bytes_from_worker", t.socket_bytes_in}};
+}
+
+}  // namespace
+
 json RequestHandler::workers_list() const {
   json workers = json::array();
   for (const auto& w : pool_.snapshot()) {
@@ -356,7 +373,9 @@ json RequestHandler::workers_list() const {
                        {"uptime_s", w.uptime_s},
                        {"heartbeat_age_ms", w.heartbeat_age_ms ? json(*w.heartbeat_age_ms) : json()},
                        {"rss_bytes", w.rss_bytes},
-                       {"models", w.models}});
+                       {"models", w.models},
+                       {"transport", w.transport},
+                       {"transport_stats", transport_stats(w.transport_counters)}});
   }
   return {{"workers", std::move(workers)}};
 }

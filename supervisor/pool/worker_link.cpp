@@ -15,6 +15,12 @@ namespace {
 // After the control socket closes, how long to wait for the exit status before killing.
 constexpr Millis kExitGrace{2000};
 
+const json& caps_of(const json& hello_params) {
+  static const json none = json::object();
+  const auto caps = hello_params.find("capabilities");
+  return caps != hello_params.end() && caps->is_object() ? *caps : none;
+}
+
 Millis ms_since(Clock::time_point t, Clock::time_point now) {
   return std::chrono::duration_cast<Millis>(now - t);
 }
@@ -47,7 +53,10 @@ WorkerLink::WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObse
       breaker_(opt_.breaker),
       log_(component_logger("pool")) {}
 
-WorkerLink::~WorkerLink() { cleanup_socket_file(); }
+WorkerLink::~WorkerLink() {
+  if (channel_) channel_->close();
+  cleanup_socket_file();
+}
 
 void WorkerLink::cleanup_socket_file() {
   if (!opt_.socket_path.empty()) ::unlink(opt_.socket_path.c_str());
@@ -168,6 +177,9 @@ asio::awaitable<void> WorkerLink::serve() {
   while (state_ != State::dead && !socket_closed_) {
     auto [rec, n] = co_await socket_.async_read_some(asio::buffer(buf), use_nothrow);
     if (rec) {
+      // Replies the worker published in the ring before it closed the socket come first.
+      if (channel_) channel_->drain_now();
+      if (state_ == State::dead) co_return;
       on_socket_closed(rec == asio::error::eof ? "control socket closed by worker"
                                                : "control socket error: " + rec.message());
       co_return;
@@ -180,6 +192,9 @@ asio::awaitable<void> WorkerLink::serve() {
         fail("garbage from worker: " + frame->detail, !operator_caused_);
         co_return;
       }
+      ++socket_counters_.socket_messages_in;
+      socket_counters_.socket_bytes_in += frame->body.size() + 1;
+      if (channel_ && channel_->take_socket_line(frame->body)) continue;
       handle_message(frame->body);
     }
   }
@@ -192,7 +207,103 @@ asio::awaitable<void> WorkerLink::write_loop() {
 }
 
 void WorkerLink::send(std::string json_text) {
-  writer_.push(proto::encode_frame(proto::Framing::ndjson, json_text));
+  if (channel_ && !channel_->closed()) return channel_->send(json_text);
+  send_socket(proto::encode_frame(proto::Framing::ndjson, json_text));
+}
+
+void WorkerLink::send_socket(std::string frame) {
+  ++socket_counters_.socket_messages_out;
+  socket_counters_.socket_bytes_out += frame.size();
+  writer_.push(std::move(frame));
+}
+
+TransportCounters WorkerLink::transport_counters() const {
+  TransportCounters t = socket_counters_;
+  if (channel_) {
+    const auto& c = channel_->counters();
+    t.ring_messages_out = c.ring_messages_out;
+    t.ring_bytes_out = c.ring_bytes_out;
+    t.ring_messages_in = c.ring_messages_in;
+    t.ring_bytes_in = c.ring_bytes_in;
+  }
+  return t;
+}
+
+json WorkerLink::offer_transport(const json& capabilities) {
+  const bool offered = capabilities.is_object() && capabilities.value("shm", false) == true;
+  if (!offered || !opt_.shm) return json{{"kind", "socket"}};
+  auto made = proto::shm::create_channel_resources(opt_.ring_bytes);
+  if (!made) {
+    log_->warn("worker_id={} shm segment not created ({}); using the socket", opt_.slot,
+               made.error().message());
+    return json{{"kind", "socket"}};
+  }
+  offered_shm_ = std::move(*made);
+  json fds = json::array();
+  for (const char* name : proto::shm::kPassedFdNames) fds.push_back(name);
+  return json{{"kind", "shm"}, {"ring_bytes", opt_.ring_bytes}, {"fds", std::move(fds)}};
+}
+
+void WorkerLink::send_init(const json& init) {
+  std::string frame = proto::encode_frame(proto::Framing::ndjson,
+                                          proto::make_request(init_request_id_, wm::kInit, init));
+  if (!offered_shm_) return send_socket(std::move(frame));
+  // The descriptors ride on the first byte of the init line (SCM_RIGHTS), so the line is
+  // written here, outside the WriteQueue; nothing is queued before init, and a full socket
+  // (EAGAIN) or any other failure withdraws the offer rather than failing the worker.
+  const auto fds = offered_shm_->fds();
+  auto sent = writer_.idle() ? proto::send_fds(socket_.native_handle(), frame, fds)
+                             : boost::system::result<std::size_t>(
+                                   boost::system::errc::make_error_code(
+                                       boost::system::errc::operation_in_progress));
+  if (!sent) {
+    log_->warn("worker_id={} cannot pass the shm descriptors ({}); using the socket", opt_.slot,
+               sent.error().message());
+    offered_shm_.reset();
+    json plain = init;
+    plain["transport"] = json{{"kind", "socket"}};
+    return send_socket(proto::encode_frame(proto::Framing::ndjson,
+                                           proto::make_request(init_request_id_, wm::kInit, plain)));
+  }
+  ++socket_counters_.socket_messages_out;
+  socket_counters_.socket_bytes_out += frame.size();
+  if (*sent < frame.size()) writer_.push(frame.substr(*sent));
+}
+
+void WorkerLink::accept_transport(const json& result) {
+  if (!offered_shm_) return;
+  auto resources = std::move(*offered_shm_);
+  offered_shm_.reset();
+  const json t = result.value("transport", json());
+  const std::string kind = t.is_object() ? t.value("kind", std::string()) : std::string();
+  if (kind != "shm") {
+    std::string why = t.is_object() ? t.value("error", std::string()) : std::string();
+    log_->warn("worker_id={} pid={} declined shm ({}); using the socket", opt_.slot, pid(),
+               why.empty() ? "no reason given" : why);
+    return;  // `resources` closes the segment and eventfds
+  }
+  // The hooks hold a plain pointer: the link closes the channel in fail() and its destructor,
+  // and a closed channel never calls them.
+  proto::shm::ShmChannel::Hooks hooks{
+      [this](std::string_view text) {
+        auto self = shared_from_this();  // handle_message may end in fail() and on_lost
+        // The same limit as the socket's decoder (a ring record can be up to ring_bytes / 2).
+        if (text.size() > opt_.max_message_bytes) {
+          return fail(fmt::format("garbage from worker: a {}-byte message in the replies ring, "
+                                  "over max_message_bytes={}",
+                                  text.size(), opt_.max_message_bytes),
+                      !operator_caused_);
+        }
+        handle_message(text);
+      },
+      [this](std::string line) { send_socket(std::move(line)); },
+      [this](const std::string& why) { fail("garbage from worker: " + why, !operator_caused_); }};
+  channel_ = std::make_shared<proto::shm::ShmChannel>(io_, proto::shm::ShmChannel::Side::supervisor,
+                                                      std::move(resources), std::move(hooks));
+  channel_->start();
+  if (channel_->closed()) return;
+  log_->info("worker_id={} pid={} transport shm (ring_bytes={})", opt_.slot, pid(),
+             channel_->ring_bytes());
 }
 
 void WorkerLink::handle_message(std::string_view text) {
@@ -269,9 +380,9 @@ void WorkerLink::handle_hello(const json& params) {
                      {"generation", opt_.generation},
                      {"backend", opt_.backend},
                      {"heartbeat_interval_ms", opt_.heartbeat_interval.count()},
-                     {"transport", "socket"},
+                     {"transport", offer_transport(caps_of(params))},
                      {"preload", opt_.preload}};
-  send(proto::make_request(init_request_id_, wm::kInit, init));
+  send_init(init);
 }
 
 void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
@@ -284,6 +395,8 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
       return fail("init failed: " + m.error.value("message", std::string("unknown error")), true);
     }
     if (const auto models = m.result.find("models"); models != m.result.end()) read_models(*models);
+    accept_transport(m.result);
+    if (state_ == State::dead) return;
     state_ = State::ready;
     ready_at_ = now;
     last_progress_ = now;
@@ -508,6 +621,8 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
   acceptor_.close(ignored);
   socket_.close(ignored);
   writer_.close();
+  if (channel_) channel_->close();  // a dead worker's segment is never reused
+  offered_shm_.reset();
   if (process_) process_->signal(SIGKILL);
   std::vector<std::pair<std::uint64_t, std::shared_ptr<Call>>> held(inflight_.begin(), inflight_.end());
   inflight_.clear();

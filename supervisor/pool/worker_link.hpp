@@ -11,8 +11,12 @@
 // or drain timeout. On death it kills the process, hands every unfinished request back to the
 // pool (LinkObserver::on_lost) and, once the process is reaped, reports on_reaped.
 //
-// The transport is the control socket with NDJSON framing; the shared-memory rings will plug
-// in behind send() and the read loop without changing this interface.
+// Transport: the control socket with NDJSON framing, and, when the worker's hello offers shm and
+// transport.shm is on, a proto::shm::ShmChannel negotiated in init (proto/README.md
+// "Negotiation"). Once the init reply accepts it, every message send() is given and every
+// message the worker sends goes through the channel, which keeps one order across ring and
+// socket; handle_message() sees the same bytes either way. A failed negotiation leaves this
+// worker on the socket (one warn log); a broken ring fails the worker like garbage.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -32,6 +36,7 @@
 #include "common/async_util.hpp"
 #include "common/config.hpp"
 #include "proto/framing.hpp"
+#include "proto/shm_channel.hpp"
 #include "proto/worker_messages.hpp"
 #include "supervisor/pipeline/call.hpp"
 #include "supervisor/pool/circuit_breaker.hpp"
@@ -81,6 +86,16 @@ struct WorkerLinkOptions {
   std::size_t max_message_bytes = 64 * 1024 * 1024;
   // Notifications not tied to a request (heartbeat, model.loaded) allowed per second.
   int max_notifications_per_s = 1000;
+  // transport.shm / transport.ring_bytes: offer the shared-memory rings to a worker that can.
+  bool shm = true;
+  std::size_t ring_bytes = 1024 * 1024;
+};
+
+// Messages and bytes this incarnation moved, per path (workers.list, Prometheus).
+struct TransportCounters {
+  std::uint64_t ring_messages_out = 0, ring_bytes_out = 0, ring_messages_in = 0, ring_bytes_in = 0;
+  std::uint64_t socket_messages_out = 0, socket_bytes_out = 0;
+  std::uint64_t socket_messages_in = 0, socket_bytes_in = 0;
 };
 
 // What the worker reported in its last heartbeat (or init reply).
@@ -150,6 +165,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   const CircuitBreaker& breaker() const { return breaker_; }
   void reconfigure_breaker(const CircuitBreakerConfig& config) { breaker_.reconfigure(config); }
   Clock::time_point started_at() const { return started_at_; }
+  // "shm" once init negotiated the rings, else "socket".
+  const char* transport() const { return channel_ ? "shm" : "socket"; }
+  TransportCounters transport_counters() const;
   std::optional<Clock::time_point> ready_at() const { return ready_at_; }
 
  private:
@@ -167,6 +185,11 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   void handle_heartbeat(const proto::json& params);
   void read_models(const proto::json& list);
   void send(std::string json_text);
+  void send_socket(std::string frame);
+  // init's `transport` object; prepares shm_ when the worker offered it and it can be made.
+  json offer_transport(const json& capabilities);
+  void send_init(const json& init);
+  void accept_transport(const json& result);
   void maybe_stop();
   void cleanup_socket_file();
   void send_control(std::string_view method, json params, ControlDone done);
@@ -208,6 +231,10 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   Clock::time_point started_at_ = Clock::now();
   std::optional<Clock::time_point> ready_at_;
   std::shared_ptr<spdlog::logger> log_;
+  // Offered in init, not yet accepted; then the live channel (closed when the link dies).
+  std::optional<proto::shm::ChannelResources> offered_shm_;
+  std::shared_ptr<proto::shm::ShmChannel> channel_;
+  TransportCounters socket_counters_;
 };
 
 std::string to_string(WorkerLink::State s);

@@ -10,7 +10,8 @@
 namespace drover::supervisor {
 namespace {
 
-constexpr std::array<std::string_view, 5> kFaults = {"crash", "hang", "stall", "garbage", "slow"};
+constexpr std::array<std::string_view, 6> kFaults = {"crash", "hang",  "stall",
+                                                     "garbage", "slow", "ring_garbage"};
 
 }  // namespace
 
@@ -60,6 +61,8 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.preload = preload_;
   opt.max_message_bytes = config_.max_message_bytes;
   opt.max_notifications_per_s = config_.max_notifications_per_s;
+  opt.shm = transport_.shm;
+  opt.ring_bytes = transport_.ring_bytes;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
   link->start();
   return link;
@@ -595,6 +598,8 @@ std::vector<WorkerSnapshot> WorkerPool::snapshot() const {
     }
     w.rss_bytes = l.report().rss_bytes;
     w.models = l.report().models;
+    w.transport = l.transport();
+    w.transport_counters = l.transport_counters();
     out.push_back(std::move(w));
   };
   for (const auto& s : slots_) {

@@ -38,6 +38,8 @@ struct WorkerSnapshot {
   std::optional<std::int64_t> heartbeat_age_ms;
   std::int64_t rss_bytes = 0;
   std::vector<std::string> models;
+  std::string transport = "socket";  // "shm" when init negotiated the rings
+  TransportCounters transport_counters;
 };
 
 struct PoolCounts {
@@ -87,6 +89,8 @@ class WorkerPool final : public LinkObserver {
   // Model management (worker_pool_models.cpp): the catalog, affinity routing and idle unload,
   // and the model_preload settings sent in every new worker's init (catalog models among
   // them carry their spec, so the worker loads them before it is ready).
+  // transport.shm / transport.ring_bytes for the links started from now on.
+  void set_transport(const TransportConfig& transport) { transport_ = transport; }
   void set_models(const ModelPreloadConfig& preload, const std::map<std::string, ModelSpec>& catalog,
                   bool affinity, std::chrono::seconds idle_unload);
   // Admin models.load / models.unload on every ready worker; `done` gets the result, or an
@@ -170,6 +174,7 @@ class WorkerPool final : public LinkObserver {
   std::string run_dir_;
   RoutingStrategy strategy_;
   proto::json preload_ = proto::json::object();
+  TransportConfig transport_;
   std::map<std::string, ModelSpec> catalog_;
   bool affinity_ = true;
   std::chrono::seconds idle_unload_{0};

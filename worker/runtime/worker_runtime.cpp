@@ -76,6 +76,8 @@ asio::awaitable<bool> WorkerRuntime::open_link() {
   }
   const int fd = socket.release(ec);
   if (!ec) input_.assign(fd, ec);
+  // read_link() calls recvmsg itself after waiting for readability: it must not block.
+  if (!ec) input_.non_blocking(true, ec);
   if (!ec) output_.assign(::fcntl(fd, F_DUPFD_CLOEXEC, 0), ec);
   if (ec) {
     log->error("worker {}: control socket set-up failed: {}", opt_.worker_id, ec.message());
@@ -111,17 +113,17 @@ asio::awaitable<int> WorkerRuntime::run() {
                        {"pid", ::getpid()},
                        {"protocol", proto::worker::kProtocolVersion},
                        {"capabilities",
-                        {{"shm", false}, {"batch_tokenize", true}, {"stream", true}, {"models", json::array()}}}}));
+                        {{"shm", true}, {"batch_tokenize", true}, {"stream", true}, {"models", json::array()}}}}));
   std::vector<char> buf(64 * 1024);
   while (!done_) {
-    auto [ec, n] = co_await input_.async_read_some(asio::buffer(buf), use_nothrow);
-    if (ec) {
+    auto n = co_await read_link(buf);
+    if (!n) {
       // The supervisor closed the link (or died): nothing more to serve.
       if (!done_) log->info("worker {}: link to the supervisor closed; exiting", opt_.worker_id);
       done_ = true;
       break;
     }
-    decoder_.feed(std::string_view(buf.data(), n));
+    decoder_.feed(std::string_view(buf.data(), *n));
     while (!done_) {
       auto frame = decoder_.next();
       if (!frame) break;
@@ -129,13 +131,86 @@ asio::awaitable<int> WorkerRuntime::run() {
         log->error("worker {}: bad frame from supervisor: {}", opt_.worker_id, frame->detail);
         co_return 1;
       }
+      if (channel_ && channel_->take_socket_line(frame->body)) continue;
       handle(frame->body);
     }
   }
   heartbeat_timer_.cancel();
+  if (channel_) {
+    channel_->flush();
+    channel_->close();
+  }
   // Let the last replies reach the supervisor before exiting.
   writer_.close();
   co_return exit_code_;
+}
+
+asio::awaitable<boost::system::result<std::size_t>> WorkerRuntime::read_link(
+    std::vector<char>& buf) {
+  if (opt_.stdio) {  // pipes carry no descriptors
+    auto [ec, n] = co_await input_.async_read_some(asio::buffer(buf), use_nothrow);
+    if (ec) co_return ec;
+    co_return n;
+  }
+  for (;;) {
+    auto got = proto::recv_fds(input_.native_handle(),
+                               std::as_writable_bytes(std::span(buf.data(), buf.size())),
+                               proto::kMaxPassedFds);
+    if (got) {
+      // Descriptors travel with the first byte of the init line (proto/README.md), so they are
+      // here by the time the decoder returns that line.
+      for (auto& fd : got->fds) received_fds_.push_back(std::move(fd));
+      co_return got->bytes;
+    }
+    if (got.error() != boost::system::errc::resource_unavailable_try_again &&
+        got.error() != boost::system::errc::operation_would_block) {
+      co_return got.error();
+    }
+    auto [ec] = co_await input_.async_wait(asio::posix::stream_descriptor::wait_read, use_nothrow);
+    if (ec) co_return ec;
+  }
+}
+
+json WorkerRuntime::prepare_transport(const json& transport) {
+  std::vector<proto::UniqueFd> fds = std::move(received_fds_);
+  received_fds_.clear();
+  const std::string kind = transport.is_object() ? transport.value("kind", std::string("socket"))
+                                                 : std::string("socket");
+  if (kind != "shm") return json{{"kind", "socket"}};
+  auto declined = [this](std::string why) {
+    component_logger("worker")->warn("worker {}: shm offered but not usable ({}); using the socket",
+                                     opt_.worker_id, why);
+    return json{{"kind", "socket"}, {"error", std::move(why)}};
+  };
+  if (opt_.stdio) return declined("stdio transport cannot receive descriptors");
+  if (fds.size() != proto::shm::kPassedFds) {
+    return declined(fmt::format("expected {} descriptors with init, got {}",
+                                proto::shm::kPassedFds, fds.size()));
+  }
+  auto adopted = proto::shm::adopt_channel_resources(std::move(fds));
+  if (!adopted) return declined("cannot map the segment: " + adopted.error().message());
+  shm_resources_ = std::move(*adopted);
+  return json{{"kind", "shm"}, {"ring_bytes", shm_resources_->segment.ring_bytes()}};
+}
+
+void WorkerRuntime::activate_transport() {
+  if (!shm_resources_) return;
+  proto::shm::ShmChannel::Hooks hooks{
+      [this](std::string_view text) { handle(text); },
+      [this](std::string line) { writer_.push(std::move(line)); },
+      [this](const std::string& why) { on_channel_failed(why); }};
+  channel_ = std::make_shared<proto::shm::ShmChannel>(io_, proto::shm::ShmChannel::Side::worker,
+                                                      std::move(*shm_resources_), std::move(hooks));
+  shm_resources_.reset();
+  channel_->start();
+}
+
+void WorkerRuntime::on_channel_failed(const std::string& why) {
+  // A broken ring is a broken invariant: this incarnation exits and droverd replaces it.
+  component_logger("worker")->error("worker {}: {}; exiting", opt_.worker_id, why);
+  done_ = true;
+  exit_code_ = 1;
+  close_link();
 }
 
 void WorkerRuntime::handle(std::string_view text) {
@@ -187,6 +262,16 @@ void WorkerRuntime::on_inject(const json& params) {
                                                       {"garbage", Fault::garbage},
                                                       {"stall", Fault::stall},
                                                       {"slow", Fault::slow}};
+  if (fault == "ring_garbage") {
+    // A corrupt record header in the replies ring: droverd must replace this worker.
+    if (!channel_ || channel_->closed()) {
+      log->warn("worker {}: fault 'ring_garbage' needs the shm transport; ignored", opt_.worker_id);
+    } else {
+      log->warn("worker {}: injected ring_garbage", opt_.worker_id);
+      channel_->write_garbage_record();
+    }
+    return;
+  }
   const auto it = faults.find(fault);
   if (it == faults.end()) {
     log->warn("worker {}: unknown fault '{}' ignored", opt_.worker_id, fault);
@@ -237,7 +322,9 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
   backend_ = std::move(*made);
   heartbeat_interval_ = Millis(params.value("heartbeat_interval_ms", 1000));
   const json preload = params.value("preload", json::object());
-  spawn(io_, [this, id, preload]() -> asio::awaitable<void> {
+  // Now, while the descriptors that came with this line are at hand; used after the reply.
+  json transport = prepare_transport(params.value("transport", json()));
+  spawn(io_, [this, id, preload, transport]() -> asio::awaitable<void> {
     auto loaded = co_await backend_->load();
     if (!loaded) {
       reply_error(id, loaded.error());
@@ -255,7 +342,9 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
     }
     ready_ = true;
     result["models"] = models_.ids();
-    reply(id, result);
+    result["transport"] = transport;
+    reply(id, result);  // on the socket: droverd starts using the rings once it has read this
+    activate_transport();
     co_await heartbeat_loop();
   });
 }
@@ -525,11 +614,21 @@ void WorkerRuntime::reply_error(std::uint64_t id, const BackendError& e) {
 }
 
 void WorkerRuntime::send(const std::string& json_text) {
+  if (channel_ && !channel_->closed()) return channel_->send(json_text);
   writer_.push(proto::encode_frame(proto::Framing::ndjson, json_text));
 }
 
 void WorkerRuntime::maybe_exit() {
   if (!stopping_ || !running_.empty() || done_) return;
+  if (channel_ && !channel_->closed()) {
+    // Replies still waiting for ring space go first; the staged ones are published now, and
+    // droverd drains the ring before it acts on our end-of-stream.
+    channel_->flush();
+    if (!channel_->idle()) {
+      channel_->on_idle([this] { maybe_exit(); });
+      return;
+    }
+  }
   // Everything answered: close our side once the writer has flushed, which ends run().
   writer_.on_drained([this] {
     done_ = true;

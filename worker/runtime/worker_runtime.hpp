@@ -11,13 +11,17 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <set>
 #include <string>
 #include <unordered_map>
 
 #include "common/async_util.hpp"
 #include "common/config.hpp"
+#include "proto/fd_passing.hpp"
 #include "proto/framing.hpp"
+#include "proto/shm_channel.hpp"
 #include "proto/worker_messages.hpp"
 #include "worker/backends/backend.hpp"
 #include "worker/runtime/model_registry.hpp"
@@ -75,6 +79,13 @@ class WorkerRuntime {
   void reply(std::uint64_t id, const json& result);
   void reply_error(std::uint64_t id, const BackendError& e);
   void send(const std::string& json_text);
+  // Reads the control socket, keeping descriptors that arrive (SCM_RIGHTS) for init.
+  asio::awaitable<boost::system::result<std::size_t>> read_link(std::vector<char>& buf);
+  // init's `transport`: maps the offered segment; the init reply's `transport` object.
+  json prepare_transport(const json& transport);
+  // After the init reply: from now on everything goes through the channel.
+  void activate_transport();
+  void on_channel_failed(const std::string& why);
   void maybe_exit();
 
   asio::io_context& io_;
@@ -97,6 +108,10 @@ class WorkerRuntime {
   // Tokens produced plus requests answered since start: the supervisor's stall detector
   // watches it move.
   std::int64_t progress_ = 0;
+  // Descriptors received on the control socket and not yet claimed by init.
+  std::vector<proto::UniqueFd> received_fds_;
+  std::optional<proto::shm::ChannelResources> shm_resources_;  // mapped, not yet active
+  std::shared_ptr<proto::shm::ShmChannel> channel_;
   bool ready_ = false;
   bool stopping_ = false;
   bool done_ = false;
