@@ -45,7 +45,7 @@ StreamMetrics::StreamMetrics(metrics::Registry& r, const WorkerPool& pool,
                         "Streamed generates that waited in the queue for a place under the stream "
                         "concurrency limit.")
                   .with({})),
-      limit_total_(r.gauge("drover_stream_limit_total",
+      limit_total_(r.gauge("drover_stream_total_limit",
                            "Streams allowed to run at once in total (streaming.max_concurrent_total, "
                            "or the sum of the workers' limits).")
                        .with({})),
