@@ -39,7 +39,9 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   pool_->set_transport(config_.transport);
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
+  pool_->set_streaming(config_.streaming);
   handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
+  handler_->set_stream_totals(&stream_totals_);
   Listener::Options client;
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;
@@ -48,6 +50,11 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   client.session.write_buffer_bytes = config_.server.write_buffer_bytes;
   client.session.idle_timeout = config_.server.idle_timeout;
   client.session.partial_message_timeout = config_.server.partial_message_timeout;
+  client.session.stream = {config_.streaming.high_watermark_bytes, config_.streaming.low_watermark_bytes,
+                           config_.server.write_buffer_bytes, config_.streaming.coalesce_max_bytes,
+                           config_.streaming.coalesce_interval};
+  client.session.stream_coalescing_percent = config_.feature_flags.stream_coalescing;
+  client.session.stream_totals = &stream_totals_;
   Listener::Options admin = client;
   admin.path = config_.server.admin_socket;
   admin.mode = 0600;
@@ -63,6 +70,14 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
+  stream_metrics_ = std::make_unique<StreamMetrics>(metrics_, *pool_, stream_totals_, [this] {
+    auto b = client_listener_->buffered();
+    const auto a = admin_listener_->buffered();
+    b.total += a.total;
+    b.max = std::max(b.max, a.max);
+    b.coalescing += a.coalescing;
+    return b;
+  });
   if (config_.metrics.enabled && !config_.metrics.listen.empty()) {
     HttpServer::Endpoints endpoints;
     endpoints.metrics = [this] { return metrics_.expose(); };
@@ -170,6 +185,7 @@ json Supervisor::reload(std::string& error) {
                     config_.memory_policy.idle_unload);
   pool_->set_transport(config_.transport);  // for workers started from now on
   pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
+  pool_->set_streaming(config_.streaming);
   log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
              fmt::join(applied, ", "),
              restart_required.empty() ? std::string()

@@ -30,6 +30,7 @@
 #include "supervisor/admin/control.hpp"
 #include "supervisor/admin/http_server.hpp"
 #include "supervisor/admin/metrics_collector.hpp"
+#include "supervisor/admin/stream_metrics.hpp"
 #include "supervisor/admin/systemd_notify.hpp"
 #include "supervisor/frontend/listener.hpp"
 #include "supervisor/frontend/request_handler.hpp"
@@ -66,12 +67,15 @@ class Supervisor final : public AdminControl {
   std::string run_dir_;
   bool own_run_dir_ = false;
   Admission admission_;
+  // Stream flow counters of every client connection (sessions add to them).
+  StreamFlow::Counters stream_totals_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RequestHandler> handler_;
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;
   metrics::Registry metrics_;
   std::unique_ptr<MetricsCollector> collector_;
+  std::unique_ptr<StreamMetrics> stream_metrics_;
   std::unique_ptr<HttpServer> http_;  // null when metrics are off or metrics.listen failed
   std::unique_ptr<SystemdNotifier> systemd_;
   asio::signal_set signals_;

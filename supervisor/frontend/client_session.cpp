@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/log.hpp"
+#include "common/rollout.hpp"
 #include "supervisor/frontend/request_handler.hpp"
 
 namespace drover::supervisor {
@@ -25,10 +26,22 @@ ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin,
       decoder_(limits.max_message_bytes),
       limits_(limits),
       writer_(socket_),
+      flow_(
+          [&limits] {
+            StreamFlowLimits l = limits.stream;
+            l.hard_limit_bytes = limits.write_buffer_bytes;
+            return l;
+          }(),
+          limits.stream_totals),
+      flow_timer_(socket_.get_executor()),
       on_closed_(std::move(on_closed)) {}
 
 void ClientSession::start() {
-  writer_.on_drained([this] { maybe_finish(); });
+  writer_.on_drained([this] {
+    // The client caught up: leave coalescing without waiting for the next tick.
+    if (flow_.active()) flow_tick();
+    maybe_finish();
+  });
   spawn(socket_.get_executor(), read_loop());
   spawn(socket_.get_executor(), write_loop());
   if (limits_.idle_timeout.count() > 0 || limits_.partial_message_timeout.count() > 0) {
@@ -149,19 +162,53 @@ bool ClientSession::peer_gone() const {
 
 void ClientSession::write_reply(std::string&& json_text) {
   if (closed_) return;
+  // Held chunks first: a stream's final reply must follow all of its chunks.
+  flow_.flush_all(frames_);
+  write_frames();
   writer_.push(proto::encode_frame(decoder_.framing(), json_text));
 }
 
-bool ClientSession::write_chunk(std::string&& json_text) {
+bool ClientSession::write_chunk(const StreamChunk& chunk) {
   if (closed_) return true;
-  if (writer_.queued_bytes() + json_text.size() > limits_.write_buffer_bytes) return false;
-  writer_.push(proto::encode_frame(decoder_.framing(), json_text));
-  return true;
+  const bool coalescible = in_rollout(chunk.request_id, limits_.stream_coalescing_percent);
+  const auto verdict = flow_.on_chunk(chunk.stream, chunk.client_id, chunk.text, coalescible,
+                                      writer_.queued_bytes(), Clock::now(), frames_);
+  write_frames();
+  arm_flow_timer();
+  // Refused: the worker link fails the call with -32010, cancels it and logs it.
+  return verdict == StreamFlow::Verdict::accepted;
+}
+
+void ClientSession::write_frames() {
+  for (const auto& f : frames_) writer_.push(proto::encode_frame(decoder_.framing(), f.notification()));
+  frames_.clear();
+}
+
+void ClientSession::flow_tick() {
+  flow_.on_tick(writer_.queued_bytes(), Clock::now(), frames_);
+  write_frames();
+  arm_flow_timer();
+}
+
+void ClientSession::arm_flow_timer() {
+  if (flow_timer_armed_ || closed_ || !flow_.active()) return;
+  flow_timer_armed_ = true;
+  // Interval 0 (no pacing) still needs a tick to notice the low watermark.
+  flow_timer_.expires_after(std::max(flow_.limits().coalesce_interval, Millis(1)));
+  flow_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->flow_timer_armed_ = false;
+    if (!ec && !self->closed_) self->flow_tick();
+  });
 }
 
 void ClientSession::track(const std::shared_ptr<Call>& call) { calls_.emplace(call.get(), call); }
 
 void ClientSession::forget(const Call* call) {
+  if (!closed_) {
+    // A batched stream's reply is written later, with its batch: its chunks go now.
+    flow_.end_stream(call, frames_);
+    write_frames();
+  }
   calls_.erase(call);
   maybe_finish();
 }
@@ -208,6 +255,7 @@ void ClientSession::close() {
     handler_.cancel(call);
   }
   writer_.close();
+  flow_timer_.cancel();
   boost::system::error_code ignored;
   socket_.close(ignored);
   if (on_closed_) on_closed_(this);

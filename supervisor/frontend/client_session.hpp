@@ -6,6 +6,11 @@
 // End of input: if the peer only shut down its write side (`socat` after stdin EOF), the
 // session finishes the calls already accepted, writes their replies and then closes. If the
 // peer is gone (POLLHUP, or a write fails), everything it started is cancelled at once.
+//
+// Stream chunks go through the connection's StreamFlow (stream_flow.hpp): written at once
+// while the client keeps up, coalesced above the high watermark (a timer paces the held
+// frames), refused past write_buffer_bytes (-32010). A reply first flushes what is held, so
+// it always follows its stream's chunks.
 #pragma once
 
 #include <boost/asio/local/stream_protocol.hpp>
@@ -18,6 +23,7 @@
 
 #include "common/async_util.hpp"
 #include "proto/framing.hpp"
+#include "supervisor/frontend/stream_flow.hpp"
 #include "supervisor/pipeline/call.hpp"
 
 namespace drover::supervisor {
@@ -36,6 +42,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::chrono::milliseconds idle_timeout{600'000};
     // A message begun but not completed within this long (slow-loris): -32600, then closed.
     std::chrono::milliseconds partial_message_timeout{30'000};
+    // Stream flow control (streaming.*; its hard limit is write_buffer_bytes) and the
+    // percentage of requests whose chunks may be coalesced (feature_flags.stream_coalescing).
+    StreamFlowLimits stream;
+    int stream_coalescing_percent = 100;
+    // Where every session's flow counters add up (the supervisor's); null: not counted.
+    StreamFlow::Counters* stream_totals = nullptr;
   };
 
   ClientSession(Socket socket, RequestHandler& handler, bool admin, const Limits& limits,
@@ -55,9 +67,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Writes a final reply (or a batch of them). Never refused: every request gets its answer.
   void write_reply(std::string&& json_text);
-  // Writes a stream notification; false when the client has more than write_buffer_bytes
-  // unread, i.e. it is not reading its stream.
-  bool write_chunk(std::string&& json_text);
+  // Writes (or holds, to coalesce) a stream chunk; false when the client has more than
+  // write_buffer_bytes unread, i.e. it is not reading its stream.
+  bool write_chunk(const StreamChunk& chunk);
+  // Bytes accepted for this client and not yet written to its socket (held chunks included).
+  std::size_t buffered_bytes() const { return writer_.queued_bytes() + flow_.held_bytes(); }
+  bool coalescing() const { return flow_.coalescing(); }
 
   // Call tracking for cancel and disconnect.
   void track(const std::shared_ptr<Call>& call);
@@ -74,6 +89,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void handle_frame(proto::Frame& frame);
   bool peer_gone() const;
   void maybe_finish();
+  // Stream flow: writes the frames StreamFlow released; paces held ones with flow_timer_.
+  void write_frames();
+  void flow_tick();
+  void arm_flow_timer();
 
   Socket socket_;
   RequestHandler& handler_;
@@ -84,6 +103,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Clock::time_point last_input_ = Clock::now();
   std::optional<Clock::time_point> partial_since_;  // a message is half received since
   WriteQueue<Socket> writer_;
+  StreamFlow flow_;
+  std::vector<StreamFlow::Frame> frames_;  // scratch, reused
+  asio::steady_timer flow_timer_;
+  bool flow_timer_armed_ = false;
   std::function<void(ClientSession*)> on_closed_;
   std::unordered_map<const Call*, std::shared_ptr<Call>> calls_;
   bool reading_ = true;

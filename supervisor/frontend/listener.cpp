@@ -147,6 +147,17 @@ void Listener::stop_accepting() {
   }
 }
 
+Listener::Buffered Listener::buffered() const {
+  Buffered b;
+  for (const auto& [ptr, session] : sessions_) {
+    const std::size_t n = session->buffered_bytes();
+    b.total += n;
+    b.max = std::max(b.max, n);
+    b.coalescing += session->coalescing() ? 1 : 0;
+  }
+  return b;
+}
+
 void Listener::end_sessions(RpcError code) {
   // Copy: a session may close (and unregister) while being ended.
   auto sessions = sessions_;

@@ -61,6 +61,13 @@ class Listener {
   // its replies are written.
   void end_sessions(RpcError code);
   std::size_t sessions() const { return sessions_.size(); }
+  // Bytes accepted for this listener's clients and not yet written (stream flow metrics).
+  struct Buffered {
+    std::size_t total = 0;
+    std::size_t max = 0;     // the largest single connection's
+    int coalescing = 0;      // connections coalescing their stream chunks
+  };
+  Buffered buffered() const;
   const std::string& path() const { return opt_.path; }
 
  private:

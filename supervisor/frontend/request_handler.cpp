@@ -270,9 +270,9 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
   }
   auto weak_session = session.weak_from_this();
   CallSink sink;
-  sink.chunk = [weak_session](std::string&& n) {
+  sink.chunk = [weak_session](const StreamChunk& c) {
     auto s = weak_session.lock();
-    return s ? s->write_chunk(std::move(n)) : true;
+    return s ? s->write_chunk(c) : true;
   };
   sink.reply = std::move(reply);
   const std::string method(kind == CallKind::generate   ? wm::kGenerate
@@ -322,6 +322,11 @@ json RequestHandler::health() const {
 json RequestHandler::telemetry() const {
   const auto& s = pool_.stats();
   const auto c = pool_.counts();
+  const auto sc = pool_.stream_counts();
+  json limits = json::object(), active_by_worker = json::object();
+  for (const auto& [slot, limit] : sc.limits) limits[std::to_string(slot)] = limit;
+  for (const auto& [slot, n] : sc.active_by_worker) active_by_worker[std::to_string(slot)] = n;
+  const StreamFlow::Counters flow = stream_totals_ ? *stream_totals_ : StreamFlow::Counters{};
   return {{"admission", {{"outstanding", admission_.outstanding()},
                          {"limit", admission_.limit()},
                          {"rejected_total", admission_.rejected()}}},
@@ -341,6 +346,18 @@ json RequestHandler::telemetry() const {
                       {"unloads_total", s.model_unloads},
                       {"idle_unloads_total", s.idle_unloads},
                       {"requests_waiting_for_load", pool_.awaiting_load()}}},
+          {"streams", {{"active", sc.active},
+                       {"waiting", sc.waiting},
+                       {"limit_total", sc.limit_total},
+                       {"limits", std::move(limits)},
+                       {"active_by_worker", std::move(active_by_worker)},
+                       {"adaptive", sc.adaptive},
+                       {"waited_total", sc.waited_total},
+                       {"peak_active", sc.peak_active},
+                       {"coalescing_episodes_total", flow.coalescing_episodes},
+                       {"coalesced_frames_total", flow.merged_frames},
+                       {"coalesced_chunks_total", flow.merged_chunks},
+                       {"slow_consumer_cancels_total", flow.refused}}},
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
 }
 

@@ -15,6 +15,7 @@
 #include "common/ids.hpp"
 #include "proto/jsonrpc.hpp"
 #include "supervisor/admin/control.hpp"
+#include "supervisor/frontend/stream_flow.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pipeline/call.hpp"
 #include "supervisor/pool/worker_pool.hpp"
@@ -41,6 +42,8 @@ class RequestHandler {
   // involved included (-32009, -32001: zero durations). The metrics hook.
   using Observer = std::function<void(CallKind kind, const CallOutcome& outcome)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // Stream flow counters of every connection, for telemetry.metrics (the Supervisor's).
+  void set_stream_totals(const StreamFlow::Counters* totals) { stream_totals_ = totals; }
 
  private:
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
@@ -61,6 +64,7 @@ class RequestHandler {
   Clock::time_point started_ = Clock::now();
   bool draining_ = false;
   Observer observer_;
+  const StreamFlow::Counters* stream_totals_ = nullptr;
   std::shared_ptr<spdlog::logger> log_;
 };
 

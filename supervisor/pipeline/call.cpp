@@ -46,10 +46,14 @@ Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t wor
   const std::uint64_t index = chunks_sent_++;
   sent_chunks_.push_back(text);
   if (!sink_.chunk) return ChunkResult::delivered;
-  json params = {{"id", client_id_}, {"index", index}, {"text", text}};
-  return sink_.chunk(proto::make_notification(proto::worker::method::kChunk, params))
+  return sink_.chunk(StreamChunk{this, request_id_, client_id_, index, text})
              ? ChunkResult::delivered
              : ChunkResult::slow_consumer;
+}
+
+std::string StreamChunk::notification() const {
+  const json params = {{"id", client_id}, {"index", index}, {"text", text}};
+  return proto::make_notification(proto::worker::method::kChunk, params);
 }
 
 void Call::finish_from_worker(const json& worker_result, int worker_slot) {

@@ -28,12 +28,24 @@ using Clock = std::chrono::steady_clock;
 
 enum class CallKind { generate, tokenize, detokenize };
 
+// One chunk of a streamed generate on its way to the client. The references live as long as
+// the sink call.
+struct StreamChunk {
+  const void* stream;  // the Call: tells the streams of one connection apart (flow control)
+  const std::string& request_id;
+  const json& client_id;
+  std::uint64_t index;  // contiguous within the stream, from 0
+  const std::string& text;
+  // The generate.chunk notification carrying this chunk alone.
+  std::string notification() const;
+};
+
 // Where a Call's output goes. The frontend supplies it; the session may be gone by the time a
 // worker answers, in which case the sink drops the output (the Call is then cancelled).
 struct CallSink {
-  // Writes a generate.chunk notification; returns false when the client is not reading
-  // (its write buffer is full), which fails the call with -32010.
-  std::function<bool(std::string&& notification)> chunk;
+  // Writes (or holds, to coalesce) a stream chunk; returns false when the client is not
+  // reading (its write buffer is full), which fails the call with -32010.
+  std::function<bool(const StreamChunk& chunk)> chunk;
   // Delivers the final reply (already serialised, or empty for notifications).
   std::function<void(std::string&& reply)> reply;
 };

@@ -25,6 +25,7 @@ WorkerPool::WorkerPool(asio::io_context& io, const WorkersConfig& workers,
       run_dir_(std::move(run_dir)),
       strategy_(strategy),
       router_(make_router(strategy)),
+      stream_sample_timer_(io),
       spare_policy_(workers),
       breaker_timer_(io),
       log_(component_logger("pool")) {
@@ -43,6 +44,60 @@ void WorkerPool::start() {
              fmt::join(config_.command, " "));
   for (auto& slot : slots_) fill_slot(*slot);
   for (int i = 0; i < config_.warm_spares; ++i) spawn_spare();
+  arm_stream_sampling();
+}
+
+void WorkerPool::set_streaming(const StreamingConfig& streaming) {
+  streaming_ = streaming;
+  stream_limiter_->reconfigure({streaming.max_concurrent_per_worker, streaming.max_concurrent_total,
+                                config_.max_inflight});
+  pump();
+}
+
+StreamCounts WorkerPool::stream_counts() const {
+  StreamCounts c;
+  c.active = stream_limiter_->active_total();
+  c.waiting = held_streams_.size();
+  c.limit_total = stream_limiter_->total_limit();
+  c.limits = stream_limiter_->limits();
+  for (const auto& [slot, limit] : c.limits) c.active_by_worker[slot] = stream_limiter_->active(slot);
+  c.waited_total = streams_waited_;
+  c.peak_active = streams_peak_;
+  c.adaptive = stream_limiter_->adaptive();
+  return c;
+}
+
+void WorkerPool::start_stream(const std::shared_ptr<Call>& call, int slot) {
+  if (!stream_limiter_->holds(call.get())) {
+    call->on_finish([limiter = std::weak_ptr<StreamLimiter>(stream_limiter_), key = call.get()] {
+      if (auto l = limiter.lock()) l->end(key);
+    });
+  }
+  stream_limiter_->start(call.get(), slot);
+  streams_peak_ = std::max(streams_peak_, stream_limiter_->active_total());
+}
+
+void WorkerPool::arm_stream_sampling() {
+  stream_sample_timer_.expires_after(std::max(config_.heartbeat_interval, Millis(10)));
+  stream_sample_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || shutting_down_) return;
+    sample_streams();
+    arm_stream_sampling();
+  });
+}
+
+void WorkerPool::sample_streams() {
+  for (const auto& s : slots_) {
+    if (!s->link || s->link->state() != WorkerLink::State::ready) continue;
+    const auto& report = s->link->report();
+    if (!report.last_heartbeat) continue;
+    auto& seen = stream_sampled_[s->id];
+    if (seen == *report.last_heartbeat) continue;  // one sample per heartbeat
+    seen = *report.last_heartbeat;
+    stream_limiter_->on_sample(s->id, report.tokens_per_s, report.inflight);
+  }
+  // A limit that grew may let waiting streams start.
+  if (!held_streams_.empty()) pump();
 }
 
 std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
@@ -173,9 +228,15 @@ void WorkerPool::pump() {
   std::vector<RouteCandidate> candidates;
   std::vector<RouteCandidate> untried;
   const auto now = Clock::now();
-  while (!queue_.empty()) {
-    if (queue_.front()->done()) {
-      queue_.pop_front();
+  // Streams held back by the stream limit go first, in arrival order, while places free up;
+  // once the oldest cannot start, the queue proceeds (unary requests are never held).
+  bool held_blocked = false;
+  while (true) {
+    const bool from_held = !held_blocked && !held_streams_.empty();
+    auto& source = from_held ? held_streams_ : queue_;
+    if (source.empty()) break;
+    if (source.front()->done()) {
+      source.pop_front();
       continue;
     }
     candidates.clear();
@@ -186,15 +247,30 @@ void WorkerPool::pump() {
         const auto load = s->link->inflight() + static_cast<std::size_t>(std::max<std::int64_t>(
                                                     s->link->report().queue_depth, 0));
         candidates.push_back({s->id, static_cast<int>(load)});
+        stream_limiter_->add_worker(s->id);
       }
     }
     if (candidates.empty()) {
       arm_breaker_pump();
       return;
     }
-    std::shared_ptr<Call> call = std::move(queue_.front());
-    queue_.pop_front();
+    std::shared_ptr<Call> call = std::move(source.front());
+    source.pop_front();
     if (!call->model().empty() && !route_by_model(call, candidates)) continue;
+    // A stream needs a place under the stream limit (one failing over keeps its own).
+    if (call->streaming() && !stream_limiter_->holds(call.get())) {
+      std::erase_if(candidates, [this](const RouteCandidate& c) { return !stream_limiter_->can_start(c.slot); });
+      if (candidates.empty()) {
+        if (from_held) {
+          held_streams_.push_front(std::move(call));
+          held_blocked = true;
+        } else {
+          ++streams_waited_;
+          held_streams_.push_back(std::move(call));
+        }
+        continue;
+      }
+    }
     // A retry goes to a worker it has not tried, when there is one.
     std::span<const RouteCandidate> choice = candidates;
     if (!call->tried_slots().empty()) {
@@ -206,7 +282,9 @@ void WorkerPool::pump() {
       if (!untried.empty()) choice = untried;
     }
     const auto chosen = router_->pick(choice);
-    slot_by_id(choice[*chosen].slot)->link->dispatch(std::move(call));
+    const int slot = choice[*chosen].slot;
+    if (call->streaming()) start_stream(call, slot);
+    slot_by_id(slot)->link->dispatch(std::move(call));
   }
 }
 
@@ -254,6 +332,7 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
   }
   const auto it = std::find(queue_.begin(), queue_.end(), call);
   if (it != queue_.end()) queue_.erase(it);
+  std::erase(held_streams_, call);
   if (auto w = awaiting_.find(call->model()); w != awaiting_.end()) {
     std::erase(w->second, call);
     if (w->second.empty()) awaiting_.erase(w);
@@ -498,6 +577,7 @@ std::string WorkerPool::scale(int count) {
       retire(old);
       old->drain(config_.drain_timeout);
     }
+    stream_limiter_->remove_worker(slot->id);
     slots_.pop_back();
   }
   config_.count = count;
@@ -536,6 +616,8 @@ void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
   for (auto& call : std::exchange(queue_, {})) call->finish_error(RpcError::shutting_down);
+  for (auto& call : std::exchange(held_streams_, {})) call->finish_error(RpcError::shutting_down);
+  stream_sample_timer_.cancel();
   for (auto& [model, calls] : std::exchange(awaiting_, {})) {
     for (auto& call : calls) call->finish_error(RpcError::shutting_down);
   }

@@ -19,6 +19,7 @@
 
 #include "common/config.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pipeline/stream_limiter.hpp"
 #include "supervisor/pool/restart_policy.hpp"
 #include "supervisor/pool/retry_policy.hpp"
 #include "supervisor/pool/worker_link.hpp"
@@ -66,6 +67,18 @@ struct PoolStats {
   std::uint64_t idle_unloads = 0;
 };
 
+// Streamed generates under the StreamLimiter (telemetry and metrics).
+struct StreamCounts {
+  int active = 0;             // streams running on workers
+  std::size_t waiting = 0;    // streams held in the queue by the limit
+  int limit_total = 0;
+  std::map<int, int> limits;  // per worker slot
+  std::map<int, int> active_by_worker;
+  std::uint64_t waited_total = 0;  // streams that had to wait for a place
+  int peak_active = 0;             // most streams running at once since start
+  bool adaptive = true;
+};
+
 class WorkerPool final : public LinkObserver {
  public:
   WorkerPool(asio::io_context& io, const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
@@ -93,6 +106,9 @@ class WorkerPool final : public LinkObserver {
   void set_transport(const TransportConfig& transport) { transport_ = transport; }
   void set_models(const ModelPreloadConfig& preload, const std::map<std::string, ModelSpec>& catalog,
                   bool affinity, std::chrono::seconds idle_unload);
+  // Stream concurrency limits (streaming.max_concurrent_*); also applied on reload.
+  void set_streaming(const StreamingConfig& streaming);
+  StreamCounts stream_counts() const;
   // Admin models.load / models.unload on every ready worker; `done` gets the result, or an
   // error object {code, message, data} (null on success).
   using AdminDone = std::function<void(const json& result, const json& error)>;
@@ -111,7 +127,7 @@ class WorkerPool final : public LinkObserver {
   PoolCounts counts() const;
   std::vector<WorkerSnapshot> snapshot() const;
   const PoolStats& stats() const { return stats_; }
-  std::size_t queued() const { return queue_.size(); }
+  std::size_t queued() const { return queue_.size() + held_streams_.size(); }
   std::size_t awaiting_load() const {
     std::size_t n = 0;
     for (const auto& [model, calls] : awaiting_) n += calls.size();
@@ -146,6 +162,11 @@ class WorkerPool final : public LinkObserver {
   void maybe_recycle(WorkerLink& link);
   void pump();
   void arm_breaker_pump();
+  // A stream takes its place under the limiter on `slot` (released when it finishes).
+  void start_stream(const std::shared_ptr<Call>& call, int slot);
+  // Feeds the workers' heartbeat throughput to the limiter, every heartbeat interval.
+  void arm_stream_sampling();
+  void sample_streams();
   void retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss, int worker_slot);
   void check_shutdown_done();
   // Affinity routing for a call that names a model: narrows `candidates` to the workers that
@@ -187,6 +208,15 @@ class WorkerPool final : public LinkObserver {
   // Links out of rotation that are still alive (draining) or waiting to be reaped.
   std::vector<std::shared_ptr<WorkerLink>> retired_;
   std::deque<std::shared_ptr<Call>> queue_;
+  // Streams waiting for a place under the stream limit, in arrival order; they start before
+  // anything in queue_. Shared with the streams' finish hooks, which may outlive the pool.
+  std::deque<std::shared_ptr<Call>> held_streams_;
+  std::shared_ptr<StreamLimiter> stream_limiter_ = std::make_shared<StreamLimiter>(StreamLimiterConfig{});
+  StreamingConfig streaming_;
+  std::map<int, Clock::time_point> stream_sampled_;  // slot -> heartbeat last sampled
+  asio::steady_timer stream_sample_timer_;
+  std::uint64_t streams_waited_ = 0;
+  int streams_peak_ = 0;
   // Requests in the pool and retries among them; shared with the calls' finish hooks, which
   // may run after the pool is gone.
   struct CallCounters {

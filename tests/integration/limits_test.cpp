@@ -165,6 +165,12 @@ TEST(Limits, ClientNotReadingItsStreamGets32010AndOthersAreUnaffected) {
   // Chunks arrive far faster than this client (which reads nothing) takes them.
   const auto id = slow.send_request("generate", {{"prompt", "flood"}, {"max_tokens", 200000}, {"stream", true}});
   EXPECT_TRUE(bystander_served(d));
+  // It reads nothing until droverd has given up on it: a client that reads, even slowly, has
+  // its chunks coalesced and may well get its whole stream (stream_flow_test.cpp).
+  EXPECT_TRUE(wait_until([&] {
+    auto c = d.client();
+    return c.call("telemetry.metrics")["result"]["streams"]["slow_consumer_cancels_total"] == 1;
+  }));
   const json r = reply_to(slow, id);
   EXPECT_EQ(error_code(r), -32010) << r.dump();
   EXPECT_TRUE(bystander_served(d));

@@ -15,8 +15,8 @@ struct Captured {
 
   CallSink sink() {
     CallSink s;
-    s.chunk = [this](std::string&& n) {
-      chunks.push_back(json::parse(n));
+    s.chunk = [this](const StreamChunk& chunk) {
+      chunks.push_back(json::parse(chunk.notification()));
       return accept_chunks;
     };
     s.reply = [this](std::string&& r) { replies.push_back(json::parse(r)); };

@@ -1,0 +1,93 @@
+#include "supervisor/pipeline/stream_limiter.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace drover::supervisor {
+namespace {
+
+constexpr double kMinGradient = 0.5;
+constexpr double kSmoothing = 0.2;
+// How far one single-request sample moves the baseline down.
+constexpr double kBaselineFollow = 0.3;
+
+}  // namespace
+
+void StreamLimiter::reconfigure(const StreamLimiterConfig& config) { config_ = config; }
+
+StreamLimiter::Worker& StreamLimiter::worker(int slot) { return workers_[slot]; }
+
+int StreamLimiter::limit(int slot) const {
+  if (config_.per_worker > 0) return config_.per_worker;
+  const auto it = workers_.find(slot);
+  const double l = it == workers_.end() ? kInitialLimit : it->second.limit;
+  return std::max(1, static_cast<int>(l));
+}
+
+int StreamLimiter::total_limit() const {
+  if (config_.total > 0) return config_.total;
+  int sum = 0;
+  for (const auto& [slot, w] : workers_) sum += limit(slot);
+  // Before any worker is known, one worker's worth.
+  return workers_.empty() ? limit(-1) : sum;
+}
+
+int StreamLimiter::active(int slot) const {
+  const auto it = workers_.find(slot);
+  return it == workers_.end() ? 0 : it->second.active;
+}
+
+std::map<int, int> StreamLimiter::limits() const {
+  std::map<int, int> out;
+  for (const auto& [slot, w] : workers_) out[slot] = limit(slot);
+  return out;
+}
+
+bool StreamLimiter::can_start(int slot) const {
+  return active(slot) < limit(slot) && active_total() < total_limit();
+}
+
+void StreamLimiter::start(StreamKey stream, int slot) {
+  const auto [it, fresh] = holders_.try_emplace(stream, slot);
+  if (!fresh) {
+    if (it->second == slot) return;
+    --worker(it->second).active;
+    it->second = slot;
+  }
+  ++worker(slot).active;
+}
+
+void StreamLimiter::end(StreamKey stream) {
+  const auto it = holders_.find(stream);
+  if (it == holders_.end()) return;
+  --worker(it->second).active;
+  holders_.erase(it);
+}
+
+void StreamLimiter::remove_worker(int slot) {
+  // Streams the scaled-away worker still finishes (it drains) no longer count.
+  for (auto it = holders_.begin(); it != holders_.end();) {
+    it = it->second == slot ? holders_.erase(it) : std::next(it);
+  }
+  workers_.erase(slot);
+}
+
+void StreamLimiter::on_sample(int slot, double tokens_per_s, std::int64_t running) {
+  Worker& w = worker(slot);
+  if (!adaptive() || running <= 0 || !(tokens_per_s > 0)) return;
+  const double rate = tokens_per_s / static_cast<double>(running);
+  if (running == 1 && rate < w.baseline) {
+    // Alone, a request runs at the worker's uncontended rate: a slower worker lowers it.
+    w.baseline += kBaselineFollow * (rate - w.baseline);
+  } else {
+    w.baseline = std::max(w.baseline, rate);
+  }
+  const double gradient = std::clamp(rate / w.baseline, kMinGradient, 1.0);
+  const double target = w.limit * gradient + std::sqrt(w.limit);
+  // Not binding (fewer than half the places used): the sample says nothing about more streams.
+  if (target > w.limit && w.active < w.limit / 2) return;
+  w.limit = std::clamp(w.limit * (1 - kSmoothing) + target * kSmoothing, 1.0,
+                       static_cast<double>(std::max(1, config_.max_limit)));
+}
+
+}  // namespace drover::supervisor

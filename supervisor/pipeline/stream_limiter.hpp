@@ -1,0 +1,91 @@
+// StreamLimiter: how many streamed generate requests may run at once, per worker and in total,
+// and which streams hold a place. Streams beyond the limit are not refused: the pool keeps
+// them queued and starts them as places free up. Pure logic (the caller passes the samples);
+// owned by WorkerPool; supervisor thread only.
+//
+// Limits: streaming.max_concurrent_per_worker > 0 fixes every worker's limit; 0 makes it
+// adaptive. streaming.max_concurrent_total > 0 caps the sum; 0 means the sum of the workers'
+// limits.
+//
+// The adaptive rule is a throughput gradient (the rate form of Netflix's Gradient2 concurrency
+// limit). From each heartbeat the worker reports its generated tokens/s over the last interval
+// and the requests it runs; their ratio is the per-request rate r. The worker's baseline rate
+// b is the best r seen; only a sample with a single request running (the uncontended rate)
+// can lower it (30% of the way per sample), so a worker that got slower is followed, while
+// sustained saturation cannot talk the baseline down and let the limit creep up.
+//   gradient = clamp(r / b, 0.5, 1)          1: streams do not slow each other down
+//   target   = limit * gradient + sqrt(limit) sqrt(limit): headroom to probe upwards
+//   limit    = 0.8 * limit + 0.2 * target     smoothed, within [1, max_limit]
+// and the limit only grows while it binds (the worker runs at least half its limit of
+// streams), so a quiet worker's limit does not drift up unmeasured.
+// Worked example, initial limit 8: a worker whose streams each run at 100 tokens/s alone
+// reports 800 tokens/s with 8 running: r = 100, gradient 1, target 8 + 2.8 = 10.8, limit
+// 8.6 -> it grows ~7% per heartbeat while streams keep full speed. A worker that can generate
+// only 400 tokens/s in all reports r = 50 at 8 streams: gradient 0.5, target 4 + 2.8 = 6.8,
+// limit 7.8, and it settles where limit = 4 + sqrt(limit), i.e. ~6.6 streams (each ~60 t/s)
+// instead of slowing every stream further as more arrive.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <unordered_map>
+
+namespace drover::supervisor {
+
+struct StreamLimiterConfig {
+  int per_worker = 0;  // 0: adaptive
+  int total = 0;       // 0: sum of the workers' limits
+  int max_limit = 256;  // a worker's adaptive limit never exceeds this (workers.max_inflight)
+};
+
+class StreamLimiter {
+ public:
+  using StreamKey = const void*;  // one stream (the pool uses its Call)
+  static constexpr double kInitialLimit = 8;
+
+  explicit StreamLimiter(const StreamLimiterConfig& config) : config_(config) {}
+  void reconfigure(const StreamLimiterConfig& config);
+
+  // Whether a new stream may start on `slot` now (room there and in total).
+  bool can_start(int slot) const;
+  // Whether `stream` already holds a place (a stream failing over keeps its place).
+  bool holds(StreamKey stream) const { return holders_.contains(stream); }
+  // `stream` runs on `slot` from now; a stream that held a place elsewhere moves it.
+  void start(StreamKey stream, int slot);
+  // `stream` ended: its place is free.
+  void end(StreamKey stream);
+  // A worker slot in the pool (idempotent); the total limit sums the known workers' limits.
+  void add_worker(int slot) { workers_.try_emplace(slot); }
+  // A worker slot left the pool (scaled away).
+  void remove_worker(int slot);
+
+  // One heartbeat of `slot`: `tokens_per_s` generated over its last interval while it ran
+  // `running` requests. Ignored unless adaptive, and when there is nothing to learn from.
+  void on_sample(int slot, double tokens_per_s, std::int64_t running);
+
+  int limit(int slot) const;
+  int total_limit() const;
+  int active(int slot) const;
+  int active_total() const { return static_cast<int>(holders_.size()); }
+  // Places free in total (what may start before the total limit binds).
+  int total_room() const { return std::max(0, total_limit() - active_total()); }
+  bool adaptive() const { return config_.per_worker <= 0; }
+  // Workers the limiter knows, by slot: their current limit.
+  std::map<int, int> limits() const;
+
+ private:
+  struct Worker {
+    double limit = kInitialLimit;
+    double baseline = 0;  // per-request tokens/s; 0 until the first sample
+    int active = 0;
+  };
+  Worker& worker(int slot);
+
+  StreamLimiterConfig config_;
+  std::map<int, Worker> workers_;
+  std::unordered_map<StreamKey, int> holders_;  // stream -> slot
+};
+
+}  // namespace drover::supervisor
