@@ -60,6 +60,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
+  handler_->pipeline().register_metrics(metrics_);
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
   if (config_.metrics.enabled && !config_.metrics.listen.empty()) {

@@ -17,6 +17,7 @@
 #include "supervisor/admin/control.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pipeline/request_pipeline.hpp"
 #include "supervisor/pool/worker_pool.hpp"
 
 namespace drover::supervisor {
@@ -41,13 +42,15 @@ class RequestHandler {
   // involved included (-32009, -32001: zero durations). The metrics hook.
   using Observer = std::function<void(CallKind kind, const CallOutcome& outcome)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // The stages between this handler and the pool (cache, dedup, coalescing).
+  RequestPipeline& pipeline() { return pipeline_; }
 
  private:
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
   void answer_admin(proto::RpcRequest& req, Reply& reply);
   void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
                   proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms,
-                  std::string model);
+                  std::string model, PipelineRequest pipeline_request = {});
   proto::json health() const;
   proto::json workers_list() const;
   proto::json telemetry() const;
@@ -61,6 +64,7 @@ class RequestHandler {
   Clock::time_point started_ = Clock::now();
   bool draining_ = false;
   Observer observer_;
+  RequestPipeline pipeline_;
   std::shared_ptr<spdlog::logger> log_;
 };
 
