@@ -68,6 +68,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
+  handler_->pipeline().register_metrics(metrics_);
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
   stream_metrics_ = std::make_unique<StreamMetrics>(metrics_, *pool_, stream_totals_, [this] {

@@ -118,6 +118,12 @@ void add_request_options(CLI::App* sub, ThroughputOptions& opt, std::string& fra
       ->capture_default_str();
   sub->add_option("--prompt", opt.prompt, "generate prompt")->capture_default_str();
   sub->add_option("--model", opt.model, "generate model (default: the pool's default)");
+  sub->add_option("--distinct-prompts", opt.distinct_prompts,
+                  "cycle through N prompts at temperature 0 (a workload with repeats for the "
+                  "prompt cache, deduplication and coalescing); 0: one prompt, not deterministic")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  sub->add_flag("--cache-bypass", opt.cache_bypass, "send cache: \"bypass\" (skip the prompt cache)");
   sub->add_option("--framing", framing, "ndjson or content-length (droverd only)")
       ->check(CLI::IsMember({"ndjson", "content-length"}))
       ->capture_default_str();

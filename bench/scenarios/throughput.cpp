@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -28,11 +29,25 @@ using Clock = std::chrono::steady_clock;
 constexpr std::string_view kGenerate = "generate";
 constexpr std::string_view kChunk = proto::worker::method::kChunk;
 
-std::string generate_params_json(const ThroughputOptions& opt) {
+std::string generate_params_json(const ThroughputOptions& opt, int prompt_index) {
   nlohmann::json params = {{"prompt", opt.prompt}, {"max_tokens", opt.max_tokens}};
+  if (opt.distinct_prompts > 0) {
+    params["prompt"] = fmt::format("{} #{}", opt.prompt, prompt_index);
+    params["temperature"] = 0;
+  }
   if (!opt.model.empty()) params["model"] = opt.model;
   if (opt.stream) params["stream"] = true;
+  if (opt.cache_bypass) params["cache"] = "bypass";
   return params.dump();
+}
+
+std::vector<std::string> body_prefixes(const ThroughputOptions& opt) {
+  std::vector<std::string> out;
+  for (int i = 0; i < std::max(opt.distinct_prompts, 1); ++i) {
+    out.push_back(fmt::format(R"({{"jsonrpc":"2.0","method":"{}","params":{},"id":)", kGenerate,
+                              generate_params_json(opt, i)));
+  }
+  return out;
 }
 
 // What all connection threads share. Everything but `counted_sent` is written before the
@@ -40,19 +55,20 @@ std::string generate_params_json(const ThroughputOptions& opt) {
 struct RunPlan {
   explicit RunPlan(const ThroughputOptions& options)
       : opt(options),
-        body_prefix(fmt::format(R"({{"jsonrpc":"2.0","method":"{}","params":{},"id":)", kGenerate,
-                                generate_params_json(options))),
+        body_prefixes(bench::body_prefixes(options)),
         body_suffix("}") {}
 
   const ThroughputOptions& opt;
   Clock::time_point window_start;
   Clock::time_point window_end;  // sending stops here unless opt.requests is set
-  // The request text up to its id, and after it: the id is the only part that varies, so the
-  // params are serialised once, not per request.
-  std::string body_prefix;
+  // The request text up to its id (one per distinct prompt), and after it: the id (and the
+  // prompt) is the only part that varies, so the params are serialised once, not per request.
+  std::vector<std::string> body_prefixes;
   std::string body_suffix;
   // Counted requests claimed so far, across connections (--requests mode).
   std::atomic<std::int64_t> counted_sent{0};
+  // Requests sent so far, across connections: picks the next prompt round-robin.
+  std::atomic<std::uint64_t> prompt_turn{0};
   // Final replies so far, across connections; only maintained for the progress line.
   std::atomic<std::uint64_t> replies{0};
 };
@@ -110,7 +126,11 @@ class Connection {
         stopping_ = true;
         break;
       }
-      body_ = plan_.body_prefix;
+      // Relaxed: a ticket counter, nothing is published through it.
+      body_ = plan_.body_prefixes.size() == 1
+                  ? plan_.body_prefixes[0]
+                  : plan_.body_prefixes[plan_.prompt_turn.fetch_add(1, std::memory_order_relaxed) %
+                                        plan_.body_prefixes.size()];
       body_ += std::to_string(next_id_++);
       body_ += plan_.body_suffix;
       proto::append_frame(out_, plan_.opt.framing, body_);

@@ -43,6 +43,13 @@ struct ThroughputOptions {
   std::string model;  // empty: not sent (the pool's default model)
   int max_tokens = 16;
   bool stream = false;
+  // > 0: a workload with repeats for the pipeline stages (docs/PIPELINE.md): requests cycle
+  // through N prompts ("<prompt> #0" .. "#N-1") with temperature 0, so identical requests
+  // can be deduplicated, coalesced or served from the prompt cache. 0: every request is the
+  // same prompt at the default temperature (not deterministic: no stage applies).
+  int distinct_prompts = 0;
+  // Sends cache: "bypass" (deduplication and coalescing still apply).
+  bool cache_bypass = false;
   // A progress line on stderr once a second (drover_bench.cpp turns it on for a terminal).
   bool progress = false;
   // Set by --direct: the transport of the one worker link the load runs on ("socket" or

@@ -11,6 +11,7 @@
 #include "proto/methods.hpp"
 #include "proto/worker_messages.hpp"
 #include "supervisor/frontend/client_session.hpp"
+#include "supervisor/pipeline/request_key.hpp"
 #include "supervisor/version.hpp"
 
 namespace drover::supervisor {
@@ -58,6 +59,7 @@ RequestHandler::RequestHandler(asio::io_context& io, const Config& config, Worke
       pool_(pool),
       admission_(admission),
       control_(control),
+      pipeline_(io, config, pool),
       log_(component_logger("frontend")) {}
 
 void RequestHandler::handle(ClientSession& session, proto::ParsedMessage message) {
@@ -133,8 +135,11 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     auto p = proto::parse_generate_params(req.params);
     if (!p) return invalid_params(p.error());
     const std::uint64_t seed = p->seed ? *p->seed : ids_.next_seed();
+    // The key is taken before the seed is resolved: only a client's seed makes a request
+    // deterministic (and is part of its key).
+    PipelineRequest pr{deterministic_key(*p), p->cache, req.id ? req.id->dump() : std::string()};
     return start_call(session, req, std::move(reply), CallKind::generate,
-                      p->to_worker_params(seed), p->stream, p->timeout_ms, p->model);
+                      p->to_worker_params(seed), p->stream, p->timeout_ms, p->model, std::move(pr));
   }
   if (m == "tokenize") {
     auto p = proto::parse_tokenize_params(req.params);
@@ -242,7 +247,8 @@ void RequestHandler::answer_admin(proto::RpcRequest& req, Reply& reply) {
 
 void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, Reply reply,
                                 CallKind kind, json worker_params, bool stream,
-                                std::optional<std::int64_t> timeout_ms, std::string model) {
+                                std::optional<std::int64_t> timeout_ms, std::string model,
+                                PipelineRequest pipeline_request) {
   const json id = req.id.value_or(nullptr);
   if (draining_) {
     if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
@@ -301,7 +307,9 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
     pool_.on_timeout(c);
   });
   call->set_deadline(std::move(timer));
-  pool_.submit(std::move(call));
+  // A notification's rollout is decided by its internal request id.
+  if (pipeline_request.rollout_id.empty()) pipeline_request.rollout_id = call->request_id();
+  pipeline_.submit(std::move(call), std::move(pipeline_request));
 }
 
 void RequestHandler::cancel(const std::shared_ptr<Call>& call) { pool_.cancel(call); }
@@ -358,6 +366,7 @@ json RequestHandler::telemetry() const {
                        {"coalesced_frames_total", flow.merged_frames},
                        {"coalesced_chunks_total", flow.merged_chunks},
                        {"slow_consumer_cancels_total", flow.refused}}},
+          {"pipeline", pipeline_.telemetry()},
           {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
 }
 

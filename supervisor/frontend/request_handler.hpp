@@ -18,6 +18,7 @@
 #include "supervisor/frontend/stream_flow.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pipeline/request_pipeline.hpp"
 #include "supervisor/pool/worker_pool.hpp"
 
 namespace drover::supervisor {
@@ -44,13 +45,15 @@ class RequestHandler {
   void set_observer(Observer observer) { observer_ = std::move(observer); }
   // Stream flow counters of every connection, for telemetry.metrics (the Supervisor's).
   void set_stream_totals(const StreamFlow::Counters* totals) { stream_totals_ = totals; }
+  // The stages between this handler and the pool (cache, dedup, coalescing).
+  RequestPipeline& pipeline() { return pipeline_; }
 
  private:
   void handle_request(ClientSession& session, proto::RpcRequest& req, Reply reply);
   void answer_admin(proto::RpcRequest& req, Reply& reply);
   void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
                   proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms,
-                  std::string model);
+                  std::string model, PipelineRequest pipeline_request = {});
   proto::json health() const;
   proto::json workers_list() const;
   proto::json telemetry() const;
@@ -65,6 +68,7 @@ class RequestHandler {
   bool draining_ = false;
   Observer observer_;
   const StreamFlow::Counters* stream_totals_ = nullptr;
+  RequestPipeline pipeline_;
   std::shared_ptr<spdlog::logger> log_;
 };
 

@@ -27,7 +27,10 @@ void Call::mark_dispatched(const Assignment& a) {
   last_worker_ = a.slot;
   assignment_ = a;
   tried_slots_.push_back(a.slot);
-  if (!dispatched_at_) dispatched_at_ = Clock::now();
+  if (!dispatched_at_) {
+    dispatched_at_ = Clock::now();
+    if (auto relay = relay_.lock()) relay->on_dispatched();
+  }
 }
 
 Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t worker_index) {
@@ -45,6 +48,7 @@ Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t wor
   if (!first_output_at_) first_output_at_ = Clock::now();
   const std::uint64_t index = chunks_sent_++;
   sent_chunks_.push_back(text);
+  if (auto relay = relay_.lock()) relay->on_chunk(text, index);
   if (!sink_.chunk) return ChunkResult::delivered;
   return sink_.chunk(StreamChunk{this, request_id_, client_id_, index, text})
              ? ChunkResult::delivered
@@ -60,14 +64,14 @@ void Call::finish_from_worker(const json& worker_result, int worker_slot) {
   if (done()) return;
   const auto now = Clock::now();
   if (!first_output_at_) first_output_at_ = now;
+  if (auto relay = relay_.lock()) relay->on_result(worker_result, worker_slot);
   json result = worker_result.is_object() ? worker_result : json{{"value", worker_result}};
   if (const auto r = result.find("finish_reason"); r != result.end() && *r == "cancelled") {
     outcome_.cancelled = true;
   }
   if (kind_ == CallKind::generate) {
     result["worker"] = worker_slot >= 0 ? json(worker_slot) : json(nullptr);
-    // No cache stage exists yet, so every answer comes from a worker.
-    if (!result.contains("cache")) result["cache"] = "miss";
+    result["cache"] = cache_status_;
     const auto dispatched = dispatched_at_.value_or(now);
     result["timing"] = {{"queue_ms", ms_between(accepted_at_, dispatched)},
                         {"ttft_ms", ms_between(accepted_at_, *first_output_at_)},
@@ -104,6 +108,7 @@ void Call::finish_cancelled() {
 
 void Call::finish_error(RpcError code, std::string_view message, const json& data) {
   if (done()) return;
+  if (auto relay = relay_.lock()) relay->on_error(code, message, data);
   outcome_.code = code_of(code);
   outcome_.cancelled = code == RpcError::cancelled;
   complete(notification_ ? std::string() : proto::make_error(client_id_, code, message, data));
@@ -114,6 +119,7 @@ void Call::complete(std::string&& reply) {
   outcome_.total = Clock::now() - accepted_at_;
   if (first_output_at_) outcome_.ttft = *first_output_at_ - accepted_at_;
   if (deadline_) deadline_->cancel();
+  relay_.reset();
   if (!reply.empty() && sink_.reply) sink_.reply(std::move(reply));
   sink_ = {};
   auto hooks = std::move(finish_hooks_);

@@ -50,6 +50,22 @@ struct CallSink {
   std::function<void(std::string&& reply)> reply;
 };
 
+// Receives a call's output as the pool produces it, instead of (or besides) a client: the
+// request pipeline's shared executions (pipeline/shared_execution.hpp) fan one worker run out
+// to every client request that asked for the same thing. Called on the supervisor thread from
+// inside the Call's own methods; an implementation must not finish this Call from a callback.
+class CallRelay {
+ public:
+  virtual ~CallRelay() = default;
+  // The first attempt went to a worker.
+  virtual void on_dispatched() = 0;
+  // A new chunk of the stream, in order (index 0, 1, ...; failover replays are not repeated).
+  virtual void on_chunk(const std::string& text, std::uint64_t index) = 0;
+  // The worker's result, before the client-facing fields (worker, cache, timing) are added.
+  virtual void on_result(const json& worker_result, int worker_slot) = 0;
+  virtual void on_error(RpcError code, std::string_view message, const json& data) = 0;
+};
+
 // How a call ended, for metrics; filled in when it finishes.
 struct CallOutcome {
   int code = 0;            // 0: answered with a result; else the JSON-RPC error code sent
@@ -101,6 +117,14 @@ class Call : public std::enable_shared_from_this<Call> {
   const std::optional<Assignment>& assignment() const { return assignment_; }
 
   void set_streaming(bool s) { stream_ = s; }
+  // The output also goes to `relay` (held weakly: a relay that is gone is skipped).
+  void set_relay(std::weak_ptr<CallRelay> relay) { relay_ = std::move(relay); }
+  // The result's `cache` field (DESIGN.md section 4): how the pipeline answered this call.
+  void set_cache_status(std::string_view status) { cache_status_ = status; }
+  // A call answered from a shared execution: when that execution reached a worker.
+  void note_dispatched() {
+    if (!dispatched_at_) dispatched_at_ = Clock::now();
+  }
   // The model the request names; empty: the worker's default model.
   const std::string& model() const { return model_; }
   void set_model(std::string model) { model_ = std::move(model); }
@@ -150,6 +174,8 @@ class Call : public std::enable_shared_from_this<Call> {
   std::string worker_method_;
   json worker_params_;
   CallSink sink_;
+  std::weak_ptr<CallRelay> relay_;
+  std::string cache_status_ = "miss";
   State state_ = State::queued;
   bool stream_ = false;
   std::string model_;

@@ -1,0 +1,51 @@
+// FeatureFlags: percentage rollout of the pipeline stages (config block feature_flags). A
+// stage applies to a request when its block says `enabled` AND the request falls in the
+// stage's rollout percentage. Inclusion is decided by a stable hash of the request id (the
+// client's JSON-RPC id as JSON text, or droverd's internal request id for a notification), so
+// the same id is in or out every time, on every droverd. Each stage hashes with its own salt,
+// so a request left out of one stage is not thereby left out of all of them.
+//
+//   bucket = fnv1a("<stage>:" + id) % 100;  in  <=>  bucket < rollout_percent
+//   e.g. rollout 25: ids whose bucket is 0..24 are in (about a quarter), 25..99 out;
+//        rollout 0: nobody, 100: everybody.
+//
+// Counts the decisions it makes (in / out per stage) for telemetry. Owned by the
+// RequestPipeline; supervisor thread only.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "common/config.hpp"
+#include "proto/jsonrpc.hpp"
+
+namespace drover::supervisor {
+
+enum class Stage { prompt_cache, request_deduplication, request_coalescing, batch_queue, stream_coalescing };
+inline constexpr std::size_t kStageCount = 5;
+
+std::string_view stage_name(Stage stage);
+
+class FeatureFlags {
+ public:
+  // The stage's bucket for `request_id` (0..99).
+  static int bucket(Stage stage, std::string_view request_id);
+
+  // Whether `stage` applies to the request, given the stage's `enabled` and the config's
+  // rollout percentage; counted.
+  bool admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags, std::string_view request_id);
+
+  static int rollout_percent(Stage stage, const FeatureFlagsConfig& flags);
+
+  struct Counts {
+    std::uint64_t in = 0;
+    std::uint64_t out = 0;
+  };
+  const Counts& counts(Stage stage) const { return counts_[static_cast<std::size_t>(stage)]; }
+
+ private:
+  std::array<Counts, kStageCount> counts_{};
+};
+
+}  // namespace drover::supervisor

@@ -1,0 +1,255 @@
+#include "supervisor/pipeline/request_pipeline.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include "proto/worker_messages.hpp"
+
+namespace drover::supervisor {
+namespace {
+
+// Results worth keeping: a run that was cancelled (its last subscriber left) or failed is
+// not the request's answer.
+bool complete_result(const json& r) {
+  if (!r.is_object()) return false;
+  const auto f = r.find("finish_reason");
+  return f != r.end() && f->is_string() && (*f == "stop" || *f == "length");
+}
+
+// What a stored result keeps: the worker's answer without per-run fields.
+json storable(const json& worker_result) {
+  json r = worker_result;
+  r.erase("worker");
+  r.erase("cache");
+  r.erase("timing");
+  return r;
+}
+
+}  // namespace
+
+RequestPipeline::RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool)
+    : io_(io), config_(config), pool_(pool), cache_(cache_limits()) {}
+
+RequestPipeline::~RequestPipeline() {
+  // Runs still in the pool must not call back into a pipeline that is gone: dropping them
+  // here expires the relays their calls hold weakly.
+  for (auto& [raw, run] : live_) {
+    run->on_finished({});
+    run->on_abandoned({});
+  }
+}
+
+PromptCache::Limits RequestPipeline::cache_limits() const {
+  const auto& c = config_.prompt_cache;
+  return {c.max_entries, c.max_bytes, c.ttl};
+}
+
+InFlightTable::Limits RequestPipeline::table_limits() const {
+  const auto& d = config_.request_deduplication;
+  return {d.max_entries, d.ttl};
+}
+
+void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
+  if (call->kind() != CallKind::generate) return pool_.submit(std::move(call));
+  if (!req.key) {
+    ++stats_.bypassed;
+    call->set_cache_status("bypass");
+    return pool_.submit(std::move(call));
+  }
+  const std::string& key = *req.key;
+  const bool stream = call->streaming();
+  const auto now = Clock::now();
+
+  // 1. Prompt cache.
+  const bool use_cache =
+      req.cache == proto::CacheMode::use &&
+      flags_.admits(Stage::prompt_cache, config_.prompt_cache.enabled, config_.feature_flags,
+                    req.rollout_id);
+  if (use_cache) {
+    if (const auto limits = cache_limits(); limits.max_entries != cache_.limits().max_entries ||
+                                            limits.max_bytes != cache_.limits().max_bytes ||
+                                            limits.ttl != cache_.limits().ttl) {
+      cache_.set_limits(limits, now);  // reloaded
+    }
+    if (const CachedResult* hit = cache_.find(key, now)) {
+      return serve_stored(*call, hit->result, hit->chunks, -1, "hit");
+    }
+  }
+
+  // 2. A run of the same request in progress (or just finished).
+  const Stage share_stage = stream ? Stage::request_coalescing : Stage::request_deduplication;
+  const bool share_enabled =
+      stream ? config_.request_coalescing.enabled : config_.request_deduplication.enabled;
+  const bool share = flags_.admits(share_stage, share_enabled, config_.feature_flags, req.rollout_id);
+  if (share) {
+    if (auto run = table_.find_running(key, stream); run && run->joinable()) {
+      ++(stream ? stats_.coalesced : stats_.dedup_shared);
+      return run->subscribe(call, "coalesced");
+    }
+    // A remembered result is a cached answer too: `cache: "bypass"` asked for a fresh run.
+    if (!stream && req.cache == proto::CacheMode::use) {
+      if (const auto* recent = table_.find_recent(key, now)) {
+        ++stats_.dedup_shared;
+        ++stats_.dedup_recent;
+        return serve_stored(*call, recent->result, {}, recent->worker_slot, "coalesced");
+      }
+    }
+  }
+
+  // 3. A new run; through a SharedExecution only when a stage wants its output.
+  if (!use_cache && !share) {
+    ++stats_.bypassed;
+    call->set_cache_status("bypass");
+    return pool_.submit(std::move(call));
+  }
+  auto execution = std::make_shared<Call>(CallKind::generate, call->request_id(), nullptr, false,
+                                          call->worker_method(), call->worker_params(), CallSink{});
+  execution->set_streaming(stream);
+  execution->set_model(call->model());
+  // Chunks are kept for joiners (bounded by max_replay_bytes) and for the cache entry.
+  const std::size_t replay_bytes = !stream ? 0
+                                   : share ? config_.request_coalescing.max_replay_bytes
+                                           : config_.prompt_cache.max_bytes;
+  auto run = SharedExecution::create(execution, replay_bytes);
+  live_.emplace(run.get(), run);
+  // A full table only means this run is not shared.
+  if (share) table_.add_running(key, stream, run, table_limits(), now);
+  run->on_finished([this, key, stream, use_cache, share, raw = run.get()](const json* result, int slot) {
+    table_.remove_running(key, stream, raw);
+    if (result && complete_result(*result)) {
+      const auto t = Clock::now();
+      if (use_cache) {
+        // A stream whose replay buffer overflowed is stored without its chunks (a hit then
+        // streams the text as one chunk).
+        CachedResult entry{storable(*result), raw->replay_complete() ? raw->chunks()
+                                                                     : std::vector<std::string>{}};
+        if (cache_.insert(key, std::move(entry), t)) ++stats_.cache_stored;
+      }
+      if (share && !stream) table_.remember(key, storable(*result), slot, table_limits(), t);
+    }
+    live_.erase(raw);  // last: may destroy the run (the relay call holds a reference meanwhile)
+  });
+  run->on_abandoned([this, key, stream, raw = run.get(), weak = std::weak_ptr<Call>(execution)] {
+    ++stats_.abandoned;
+    table_.remove_running(key, stream, raw);
+    // Posted: this runs inside a subscriber's finish, possibly inside a worker link's chunk
+    // handler; the cancel must not re-enter either.
+    asio::post(io_, [&pool = pool_, weak] {
+      if (auto c = weak.lock(); c && !c->done()) pool.cancel(c);
+    });
+  });
+  ++stats_.executions;
+  run->subscribe(call, use_cache ? "miss" : "bypass");
+  pool_.submit(std::move(execution));
+}
+
+void RequestPipeline::serve_stored(Call& call, const json& result,
+                                   const std::vector<std::string>& chunks, int worker_slot,
+                                   std::string_view status) {
+  if (call.streaming()) {
+    const std::string& text = result.value("text", std::string());
+    const std::vector<std::string> whole = text.empty() ? std::vector<std::string>{}
+                                                        : std::vector<std::string>{text};
+    const auto& replay = chunks.empty() ? whole : chunks;
+    for (std::size_t i = 0; i < replay.size(); ++i) {
+      if (call.deliver_chunk(replay[i], i) == Call::ChunkResult::slow_consumer) {
+        return call.finish_error(RpcError::slow_consumer);
+      }
+    }
+  }
+  call.set_cache_status(status);
+  call.finish_from_worker(result, worker_slot);
+}
+
+json RequestPipeline::telemetry() const {
+  const auto& ff = config_.feature_flags;
+  auto stage = [&](Stage s, bool enabled) {
+    const auto& c = flags_.counts(s);
+    return json{{"enabled", enabled},
+                {"rollout_percent", FeatureFlags::rollout_percent(s, ff)},
+                {"requests_in", c.in},
+                {"requests_out", c.out}};
+  };
+  json cache = stage(Stage::prompt_cache, config_.prompt_cache.enabled);
+  const auto& cs = cache_.stats();
+  cache.update({{"hits_total", cs.hits},
+                {"misses_total", cs.misses},
+                {"stored_total", cs.inserts},
+                {"evictions_total", {{"entries", cs.evicted_entries},
+                                     {"bytes", cs.evicted_bytes},
+                                     {"ttl", cs.expired}}},
+                {"too_large_total", cs.too_large},
+                {"entries", cache_.entries()},
+                {"bytes", cache_.bytes()},
+                {"max_entries", cache_.limits().max_entries},
+                {"max_bytes", cache_.limits().max_bytes}});
+  json dedup = stage(Stage::request_deduplication, config_.request_deduplication.enabled);
+  dedup.update({{"shared_total", stats_.dedup_shared},
+                {"shared_recent_total", stats_.dedup_recent},
+                {"in_flight", table_.running()},
+                {"remembered", table_.recent()}});
+  json coalescing = stage(Stage::request_coalescing, config_.request_coalescing.enabled);
+  coalescing.update({{"coalesced_total", stats_.coalesced}});
+  return {{"prompt_cache", std::move(cache)},
+          {"request_deduplication", std::move(dedup)},
+          {"request_coalescing", std::move(coalescing)},
+          {"executions_total", stats_.executions},
+          {"abandoned_total", stats_.abandoned},
+          {"bypassed_total", stats_.bypassed},
+          {"runs_in_progress", live_.size()}};
+}
+
+void RequestPipeline::register_metrics(metrics::Registry& r) {
+  auto& hits = r.counter("drover_prompt_cache_hits_total",
+                         "Generate requests answered from the prompt cache (no worker involved).")
+                   .with({});
+  auto& misses = r.counter("drover_prompt_cache_misses_total",
+                           "Prompt cache lookups that found nothing (or an expired entry).")
+                     .with({});
+  auto& evictions = r.counter("drover_prompt_cache_evictions_total",
+                              "Entries removed from the prompt cache, by reason: entries "
+                              "(max_entries), bytes (max_bytes), ttl (expired).",
+                              {"reason"});
+  auto& entries = r.gauge("drover_prompt_cache_entries", "Entries in the prompt cache.").with({});
+  auto& bytes = r.gauge("drover_prompt_cache_bytes",
+                        "Size of the prompt cache's entries (key, result, stream chunks).")
+                    .with({});
+  auto& shared = r.counter("drover_dedup_shared_total",
+                           "Unary generate requests answered by an identical request's run "
+                           "(in flight, or finished within request_deduplication.ttl_ms).")
+                     .with({});
+  auto& coalesced = r.counter("drover_coalesced_streams_total",
+                              "Streaming generate requests that joined an identical stream in "
+                              "progress (buffered replay, then live chunks).")
+                        .with({});
+  auto& executions = r.counter("drover_pipeline_executions_total",
+                               "Worker runs the pipeline started for deterministic generate "
+                               "requests (the rest were answered by the cache or a shared run).")
+                         .with({});
+  auto& decisions = r.counter("drover_feature_flag_decisions_total",
+                              "Requests a pipeline stage was considered for, by stage and "
+                              "decision (in: the stage applied; out: disabled or outside the "
+                              "rollout percentage).",
+                              {"stage", "decision"});
+  r.add_collect_hook([this, &hits, &misses, &evictions, &entries, &bytes, &shared, &coalesced,
+                      &executions, &decisions] {
+    const auto& cs = cache_.stats();
+    hits.set_total(static_cast<double>(cs.hits));
+    misses.set_total(static_cast<double>(cs.misses));
+    evictions.with({"entries"}).set_total(static_cast<double>(cs.evicted_entries));
+    evictions.with({"bytes"}).set_total(static_cast<double>(cs.evicted_bytes));
+    evictions.with({"ttl"}).set_total(static_cast<double>(cs.expired));
+    entries.set(static_cast<double>(cache_.entries()));
+    bytes.set(static_cast<double>(cache_.bytes()));
+    shared.set_total(static_cast<double>(stats_.dedup_shared));
+    coalesced.set_total(static_cast<double>(stats_.coalesced));
+    executions.set_total(static_cast<double>(stats_.executions));
+    for (Stage s : {Stage::prompt_cache, Stage::request_deduplication, Stage::request_coalescing}) {
+      const auto& c = flags_.counts(s);
+      const std::string name(stage_name(s));
+      decisions.with({name, "in"}).set_total(static_cast<double>(c.in));
+      decisions.with({name, "out"}).set_total(static_cast<double>(c.out));
+    }
+  });
+}
+
+}  // namespace drover::supervisor

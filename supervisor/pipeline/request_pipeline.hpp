@@ -1,0 +1,104 @@
+// RequestPipeline: the stages between the frontend and the pool (shared/DESIGN.md section 1:
+// cache -> dedup/coalesce -> pool). The RequestHandler hands it every Call it admitted; it
+// answers what it can without a worker and passes the rest on to the WorkerPool:
+//
+//   1. prompt cache (prompt_cache): a deterministic request whose result is cached is answered
+//      at once, without a worker; a streaming one gets the cached chunks, then the result.
+//   2. deduplication (request_deduplication, unary requests) and coalescing
+//      (request_coalescing, streaming requests): a request identical to a run in progress
+//      subscribes to that run instead of starting one; a unary request identical to one that
+//      finished within request_deduplication.ttl gets that result.
+//   3. otherwise a new run (SharedExecution) goes to the pool; its result is stored in the
+//      cache and, for deduplication, remembered for ttl.
+// Each stage applies when its block says `enabled` and the request is in the stage's rollout
+// (FeatureFlags). Requests that are not deterministic, `cache: "bypass"` for stage 1, and
+// tokenize / detokenize go straight on.
+//
+// The result's `cache` field says which way a generate was answered:
+//   hit        from the prompt cache (no worker was involved; `worker` is null)
+//   coalesced  from a run another request started (dedup follower, stream joiner, or a
+//              remembered result)
+//   miss       its own run on a worker, after a cache lookup that missed
+//   bypass     its own run on a worker without a cache lookup: `cache: "bypass"`, the cache
+//              stage off or the request outside its rollout, or not deterministic
+//
+// Owned by the RequestHandler; reads the live Config on every request, so a reload applies
+// to the next request. Supervisor thread only.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "common/config.hpp"
+#include "common/metrics.hpp"
+#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pipeline/feature_flags.hpp"
+#include "supervisor/pipeline/in_flight_table.hpp"
+#include "supervisor/pipeline/prompt_cache.hpp"
+#include "supervisor/pool/worker_pool.hpp"
+
+namespace drover::supervisor {
+
+// What the pipeline needs to know about a request besides its Call.
+struct PipelineRequest {
+  // deterministic_key() of a generate; nullopt: not deterministic, or not a generate.
+  std::optional<std::string> key;
+  proto::CacheMode cache = proto::CacheMode::use;
+  // Feature-flag hash input: the client's id as JSON text, or the internal request id.
+  std::string rollout_id;
+};
+
+struct PipelineStats {
+  std::uint64_t executions = 0;      // runs started for deterministic requests
+  std::uint64_t dedup_shared = 0;    // unary requests answered by another request's run
+  std::uint64_t dedup_recent = 0;    //   of which from a remembered (finished) result
+  std::uint64_t coalesced = 0;       // streaming requests that joined a stream in progress
+  std::uint64_t cache_stored = 0;    // results put into the prompt cache
+  std::uint64_t abandoned = 0;       // runs cancelled because every subscriber left
+  std::uint64_t bypassed = 0;        // generate requests no stage applied to
+};
+
+class RequestPipeline {
+ public:
+  RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool);
+  ~RequestPipeline();
+  RequestPipeline(const RequestPipeline&) = delete;
+  RequestPipeline& operator=(const RequestPipeline&) = delete;
+
+  // REQUIRES: call->state() == queued, not yet submitted anywhere.
+  void submit(std::shared_ptr<Call> call, PipelineRequest request);
+
+  // The `pipeline` object of telemetry.metrics.
+  json telemetry() const;
+  // Declares the pipeline's Prometheus families in `registry` and a hook that fills them at
+  // scrape time. REQUIRES: this pipeline outlives the registry's use of the hook.
+  void register_metrics(metrics::Registry& registry);
+
+  const PromptCache& cache() const { return cache_; }
+  const PipelineStats& stats() const { return stats_; }
+  const FeatureFlags& flags() const { return flags_; }
+
+ private:
+  // Answers `call` from a stored result: streams `chunks` first (or the text as one chunk when
+  // the result was not produced streamed), then the result with `cache` = status.
+  static void serve_stored(Call& call, const json& result, const std::vector<std::string>& chunks,
+                           int worker_slot, std::string_view status);
+  PromptCache::Limits cache_limits() const;
+  InFlightTable::Limits table_limits() const;
+
+  asio::io_context& io_;
+  const Config& config_;
+  WorkerPool& pool_;
+  FeatureFlags flags_;
+  PromptCache cache_;
+  InFlightTable table_;
+  // Every run in progress, so it lives until it ends; the calls hold it only weakly.
+  std::unordered_map<const SharedExecution*, std::shared_ptr<SharedExecution>> live_;
+  PipelineStats stats_;
+};
+
+}  // namespace drover::supervisor
