@@ -38,6 +38,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
                                        run_dir_, config_.routing.strategy);
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
+  pool_->set_batching(config_.batch_queue);
   handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
   Listener::Options client;
   client.path = config_.server.socket;
@@ -60,6 +61,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
+  pool_->batcher().set_histograms(&collector_->batch_size(), &collector_->batch_time());
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
   if (config_.metrics.enabled && !config_.metrics.listen.empty()) {
@@ -168,6 +170,7 @@ json Supervisor::reload(std::string& error) {
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
   pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
+  pool_->set_batching(config_.batch_queue);
   log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
              fmt::join(applied, ", "),
              restart_required.empty() ? std::string()

@@ -89,6 +89,9 @@ class Call : public std::enable_shared_from_this<Call> {
   const std::optional<Assignment>& assignment() const { return assignment_; }
 
   void set_streaming(bool s) { stream_ = s; }
+  // The client's priority (generate, tokenize); the pool queue orders by it.
+  proto::Priority priority() const { return priority_; }
+  void set_priority(proto::Priority p) { priority_ = p; }
   // The model the request names; empty: the worker's default model.
   const std::string& model() const { return model_; }
   void set_model(std::string model) { model_ = std::move(model); }
@@ -140,6 +143,7 @@ class Call : public std::enable_shared_from_this<Call> {
   CallSink sink_;
   State state_ = State::queued;
   bool stream_ = false;
+  proto::Priority priority_ = proto::Priority::normal;
   std::string model_;
   int attempts_ = 0;
   int last_worker_ = -1;

@@ -60,6 +60,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.preload = preload_;
   opt.max_message_bytes = config_.max_message_bytes;
   opt.max_notifications_per_s = config_.max_notifications_per_s;
+  opt.batcher = batcher_;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
   link->start();
   return link;
@@ -161,8 +162,21 @@ void WorkerPool::submit(std::shared_ptr<Call> call) {
   }
   ++counters_->active;
   call->on_finish([counters = counters_] { --counters->active; });
-  queue_.push_back(std::move(call));
+  const auto priority = call->priority();
+  const auto since = call->accepted_at();
+  queue_.push_back(std::move(call), priority, since);
   pump();
+}
+
+void WorkerPool::set_batching(const BatchQueueConfig& config) {
+  batcher_->reconfigure(config);
+  queue_.set_enabled(config.priority_queue);
+  queue_.set_aging_step(config.priority_aging);
+}
+
+json WorkerPool::batch_stats() const {
+  return batcher_->stats({queue_.depth(Priority::high), queue_.depth(Priority::normal),
+                          queue_.depth(Priority::low)});
 }
 
 void WorkerPool::pump() {
@@ -171,8 +185,8 @@ void WorkerPool::pump() {
   std::vector<RouteCandidate> untried;
   const auto now = Clock::now();
   while (!queue_.empty()) {
-    if (queue_.front()->done()) {
-      queue_.pop_front();
+    if (queue_.front(now)->done()) {
+      queue_.pop(now);
       continue;
     }
     candidates.clear();
@@ -189,8 +203,7 @@ void WorkerPool::pump() {
       arm_breaker_pump();
       return;
     }
-    std::shared_ptr<Call> call = std::move(queue_.front());
-    queue_.pop_front();
+    std::shared_ptr<Call> call = queue_.pop(now);
     if (!call->model().empty() && !route_by_model(call, candidates)) continue;
     // A retry goes to a worker it has not tried, when there is one.
     std::span<const RouteCandidate> choice = candidates;
@@ -249,8 +262,7 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
     }
     return;
   }
-  const auto it = std::find(queue_.begin(), queue_.end(), call);
-  if (it != queue_.end()) queue_.erase(it);
+  queue_.erase(call);
   if (auto w = awaiting_.find(call->model()); w != awaiting_.end()) {
     std::erase(w->second, call);
     if (w->second.empty()) awaiting_.erase(w);
@@ -421,14 +433,18 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
   call->mark_requeued();
   const Millis delay = retry_.backoff(call->attempts(), uniform());
   if (delay.count() == 0) {
-    queue_.push_front(std::move(call));
+    const auto priority = call->priority();
+    const auto since = call->accepted_at();
+    queue_.push_front(std::move(call), priority, since);
     return;
   }
   auto timer = std::make_shared<asio::steady_timer>(io_, delay);
   timer->async_wait([this, timer, call = std::move(call)](boost::system::error_code ec) mutable {
     if (ec || call->done()) return;
     if (shutting_down_) return call->finish_error(RpcError::shutting_down);
-    queue_.push_front(std::move(call));
+    const auto priority = call->priority();
+    const auto since = call->accepted_at();
+    queue_.push_front(std::move(call), priority, since);
     pump();
   });
 }
@@ -532,7 +548,7 @@ void WorkerPool::reconfigure(const WorkersConfig& workers, const CircuitBreakerC
 void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
-  for (auto& call : std::exchange(queue_, {})) call->finish_error(RpcError::shutting_down);
+  queue_.drain([](std::shared_ptr<Call>& call) { call->finish_error(RpcError::shutting_down); });
   for (auto& [model, calls] : std::exchange(awaiting_, {})) {
     for (auto& call : calls) call->finish_error(RpcError::shutting_down);
   }

@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "supervisor/pipeline/batcher.hpp"
 #include "supervisor/pipeline/call.hpp"
+#include "supervisor/pipeline/priority_queue.hpp"
 #include "supervisor/pool/restart_policy.hpp"
 #include "supervisor/pool/retry_policy.hpp"
 #include "supervisor/pool/worker_link.hpp"
@@ -104,6 +106,13 @@ class WorkerPool final : public LinkObserver {
   // Graceful stop of every worker; `done` runs once all processes are reaped.
   void shutdown(std::function<void()> done);
 
+  // The batch_queue block (at start and on reload): batching on the links, and whether the
+  // queue orders by priority.
+  void set_batching(const BatchQueueConfig& config);
+  Batcher& batcher() { return *batcher_; }
+  // telemetry.batchStats: the Batcher's figures plus the queue depth per priority.
+  json batch_stats() const;
+
   PoolCounts counts() const;
   std::vector<WorkerSnapshot> snapshot() const;
   const PoolStats& stats() const { return stats_; }
@@ -181,7 +190,9 @@ class WorkerPool final : public LinkObserver {
   std::vector<std::shared_ptr<WorkerLink>> spares_;
   // Links out of rotation that are still alive (draining) or waiting to be reaped.
   std::vector<std::shared_ptr<WorkerLink>> retired_;
-  std::deque<std::shared_ptr<Call>> queue_;
+  // Calls waiting for a worker, by priority (supervisor/pipeline/priority_queue.hpp).
+  PriorityQueue<std::shared_ptr<Call>> queue_;
+  std::shared_ptr<Batcher> batcher_ = std::make_shared<Batcher>(BatchQueueConfig{});
   // Requests in the pool and retries among them; shared with the calls' finish hooks, which
   // may run after the pool is gone.
   struct CallCounters {
