@@ -475,6 +475,7 @@ Config read_blocks(const YAML::Node& root) {
     r.boolean("adaptive_sizing", b.adaptive_sizing);
     r.fractional_millis("target_batch_time_ms", b.target_batch_time, 0.01, 60'000.0);
     r.boolean("priority_queue", b.priority_queue);
+    r.millis("priority_aging_ms", b.priority_aging, 1, 3'600'000);
     r.boolean("adaptive_window", b.adaptive_window);
     r.boolean("fast_path", b.fast_path);
     r.finish();
@@ -727,6 +728,7 @@ nlohmann::json to_json(const Config& c) {
         {"adaptive_sizing", c.batch_queue.adaptive_sizing},
         {"target_batch_time_ms", c.batch_queue.target_batch_time.count() / 1000.0},
         {"priority_queue", c.batch_queue.priority_queue},
+        {"priority_aging_ms", c.batch_queue.priority_aging.count()},
         {"adaptive_window", c.batch_queue.adaptive_window},
         {"fast_path", c.batch_queue.fast_path}}},
       {"request_deduplication",

@@ -198,6 +198,9 @@ struct BatchQueueConfig {
   std::chrono::microseconds target_batch_time{10'000};
   // high before normal before low, with high never starved behind low.
   bool priority_queue = true;
+  // Aging: a queued request counts one priority higher for every priority_aging it has
+  // waited, so low is not starved forever (supervisor/pipeline/priority_queue.hpp).
+  Millis priority_aging{100};
   // Window chosen from the queue depth (0-1: 0.75 ms, 2-5: 1 ms, 6+: 2 ms), smoothed.
   bool adaptive_window = true;
   // An empty queue sends a lone request at once instead of waiting for the window.

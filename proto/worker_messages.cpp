@@ -15,10 +15,8 @@ bool int_code(const json& code) {
   return c >= std::numeric_limits<int>::min() && c <= std::numeric_limits<int>::max();
 }
 
-}  // namespace
-
-boost::system::result<WorkerMessage, std::string> parse_worker_message(std::string_view text) {
-  using R = boost::system::result<WorkerMessage, std::string>;
+boost::system::result<json, std::string> parse_text(std::string_view text) {
+  using R = boost::system::result<json, std::string>;
   bool too_deep = false;
   json value = parse_json(text, &too_deep);
   if (too_deep) {
@@ -26,6 +24,11 @@ boost::system::result<WorkerMessage, std::string> parse_worker_message(std::stri
              "arrays and objects nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   }
   if (value.is_discarded()) return R(boost::system::in_place_error, "not JSON");
+  return R(boost::system::in_place_value, std::move(value));
+}
+
+boost::system::result<WorkerMessage, std::string> classify(json& value) {
+  using R = boost::system::result<WorkerMessage, std::string>;
   if (!value.is_object()) return R(boost::system::in_place_error, "not a JSON object");
   const auto version = value.find("jsonrpc");
   if (version == value.end() || *version != "2.0") {
@@ -74,6 +77,36 @@ boost::system::result<WorkerMessage, std::string> parse_worker_message(std::stri
     m.result = std::move(*result);
   }
   return m;
+}
+
+}  // namespace
+
+boost::system::result<WorkerMessage, std::string> parse_worker_message(std::string_view text) {
+  auto value = parse_text(text);
+  if (!value) return boost::system::result<WorkerMessage, std::string>(boost::system::in_place_error, value.error());
+  return classify(*value);
+}
+
+boost::system::result<std::vector<WorkerMessage>, std::string> parse_worker_messages(
+    std::string_view text) {
+  using R = boost::system::result<std::vector<WorkerMessage>, std::string>;
+  auto value = parse_text(text);
+  if (!value) return R(boost::system::in_place_error, value.error());
+  std::vector<WorkerMessage> out;
+  if (!value->is_array()) {
+    auto m = classify(*value);
+    if (!m) return R(boost::system::in_place_error, m.error());
+    out.push_back(std::move(*m));
+    return out;
+  }
+  if (value->empty()) return R(boost::system::in_place_error, "empty batch");
+  out.reserve(value->size());
+  for (std::size_t i = 0; i < value->size(); ++i) {
+    auto m = classify((*value)[i]);
+    if (!m) return R(boost::system::in_place_error, "batch member " + std::to_string(i) + ": " + m.error());
+    out.push_back(std::move(*m));
+  }
+  return out;
 }
 
 }  // namespace drover::proto::worker

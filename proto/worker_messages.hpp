@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "proto/jsonrpc.hpp"
 
@@ -57,5 +58,11 @@ struct WorkerMessage {
 // reply with an unsigned integer id, nor a request/notification, is an error (the caller
 // treats the worker as broken: it "wrote garbage").
 boost::system::result<WorkerMessage, std::string> parse_worker_message(std::string_view text);
+
+// What a worker reads from droverd: one message as above, or a JSON-RPC batch (a non-empty
+// array of them, sent by droverd's batch queue to workers whose hello has `capabilities.batch`),
+// in order. Any invalid member makes the whole text an error.
+boost::system::result<std::vector<WorkerMessage>, std::string> parse_worker_messages(
+    std::string_view text);
 
 }  // namespace drover::proto::worker

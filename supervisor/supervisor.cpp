@@ -40,6 +40,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
   pool_->set_streaming(config_.streaming);
+  pool_->set_batching(config_.batch_queue);
   handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
   handler_->set_stream_totals(&stream_totals_);
   Listener::Options client;
@@ -69,6 +70,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->pipeline().register_metrics(metrics_);
+  pool_->batcher().set_histograms(&collector_->batch_size(), &collector_->batch_time());
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
   stream_metrics_ = std::make_unique<StreamMetrics>(metrics_, *pool_, stream_totals_, [this] {
@@ -187,6 +189,7 @@ json Supervisor::reload(std::string& error) {
   pool_->set_transport(config_.transport);  // for workers started from now on
   pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
   pool_->set_streaming(config_.streaming);
+  pool_->set_batching(config_.batch_queue);
   log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
              fmt::join(applied, ", "),
              restart_required.empty() ? std::string()

@@ -18,6 +18,11 @@ const std::vector<double> kDurationBuckets = {
 // Time to first token: from queueing plus prefill; beyond 10 s it is an outage, not a latency.
 const std::vector<double> kTtftBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                           0.25,  0.5,    1,     2.5,  5,     10};
+// Batch sizes run 1..100 (BatchController bounds); batch times centre on the 10 ms default
+// target_batch_time_ms.
+const std::vector<double> kBatchSizeBuckets = {1, 2, 4, 8, 16, 32, 64, 100};
+const std::vector<double> kBatchTimeBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015,
+                                               0.025,  0.05,  0.1,    0.25,  0.5,  1};
 
 // The states a slot can be in, each exported (1 for the current one, 0 for the others) so a
 // dashboard can sum by state. "vacant": between a worker's death and its replacement.
@@ -106,6 +111,16 @@ MetricsCollector::MetricsCollector(metrics::Registry& r, const WorkerPool& pool,
                 .with({})),
       queue_depth_(r.gauge("drover_queue_depth", "Requests waiting in the pool queue for a worker.")
                        .with({})),
+      batch_size_(r.histogram("drover_batch_size",
+                              "Requests sent to a worker in one write by the batch queue (tokenize "
+                              "texts counted one by one).",
+                              {}, kBatchSizeBuckets)
+                      .with({})),
+      batch_time_(r.histogram("drover_batch_time_seconds",
+                              "Time from a batch queue flush to the last reply of its requests "
+                              "(the adaptive sizing input).",
+                              {}, kBatchTimeBuckets)
+                      .with({})),
       admission_outstanding_(r.gauge("drover_admission_outstanding",
                                      "Requests admitted and not yet answered (queued and in "
                                      "flight).")

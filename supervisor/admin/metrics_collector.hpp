@@ -52,6 +52,10 @@ class MetricsCollector {
   static std::string_view outcome_label(const CallOutcome& outcome);
   static std::string_view method_label(CallKind kind);
 
+  // The batch queue's histograms (the pool's Batcher observes into them).
+  metrics::Histogram& batch_size() { return batch_size_; }
+  metrics::Histogram& batch_time() { return batch_time_; }
+
  private:
   void collect();
 
@@ -66,6 +70,8 @@ class MetricsCollector {
   std::array<metrics::Histogram*, 3> duration_by_kind_{};
 
   metrics::Gauge& queue_depth_;
+  metrics::Histogram& batch_size_;
+  metrics::Histogram& batch_time_;
   metrics::Gauge& admission_outstanding_;
   metrics::Gauge& admission_limit_;
   metrics::Counter& admission_rejected_;

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <array>
+#include <cmath>
 #include <map>
 
 #include "common/log.hpp"
@@ -48,6 +49,37 @@ std::optional<int> parse_signal(const json& v) {
   if (name.starts_with("SIG")) name = name.substr(3);
   const auto it = names.find(name);
   return it == names.end() ? std::nullopt : std::optional<int>(it->second);
+}
+
+// config.updateAdaptiveTargets params: {target_batch_time_ms?, max_batch_size?}, at least one,
+// in the ranges the config file allows.
+struct AdaptiveTargets {
+  std::optional<std::chrono::microseconds> target;
+  std::optional<int> size;
+};
+
+boost::system::result<AdaptiveTargets, std::string> parse_adaptive_targets(const json& p) {
+  using R = boost::system::result<AdaptiveTargets, std::string>;
+  auto bad = [](std::string why) { return R(boost::system::in_place_error, std::move(why)); };
+  if (!p.is_object()) return bad("params must be an object {target_batch_time_ms, max_batch_size}");
+  AdaptiveTargets t;
+  for (const auto& [key, v] : p.items()) {
+    if (key == "target_batch_time_ms") {
+      if (!v.is_number() || v.get<double>() < 0.01 || v.get<double>() > 60'000.0) {
+        return bad("param 'target_batch_time_ms' must be a number in 0.01..60000");
+      }
+      t.target = std::chrono::microseconds(std::llround(v.get<double>() * 1000.0));
+    } else if (key == "max_batch_size") {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > 100) {
+        return bad("param 'max_batch_size' must be an integer in 1..100");
+      }
+      t.size = v.get<int>();
+    } else {
+      return bad(fmt::format("unknown param '{}' (allowed: target_batch_time_ms, max_batch_size)", key));
+    }
+  }
+  if (!t.target && !t.size) return bad("give target_batch_time_ms and/or max_batch_size");
+  return t;
 }
 
 }  // namespace
@@ -139,7 +171,8 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     // deterministic (and is part of its key).
     PipelineRequest pr{deterministic_key(*p), p->cache, req.id ? req.id->dump() : std::string()};
     return start_call(session, req, std::move(reply), CallKind::generate,
-                      p->to_worker_params(seed), p->stream, p->timeout_ms, p->model, std::move(pr));
+                      p->to_worker_params(seed), p->stream, p->timeout_ms, p->model, std::move(pr),
+                      p->priority);
   }
   if (m == "tokenize") {
     auto p = proto::parse_tokenize_params(req.params);
@@ -147,7 +180,7 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     json params = {{"texts", json::array({p->text})}};
     if (!p->model.empty()) params["model"] = p->model;
     return start_call(session, req, std::move(reply), CallKind::tokenize, std::move(params),
-                      false, std::nullopt, p->model);
+                      false, std::nullopt, p->model, {}, p->priority);
   }
   if (m == "detokenize") {
     auto p = proto::parse_detokenize_params(req.params);
@@ -168,9 +201,10 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     return answer(json{{"cancelled", cancelled}});
   }
   if (m == "health" || m == "models.list" || m == "workers.list" || m == "telemetry.workerStatus" ||
-      m == "telemetry.metrics") {
+      m == "telemetry.metrics" || m == "telemetry.batchStats") {
     if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
     if (m == "health") return answer(health());
+    if (m == "telemetry.batchStats") return answer(pool_.batch_stats());
     if (m == "models.list") return answer(pool_.models_list());
     if (m == "telemetry.metrics") return answer(telemetry());
     return answer(workers_list());
@@ -192,6 +226,13 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
     const std::string model = p["model"].get<std::string>();
     return m == "models.load" ? pool_.load_model(model, std::move(done))
                               : pool_.unload_model(model, std::move(done));
+  }
+  if (m == "config.updateAdaptiveTargets") {
+    auto p = parse_adaptive_targets(req.params);
+    if (!p) return invalid_params(p.error());
+    pool_.batcher().update_targets(p->target, p->size);
+    log_->info("batch queue targets updated by operator: {}", req.params.dump());
+    return answer(pool_.batch_stats());
   }
   if (m == "config.get" || m == "config.reload") {
     if (auto p = proto::parse_no_params(req.params); !p) return invalid_params(p.error());
@@ -248,7 +289,7 @@ void RequestHandler::answer_admin(proto::RpcRequest& req, Reply& reply) {
 void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, Reply reply,
                                 CallKind kind, json worker_params, bool stream,
                                 std::optional<std::int64_t> timeout_ms, std::string model,
-                                PipelineRequest pipeline_request) {
+                                PipelineRequest pipeline_request, proto::Priority priority) {
   const json id = req.id.value_or(nullptr);
   if (draining_) {
     if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
@@ -287,6 +328,7 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
   auto call = std::make_shared<Call>(kind, ids_.next_request_id(), id, req.is_notification(),
                                      method, std::move(worker_params), std::move(sink));
   call->set_streaming(stream);
+  call->set_priority(priority);
   call->set_model(std::move(model));
   session.track(call);
   call->on_finish([this, weak_session, raw = call.get()] {

@@ -53,7 +53,8 @@ class RequestHandler {
   void answer_admin(proto::RpcRequest& req, Reply& reply);
   void start_call(ClientSession& session, proto::RpcRequest& req, Reply reply, CallKind kind,
                   proto::json worker_params, bool stream, std::optional<std::int64_t> timeout_ms,
-                  std::string model, PipelineRequest pipeline_request = {});
+                  std::string model, PipelineRequest pipeline_request = {},
+                  proto::Priority priority = proto::Priority::normal);
   proto::json health() const;
   proto::json workers_list() const;
   proto::json telemetry() const;

@@ -125,6 +125,9 @@ class Call : public std::enable_shared_from_this<Call> {
   void note_dispatched() {
     if (!dispatched_at_) dispatched_at_ = Clock::now();
   }
+  // The client's priority (generate, tokenize); the pool queue orders by it.
+  proto::Priority priority() const { return priority_; }
+  void set_priority(proto::Priority p) { priority_ = p; }
   // The model the request names; empty: the worker's default model.
   const std::string& model() const { return model_; }
   void set_model(std::string model) { model_ = std::move(model); }
@@ -178,6 +181,7 @@ class Call : public std::enable_shared_from_this<Call> {
   std::string cache_status_ = "miss";
   State state_ = State::queued;
   bool stream_ = false;
+  proto::Priority priority_ = proto::Priority::normal;
   std::string model_;
   int attempts_ = 0;
   int last_worker_ = -1;

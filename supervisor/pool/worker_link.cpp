@@ -51,6 +51,7 @@ WorkerLink::WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObse
       drain_timer_(io),
       decoder_(opt_.max_message_bytes),
       breaker_(opt_.breaker),
+      flush_timer_(io),
       log_(component_logger("pool")) {}
 
 WorkerLink::~WorkerLink() {
@@ -374,6 +375,8 @@ void WorkerLink::handle_hello(const json& params) {
   }
   if (const auto caps = params.find("capabilities"); caps != params.end() && caps->is_object()) {
     if (const auto models = caps->find("models"); models != caps->end()) read_models(*models);
+    const auto batch = caps->find("batch");
+    batch_capable_ = batch != caps->end() && batch->is_boolean() && batch->get<bool>();
   }
   init_request_id_ = next_request_id_++;
   const json init = {{"worker_id", opt_.worker_id},
@@ -426,25 +429,53 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
     return done(m.result, m.error);
   }
   const auto it = inflight_.find(m.id);
-  if (it == inflight_.end()) {
+  if (it == inflight_.end() || !it->second.sent) {
     return fail(fmt::format("protocol error: reply to unknown request id {}", m.id), true);
   }
-  std::shared_ptr<Call> call = std::move(it->second);
+  const std::size_t texts = 1 + it->second.merged.size();
+  if (texts > 1 && m.error.is_null()) {
+    // A merged batch_tokenize must answer one token list per text, in order.
+    const auto tokens = m.result.find("tokens");
+    if (tokens == m.result.end() || !tokens->is_array() || tokens->size() != texts) {
+      return fail(fmt::format("garbage from worker: batch_tokenize of {} texts answered without {} "
+                              "token lists",
+                              texts, texts),
+                  !operator_caused_);
+    }
+  }
+  Held held = std::move(it->second);
   inflight_.erase(it);
+  held_calls_ -= texts;
   last_progress_ = now;
-  ++completed_;
-  count_model_use(*call, -1);
+  completed_ += texts;
+  if (held.flush != 0) note_flush_reply(held.flush, now);
+  held.merged.insert(held.merged.begin(), std::move(held.call));
+  for (const auto& call : held.merged) count_model_use(*call, -1);
   if (!m.error.is_null()) {
     const int code = m.error["code"].get<int>();
     // Only errors the worker is to blame for count against its breaker.
     const bool worker_failure = code == code_of(RpcError::internal_error) ||
                                 code == code_of(RpcError::worker_failed);
     breaker_.record(!worker_failure, now);
-    call->finish_error(static_cast<RpcError>(code), m.error.value("message", std::string()),
-                       m.error.contains("data") ? m.error["data"] : json());
+    for (const auto& call : held.merged) {
+      call->finish_error(static_cast<RpcError>(code), m.error.value("message", std::string()),
+                         m.error.contains("data") ? m.error["data"] : json());
+    }
   } else {
     breaker_.record(true, now);
-    call->finish_from_worker(m.result, opt_.slot);
+    if (texts == 1) {
+      held.merged.front()->finish_from_worker(m.result, opt_.slot);
+    } else {
+      auto& lists = m.result["tokens"];
+      for (std::size_t i = 0; i < texts; ++i) {
+        held.merged[i]->finish_from_worker(json{{"tokens", json::array({std::move(lists[i])})}},
+                                           opt_.slot);
+      }
+    }
+  }
+  if (!outbox_.empty() && held_calls_ == outbox_.size() && opt_.batcher &&
+      opt_.batcher->flush_when_idle()) {
+    flush(Batcher::FlushCause::worker_idle);
   }
   maybe_stop();
   observer_.on_capacity(*this);
@@ -460,12 +491,12 @@ void WorkerLink::handle_chunk(const json& params) {
                 !operator_caused_);
   }
   const auto it = inflight_.find(id->get<std::uint64_t>());
-  if (it == inflight_.end()) {
+  if (it == inflight_.end() || !it->second.sent) {
     return fail(fmt::format("protocol error: chunk for unknown request id {}", id->get<std::uint64_t>()),
                 true);
   }
   last_progress_ = Clock::now();
-  Call& call = *it->second;
+  Call& call = *it->second.call;
   switch (call.deliver_chunk(text->get_ref<const std::string&>(), index->get<std::uint64_t>())) {
     case Call::ChunkResult::delivered:
     case Call::ChunkResult::skipped:
@@ -504,7 +535,7 @@ void WorkerLink::handle_heartbeat(const json& params) {
 }
 
 bool WorkerLink::can_take(std::size_t max_inflight, Clock::time_point now) {
-  return state_ == State::ready && inflight_.size() < max_inflight && breaker_.can_accept(now);
+  return state_ == State::ready && held_calls_ < max_inflight && breaker_.can_accept(now);
 }
 
 void WorkerLink::dispatch(std::shared_ptr<Call> call) {
@@ -513,8 +544,95 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   breaker_.on_dispatch();
   call->mark_dispatched({opt_.slot, opt_.generation, id});
   count_model_use(*call, +1);
-  send(proto::make_request(id, call->worker_method(), call->worker_params()));
-  inflight_.emplace(id, std::move(call));
+  ++held_calls_;
+  Batcher* batcher = opt_.batcher.get();
+  if (!batcher || !batcher->enabled() || !batch_capable_) {
+    // Unbatched: exactly the path without a batch queue, one write per call.
+    send(proto::make_request(id, call->worker_method(), call->worker_params()));
+    inflight_.emplace(id, Held{std::move(call), {}, true, 0});
+    return;
+  }
+  inflight_.emplace(id, Held{std::move(call), {}, false, 0});
+  outbox_.push_back(id);
+  switch (batcher->decide(outbox_.size(), held_calls_ - outbox_.size())) {
+    case Batcher::Decision::flush_alone:
+      return flush(Batcher::FlushCause::alone);
+    case Batcher::Decision::flush_fast_path:
+      return flush(Batcher::FlushCause::fast_path);
+    case Batcher::Decision::flush_full:
+      return flush(Batcher::FlushCause::full);
+    case Batcher::Decision::wait:
+      return arm_flush();
+  }
+}
+
+void WorkerLink::arm_flush() {
+  if (flush_armed_) return;
+  flush_armed_ = true;
+  flush_timer_.expires_after(opt_.batcher->window());
+  flush_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (!self || ec || !self->flush_armed_) return;
+    self->flush_armed_ = false;
+    self->flush(Batcher::FlushCause::window);
+  });
+}
+
+void WorkerLink::flush(Batcher::FlushCause cause) {
+  if (flush_armed_) {
+    flush_armed_ = false;
+    flush_timer_.cancel();
+  }
+  if (outbox_.empty() || state_ == State::dead) return;
+  const auto ids = std::exchange(outbox_, {});
+  const std::uint64_t flush_id = next_flush_++;
+  // Tokenize calls for one model merge into the first one's batch_tokenize.
+  std::vector<std::pair<const std::string*, std::uint64_t>> tokenize_leads;
+  for (const std::uint64_t id : ids) {
+    Held& h = inflight_.at(id);
+    h.sent = true;
+    h.flush = flush_id;
+    if (h.call->kind() != CallKind::tokenize || ids.size() == 1) continue;
+    const auto lead = std::find_if(tokenize_leads.begin(), tokenize_leads.end(),
+                                   [&h](const auto& l) { return *l.first == h.call->model(); });
+    if (lead == tokenize_leads.end()) {
+      tokenize_leads.emplace_back(&h.call->model(), id);
+      continue;
+    }
+    auto merged = std::move(h.call);
+    inflight_.erase(id);
+    inflight_.at(lead->second).merged.push_back(std::move(merged));
+  }
+  std::vector<std::string> messages;
+  messages.reserve(ids.size());
+  std::size_t merged_texts = 0;
+  for (const std::uint64_t id : ids) {
+    const auto it = inflight_.find(id);
+    if (it == inflight_.end()) continue;  // merged into another request
+    const Held& h = it->second;
+    if (h.merged.empty()) {
+      messages.push_back(proto::make_request(id, h.call->worker_method(), h.call->worker_params()));
+      continue;
+    }
+    json params = h.call->worker_params();
+    json& texts = params["texts"];
+    for (const auto& c : h.merged) {
+      for (const auto& t : c->worker_params().at("texts")) texts.push_back(t);
+    }
+    merged_texts += 1 + h.merged.size();
+    messages.push_back(proto::make_request(id, h.call->worker_method(), params));
+  }
+  flushes_.emplace(flush_id, FlushRecord{Clock::now(), messages.size()});
+  send(messages.size() == 1 ? std::move(messages.front()) : proto::join_batch(messages));
+  opt_.batcher->on_flush(ids.size(), merged_texts, cause);
+}
+
+void WorkerLink::note_flush_reply(std::uint64_t flush, Clock::time_point now) {
+  const auto it = flushes_.find(flush);
+  if (it == flushes_.end() || --it->second.outstanding > 0) return;
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(now - it->second.sent_at);
+  flushes_.erase(it);
+  if (opt_.batcher) opt_.batcher->on_batch_done(took, now);
 }
 
 void WorkerLink::count_model_use(const Call& call, int delta) {
@@ -572,7 +690,21 @@ void WorkerLink::finish_controls(const std::string& reason) {
 }
 
 void WorkerLink::cancel(std::uint64_t worker_request_id) {
-  if (state_ == State::dead || !inflight_.contains(worker_request_id)) return;
+  if (state_ == State::dead) return;
+  const auto it = inflight_.find(worker_request_id);
+  if (it == inflight_.end()) return;
+  if (!it->second.sent) {
+    // Still in the outbox: the worker never sees it.
+    std::erase(outbox_, worker_request_id);
+    const auto call = std::move(it->second.call);
+    inflight_.erase(it);
+    --held_calls_;
+    count_model_use(*call, -1);
+    call->finish_cancelled();
+    maybe_stop();
+    observer_.on_capacity(*this);
+    return;
+  }
   send(proto::make_notification(wm::kCancel, json{{"id", worker_request_id}}));
 }
 
@@ -617,6 +749,10 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
   liveness_timer_.cancel();
   exit_grace_timer_.cancel();
   drain_timer_.cancel();
+  flush_timer_.cancel();
+  flush_armed_ = false;
+  outbox_.clear();
+  flushes_.clear();
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   socket_.close(ignored);
@@ -624,12 +760,17 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
   if (channel_) channel_->close();  // a dead worker's segment is never reused
   offered_shm_.reset();
   if (process_) process_->signal(SIGKILL);
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<Call>>> held(inflight_.begin(), inflight_.end());
+  std::vector<std::pair<std::uint64_t, Held>> held(std::make_move_iterator(inflight_.begin()),
+                                                   std::make_move_iterator(inflight_.end()));
   inflight_.clear();
+  held_calls_ = 0;
   std::sort(held.begin(), held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::shared_ptr<Call>> orphans;
-  for (auto& [id, call] : held) {
-    if (!call->done()) orphans.push_back(std::move(call));
+  for (auto& [id, h] : held) {
+    if (!h.call->done()) orphans.push_back(std::move(h.call));
+    for (auto& call : h.merged) {
+      if (!call->done()) orphans.push_back(std::move(call));
+    }
   }
   LinkLoss loss{reason, worker_at_fault, ready_at_.has_value(), ready_at_};
   if (was == State::stopping && orphans.empty() && !worker_at_fault) {

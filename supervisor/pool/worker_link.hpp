@@ -17,6 +17,13 @@
 // message the worker sends goes through the channel, which keeps one order across ring and
 // socket; handle_message() sees the same bytes either way. A failed negotiation leaves this
 // worker on the socket (one warn log); a broken ring fails the worker like garbage.
+//
+// Batching (batch_queue, supervisor/pipeline/batcher.hpp): with a Batcher and a worker whose
+// hello says `capabilities.batch`, dispatched calls wait in the link's outbox until the
+// Batcher says flush (fast path, batch full) or the link's one flush timer ends the window;
+// a flush sends every outbox call in one JSON-RPC batch array, one send(), with the tokenize
+// calls for one model merged into a single batch_tokenize whose reply is split back per call.
+// Calls in the outbox count as held: a cancel takes them out, a death orphans them.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -38,6 +45,7 @@
 #include "proto/framing.hpp"
 #include "proto/shm_channel.hpp"
 #include "proto/worker_messages.hpp"
+#include "supervisor/pipeline/batcher.hpp"
 #include "supervisor/pipeline/call.hpp"
 #include "supervisor/pool/circuit_breaker.hpp"
 #include "supervisor/pool/worker_process.hpp"
@@ -86,6 +94,8 @@ struct WorkerLinkOptions {
   std::size_t max_message_bytes = 64 * 1024 * 1024;
   // Notifications not tied to a request (heartbeat, model.loaded) allowed per second.
   int max_notifications_per_s = 1000;
+  // The pool's batch queue state; null: every call is sent on its own.
+  std::shared_ptr<Batcher> batcher;
   // transport.shm / transport.ring_bytes: offer the shared-memory rings to a worker that can.
   bool shm = true;
   std::size_t ring_bytes = 1024 * 1024;
@@ -159,7 +169,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   std::uint64_t generation() const { return opt_.generation; }
   int pid() const { return process_ ? process_->pid() : 0; }
   State state() const { return state_; }
-  std::size_t inflight() const { return inflight_.size(); }
+  // Calls held: in the outbox or sent and not yet answered.
+  std::size_t inflight() const { return held_calls_; }
+  bool batch_capable() const { return batch_capable_; }
   std::uint64_t completed() const { return completed_; }
   const WorkerReport& report() const { return report_; }
   const CircuitBreaker& breaker() const { return breaker_; }
@@ -190,6 +202,11 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   json offer_transport(const json& capabilities);
   void send_init(const json& init);
   void accept_transport(const json& result);
+  // Sends the outbox as one write (batching); `cause` is for the statistics.
+  void flush(Batcher::FlushCause cause);
+  void arm_flush();
+  // One reply of flush `flush` arrived; the last one reports the batch time.
+  void note_flush_reply(std::uint64_t flush, Clock::time_point now);
   void maybe_stop();
   void cleanup_socket_file();
   void send_control(std::string_view method, json params, ControlDone done);
@@ -216,9 +233,28 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   bool operator_caused_ = false;  // an operator's kill or injected fault is coming
   std::uint64_t next_request_id_ = 1;
   std::uint64_t init_request_id_ = 0;
-  // Calls sent to the worker and not yet answered by it (a call may already be finished for
-  // the client, e.g. after a timeout, while the worker still holds it).
-  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> inflight_;
+  // One worker request: a call, plus the tokenize calls merged into it (their texts follow
+  // the call's own in the batch_tokenize it was sent as).
+  struct Held {
+    std::shared_ptr<Call> call;
+    std::vector<std::shared_ptr<Call>> merged;
+    bool sent = false;         // false: still in the outbox
+    std::uint64_t flush = 0;   // the flush that sent it (0: sent on its own)
+  };
+  // Calls in the outbox or sent to the worker and not yet answered by it (a call may already
+  // be finished for the client, e.g. after a timeout, while the worker still holds it).
+  std::unordered_map<std::uint64_t, Held> inflight_;
+  std::size_t held_calls_ = 0;  // calls in inflight_, merged ones included
+  std::vector<std::uint64_t> outbox_;  // request ids waiting for the flush, in dispatch order
+  asio::steady_timer flush_timer_;
+  bool flush_armed_ = false;
+  bool batch_capable_ = false;  // hello: capabilities.batch
+  struct FlushRecord {
+    Clock::time_point sent_at;
+    std::size_t outstanding = 0;  // worker requests of the flush not answered yet
+  };
+  std::unordered_map<std::uint64_t, FlushRecord> flushes_;
+  std::uint64_t next_flush_ = 1;
   std::uint64_t completed_ = 0;
   std::unordered_map<std::uint64_t, ControlDone> controls_;  // load/unload requests pending
   std::set<std::string> loading_;

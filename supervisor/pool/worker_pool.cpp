@@ -118,6 +118,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.max_notifications_per_s = config_.max_notifications_per_s;
   opt.shm = transport_.shm;
   opt.ring_bytes = transport_.ring_bytes;
+  opt.batcher = batcher_;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
   link->start();
   return link;
@@ -219,8 +220,21 @@ void WorkerPool::submit(std::shared_ptr<Call> call) {
   }
   ++counters_->active;
   call->on_finish([counters = counters_] { --counters->active; });
-  queue_.push_back(std::move(call));
+  const auto priority = call->priority();
+  const auto since = call->accepted_at();
+  queue_.push_back(std::move(call), priority, since);
   pump();
+}
+
+void WorkerPool::set_batching(const BatchQueueConfig& config) {
+  batcher_->reconfigure(config);
+  queue_.set_enabled(config.priority_queue);
+  queue_.set_aging_step(config.priority_aging);
+}
+
+json WorkerPool::batch_stats() const {
+  return batcher_->stats({queue_.depth(Priority::high), queue_.depth(Priority::normal),
+                          queue_.depth(Priority::low)});
 }
 
 void WorkerPool::pump() {
@@ -233,10 +247,13 @@ void WorkerPool::pump() {
   bool held_blocked = false;
   while (true) {
     const bool from_held = !held_blocked && !held_streams_.empty();
-    auto& source = from_held ? held_streams_ : queue_;
-    if (source.empty()) break;
-    if (source.front()->done()) {
-      source.pop_front();
+    if (!from_held && queue_.empty()) break;
+    if (from_held ? held_streams_.front()->done() : queue_.front(now)->done()) {
+      if (from_held) {
+        held_streams_.pop_front();
+      } else {
+        queue_.pop(now);
+      }
       continue;
     }
     candidates.clear();
@@ -254,8 +271,13 @@ void WorkerPool::pump() {
       arm_breaker_pump();
       return;
     }
-    std::shared_ptr<Call> call = std::move(source.front());
-    source.pop_front();
+    std::shared_ptr<Call> call;
+    if (from_held) {
+      call = std::move(held_streams_.front());
+      held_streams_.pop_front();
+    } else {
+      call = queue_.pop(now);
+    }
     if (!call->model().empty() && !route_by_model(call, candidates)) continue;
     // A stream needs a place under the stream limit (one failing over keeps its own).
     if (call->streaming() && !stream_limiter_->holds(call.get())) {
@@ -330,8 +352,7 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
     }
     return;
   }
-  const auto it = std::find(queue_.begin(), queue_.end(), call);
-  if (it != queue_.end()) queue_.erase(it);
+  queue_.erase(call);
   std::erase(held_streams_, call);
   if (auto w = awaiting_.find(call->model()); w != awaiting_.end()) {
     std::erase(w->second, call);
@@ -503,14 +524,18 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
   call->mark_requeued();
   const Millis delay = retry_.backoff(call->attempts(), uniform());
   if (delay.count() == 0) {
-    queue_.push_front(std::move(call));
+    const auto priority = call->priority();
+    const auto since = call->accepted_at();
+    queue_.push_front(std::move(call), priority, since);
     return;
   }
   auto timer = std::make_shared<asio::steady_timer>(io_, delay);
   timer->async_wait([this, timer, call = std::move(call)](boost::system::error_code ec) mutable {
     if (ec || call->done()) return;
     if (shutting_down_) return call->finish_error(RpcError::shutting_down);
-    queue_.push_front(std::move(call));
+    const auto priority = call->priority();
+    const auto since = call->accepted_at();
+    queue_.push_front(std::move(call), priority, since);
     pump();
   });
 }
@@ -615,7 +640,7 @@ void WorkerPool::reconfigure(const WorkersConfig& workers, const CircuitBreakerC
 void WorkerPool::shutdown(std::function<void()> done) {
   shutting_down_ = true;
   on_shutdown_done_ = std::move(done);
-  for (auto& call : std::exchange(queue_, {})) call->finish_error(RpcError::shutting_down);
+  queue_.drain([](std::shared_ptr<Call>& call) { call->finish_error(RpcError::shutting_down); });
   for (auto& call : std::exchange(held_streams_, {})) call->finish_error(RpcError::shutting_down);
   stream_sample_timer_.cancel();
   for (auto& [model, calls] : std::exchange(awaiting_, {})) {

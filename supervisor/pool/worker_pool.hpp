@@ -18,8 +18,10 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "supervisor/pipeline/batcher.hpp"
 #include "supervisor/pipeline/call.hpp"
 #include "supervisor/pipeline/stream_limiter.hpp"
+#include "supervisor/pipeline/priority_queue.hpp"
 #include "supervisor/pool/restart_policy.hpp"
 #include "supervisor/pool/retry_policy.hpp"
 #include "supervisor/pool/worker_link.hpp"
@@ -124,6 +126,13 @@ class WorkerPool final : public LinkObserver {
   // Graceful stop of every worker; `done` runs once all processes are reaped.
   void shutdown(std::function<void()> done);
 
+  // The batch_queue block (at start and on reload): batching on the links, and whether the
+  // queue orders by priority.
+  void set_batching(const BatchQueueConfig& config);
+  Batcher& batcher() { return *batcher_; }
+  // telemetry.batchStats: the Batcher's figures plus the queue depth per priority.
+  json batch_stats() const;
+
   PoolCounts counts() const;
   std::vector<WorkerSnapshot> snapshot() const;
   const PoolStats& stats() const { return stats_; }
@@ -207,7 +216,9 @@ class WorkerPool final : public LinkObserver {
   std::vector<std::shared_ptr<WorkerLink>> spares_;
   // Links out of rotation that are still alive (draining) or waiting to be reaped.
   std::vector<std::shared_ptr<WorkerLink>> retired_;
-  std::deque<std::shared_ptr<Call>> queue_;
+  // Calls waiting for a worker, by priority (supervisor/pipeline/priority_queue.hpp).
+  PriorityQueue<std::shared_ptr<Call>> queue_;
+  std::shared_ptr<Batcher> batcher_ = std::make_shared<Batcher>(BatchQueueConfig{});
   // Streams waiting for a place under the stream limit, in arrival order; they start before
   // anything in queue_. Shared with the streams' finish hooks, which may outlive the pool.
   std::deque<std::shared_ptr<Call>> held_streams_;

@@ -153,7 +153,7 @@ void WorkerPool::release_awaiting() {
     }
     // Back to the front, in their original order.
     for (auto c = it->second.rbegin(); c != it->second.rend(); ++c) {
-      if (!(*c)->done()) queue_.push_front(std::move(*c));
+      if (!(*c)->done()) queue_.push_front(*c, (*c)->priority(), (*c)->accepted_at());
     }
     it = awaiting_.erase(it);
   }

@@ -113,7 +113,11 @@ asio::awaitable<int> WorkerRuntime::run() {
                        {"pid", ::getpid()},
                        {"protocol", proto::worker::kProtocolVersion},
                        {"capabilities",
-                        {{"shm", true}, {"batch_tokenize", true}, {"stream", true}, {"models", json::array()}}}}));
+                        {{"shm", true},
+                         {"batch_tokenize", true},
+                         {"batch", true},
+                         {"stream", true},
+                         {"models", json::array()}}}}));
   std::vector<char> buf(64 * 1024);
   while (!done_) {
     auto n = co_await read_link(buf);
@@ -214,7 +218,9 @@ void WorkerRuntime::on_channel_failed(const std::string& why) {
 }
 
 void WorkerRuntime::handle(std::string_view text) {
-  auto parsed = proto::worker::parse_worker_message(text);
+  // droverd's batch queue may send several requests as one JSON-RPC batch; each is served as
+  // if it had come alone, and answered on its own (proto/README.md).
+  auto parsed = proto::worker::parse_worker_messages(text);
   if (!parsed) {
     component_logger("worker")->error("worker {}: garbage from supervisor: {}", opt_.worker_id,
                                       parsed.error());
@@ -222,7 +228,13 @@ void WorkerRuntime::handle(std::string_view text) {
     exit_code_ = 1;
     return;
   }
-  auto& m = *parsed;
+  for (auto& m : *parsed) {
+    if (done_) return;
+    handle(m);
+  }
+}
+
+void WorkerRuntime::handle(proto::worker::WorkerMessage& m) {
   using Kind = proto::worker::WorkerMessage::Kind;
   if (m.kind == Kind::notification) {
     if (m.method == wm::kCancel) {

@@ -57,6 +57,7 @@ class WorkerRuntime {
   asio::awaitable<bool> open_link();
   void close_link();
   void handle(std::string_view text);
+  void handle(proto::worker::WorkerMessage& m);
   void on_init(std::uint64_t id, const json& params);
   // Runs init's preload entries (warmup requests per model); the per-model report, or an
   // error when fail_fast and a model failed.

@@ -1,0 +1,92 @@
+// Batcher: the pool-wide half of the batch queue (batch_queue config block). Each WorkerLink
+// keeps its own outbox and flush timer; they all ask this one object when to flush and report
+// every flush and every finished batch to it, so the size controller, the adaptive window and
+// the statistics (telemetry.batchStats, the batch metrics) see the whole pool. Owned by
+// WorkerPool (shared with its links, which may outlive it briefly); supervisor thread only.
+//
+// When a call enters a link's outbox (`pending` calls now there, `unanswered` sent and not yet
+// answered by that worker), decide() says:
+//   - flush now, alone, when batching is off;
+//   - flush now (fast path) when the outbox holds just this call and the worker has nothing
+//     unanswered: a lone request never waits for a window;
+//   - flush now when the outbox reached the controller's size;
+//   - otherwise wait: the link arms its flush timer (if not armed) for window().
+// And when the worker answers its last unanswered request while calls wait in the outbox, the
+// link flushes at once when fast_path is on (flush_when_idle()): an idle worker gains nothing
+// from the rest of the window (Nagle's rule: hold small writes only while one is unanswered).
+// The window is the adaptive one when adaptive_window is on (fed with each flush's size: the
+// depth the outbox reached), else flush_interval_ms.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/metrics.hpp"
+#include "proto/jsonrpc.hpp"
+#include "supervisor/pipeline/adaptive_window.hpp"
+#include "supervisor/pipeline/batch_controller.hpp"
+
+namespace drover::supervisor {
+
+class Batcher {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Micros = std::chrono::microseconds;
+
+  enum class Decision { flush_alone, flush_fast_path, flush_full, wait };
+  enum class FlushCause { alone, fast_path, full, window, worker_idle };
+
+  explicit Batcher(const BatchQueueConfig& config);
+
+  // A reloaded configuration: switches, window and the controller's target and size.
+  void reconfigure(const BatchQueueConfig& config);
+  const BatchQueueConfig& config() const { return config_; }
+  bool enabled() const { return config_.enabled; }
+
+  Decision decide(std::size_t pending, std::size_t unanswered) const;
+  Micros window() const;
+  bool flush_when_idle() const { return config_.enabled && config_.fast_path; }
+  int size() const { return controller_.size(); }
+
+  // A link sent `requests` calls (tokenize texts counted one by one) in one write, of which
+  // `merged_texts` travelled inside merged batch_tokenize requests.
+  void on_flush(std::size_t requests, std::size_t merged_texts, FlushCause cause);
+  // Every reply of one flush is back, `batch_time` after it was sent.
+  void on_batch_done(Micros batch_time, Clock::time_point now);
+
+  // config.updateAdaptiveTargets. REQUIRES: target > 0, size in 1..100 (the caller validates).
+  void update_targets(std::optional<Micros> target, std::optional<int> size);
+
+  // Prometheus histograms the batch metrics go to (set by the supervisor's wiring).
+  void set_histograms(metrics::Histogram* batch_size, metrics::Histogram* batch_time_seconds) {
+    size_hist_ = batch_size;
+    time_hist_ = batch_time_seconds;
+  }
+
+  // telemetry.batchStats; `queue_depth` per priority (high, normal, low) comes from the pool.
+  proto::json stats(const std::array<std::size_t, 3>& queue_depth) const;
+
+ private:
+  BatchQueueConfig config_;
+  BatchController controller_;
+  AdaptiveWindow window_;
+  std::uint64_t flushes_ = 0;
+  std::uint64_t requests_ = 0;
+  std::uint64_t merged_texts_ = 0;
+  std::array<std::uint64_t, 5> causes_{};  // by FlushCause
+  // The last kTimeSamples batch times, for the summary's quantiles.
+  static constexpr std::size_t kTimeSamples = 1024;
+  std::vector<double> times_us_;
+  std::size_t next_time_ = 0;
+  std::uint64_t batches_done_ = 0;
+  double time_sum_us_ = 0;
+  metrics::Histogram* size_hist_ = nullptr;
+  metrics::Histogram* time_hist_ = nullptr;
+};
+
+}  // namespace drover::supervisor

@@ -1,0 +1,196 @@
+// The batch queue end to end (docs/PIPELINE.md "Batch queue"): requests sent to a worker as
+// JSON-RPC batches each get their own answer, merged tokenize requests are split back per
+// text, a worker killed with a batch in flight loses nothing (the pool retries the orphans),
+// priorities order the pool queue, and the admin and telemetry methods. Real droverd, real
+// sim workers.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "harness.hpp"
+#include "worker/backends/sim_backend.hpp"
+
+namespace drover::test {
+namespace {
+
+std::string sim_text(const std::string& prompt, std::uint64_t seed, int max_tokens) {
+  std::string s;
+  for (const auto& t : worker::sim_tokens(prompt, seed, 0.9, max_tokens)) s += t;
+  return s;
+}
+
+json gen(const std::string& prompt, std::uint64_t seed, int max_tokens) {
+  return {{"prompt", prompt}, {"seed", seed}, {"temperature", 0.9}, {"max_tokens", max_tokens}};
+}
+
+// The sim tokenizer: a text's UTF-8 bytes.
+json bytes_of(const std::string& text) {
+  json tokens = json::array();
+  for (const unsigned char ch : text) tokens.push_back(static_cast<int>(ch));
+  return tokens;
+}
+
+json batch_stats(DroverProcess& d) {
+  const json r = d.client().call("telemetry.batchStats");
+  EXPECT_TRUE(is_result(r)) << r.dump();
+  return r.value("result", json::object());
+}
+
+json worker_with_id(DroverProcess& d, int id) {
+  for (const auto& w : d.workers()) {
+    if (w.value("id", -1) == id) return w;
+  }
+  return nullptr;
+}
+
+// Every member of a client batch reply, by id.
+std::map<std::string, json> by_id(const json& replies) {
+  std::map<std::string, json> out;
+  for (const auto& r : replies) out[r.value("id", std::string())] = r;
+  return out;
+}
+
+// No fast path and a fixed size of 8: a client batch of 17 requests reaches the worker's link
+// in one turn, so it leaves in worker-side batches of 8, 8 and 1 whatever the machine's speed.
+constexpr const char* kFixedBatches =
+    "batch_queue:\n  max_batch_size: 8\n  adaptive_sizing: false\n  fast_path: false\n";
+
+TEST_F(DroverTest, BatchedRequestsEachGetTheirOwnAnswer) {
+  ASSERT_TRUE(start({.workers = 1, .extra_yaml = kFixedBatches}));
+  auto c = d().client();
+  json batch = json::array();
+  std::map<std::string, json> expected;
+  for (int i = 0; i < 17; ++i) {
+    const std::string n = std::to_string(i);
+    if (i % 4 == 3) {
+      batch.push_back(request("g" + n, "generate", gen("prompt " + n, i, 4)));
+      expected["g" + n] = sim_text("prompt " + n, i, 4);
+    } else if (i % 8 == 5) {
+      batch.push_back(request("d" + n, "detokenize", {{"tokens", bytes_of("back " + n)}}));
+      expected["d" + n] = "back " + n;
+    } else {
+      // Texts of different lengths, so a split that mixed them up would show.
+      const std::string text = std::string(static_cast<std::size_t>(i), 'x') + "text " + n;
+      batch.push_back(request("t" + n, "tokenize", {{"text", text}}));
+      expected["t" + n] = bytes_of(text);
+    }
+  }
+  c.send(batch);
+  const json reply = read_one(c);
+  ASSERT_TRUE(reply.is_array()) << reply.dump();
+  ASSERT_EQ(reply.size(), 17u);
+  const auto replies = by_id(reply);
+  for (const auto& [id, want] : expected) {
+    ASSERT_TRUE(replies.contains(id)) << id;
+    const json& r = replies.at(id);
+    ASSERT_TRUE(is_result(r)) << r.dump();
+    // generate and detokenize answer text, tokenize the token list.
+    EXPECT_EQ(r["result"][id[0] == 't' ? "tokens" : "text"], want) << id;
+  }
+  const json s = batch_stats(d());
+  EXPECT_EQ(s["requests"], 17) << s.dump();
+  EXPECT_EQ(s["flushes"], 3) << s.dump();
+  EXPECT_EQ(s["flush_causes"]["full"], 2) << s.dump();
+  // Each batch of 8 holds 5 tokenize requests, merged into one batch_tokenize; the 11th
+  // tokenize left alone in the last flush.
+  EXPECT_EQ(s["tokenize_texts_merged"], 10) << s.dump();
+  EXPECT_EQ(s["batch_time"]["count"], 3) << s.dump();
+}
+
+TEST_F(DroverTest, WorkerKilledWithABatchInFlightLosesNothing) {
+  // 20 tokens/s: each generate holds its worker for about half a second.
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--tokens-per-s", "20"},
+                     .extra_yaml = "batch_queue:\n  max_batch_size: 4\n  adaptive_sizing: false\n"
+                                   "  fast_path: false\n"}));
+  auto c = d().client();
+  json batch = json::array();
+  for (int i = 0; i < 8; ++i) {
+    batch.push_back(
+        request("g" + std::to_string(i), "generate", gen("kill " + std::to_string(i), i, 10)));
+  }
+  c.send(batch);
+  // Round robin: each worker holds one batch of 4.
+  ASSERT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return !w.is_null() && w.value("inflight", 0) == 4;
+  })) << d().workers().dump();
+  auto admin = d().admin();
+  ASSERT_TRUE(is_result(admin.call("workers.kill", {{"id", 0}, {"signal", "KILL"}})));
+  const json reply = read_one(c);
+  ASSERT_TRUE(reply.is_array()) << reply.dump();
+  ASSERT_EQ(reply.size(), 8u);
+  const auto replies = by_id(reply);
+  for (int i = 0; i < 8; ++i) {
+    const std::string id = "g" + std::to_string(i);
+    ASSERT_TRUE(replies.contains(id)) << id;
+    ASSERT_TRUE(is_result(replies.at(id))) << replies.at(id).dump();
+    EXPECT_EQ(replies.at(id)["result"]["text"], sim_text("kill " + std::to_string(i), i, 10)) << id;
+  }
+  const json t = d().client().call("telemetry.metrics");
+  EXPECT_GE(t["result"]["pool"]["retries_total"].get<int>(), 4) << t.dump();
+}
+
+TEST_F(DroverTest, PrioritiesOrderTheQueue) {
+  // One worker taking one request at a time: everything else waits in the pool queue. Aging
+  // is pushed out of reach so the order depends on the priorities alone.
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--tokens-per-s", "20"},
+                     .workers_yaml = {"max_inflight: 1"},
+                     .extra_yaml = "batch_queue:\n  priority_aging_ms: 3600000\n"}));
+  auto c = d().client();
+  c.send(request("blocker", "generate", {{"prompt", "block"}, {"max_tokens", 1000}}));
+  ASSERT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return !w.is_null() && w.value("inflight", 0) == 1;
+  }));
+  const std::vector<std::pair<std::string, std::string>> sent = {{"l1", "low"},    {"n1", "normal"},
+                                                                 {"h1", "high"},   {"l2", "low"},
+                                                                 {"n2", "normal"}, {"h2", "high"}};
+  for (const auto& [id, priority] : sent) {
+    c.send(request(id, "tokenize", {{"text", id}, {"priority", priority}}));
+  }
+  ASSERT_TRUE(wait_until([&] {
+    const json q = batch_stats(d())["queue_depth"];
+    return q == json{{"high", 2}, {"normal", 2}, {"low", 2}};
+  })) << batch_stats(d()).dump();
+  c.send(request("unblock", "cancel", {{"id", "blocker"}}));
+  std::vector<std::string> order;
+  while (order.size() < sent.size()) {
+    const json m = read_one(c);
+    const std::string id = m.value("id", std::string());
+    if (id.size() == 2) {
+      ASSERT_TRUE(is_result(m)) << m.dump();
+      EXPECT_EQ(m["result"]["tokens"], bytes_of(id));
+      order.push_back(id);
+    }
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"h1", "h2", "n1", "n2", "l1", "l2"}));
+}
+
+TEST_F(DroverTest, AdaptiveTargetsAreAdminOnlyAndValidated) {
+  ASSERT_TRUE(start({.workers = 1}));
+  const json refused = d().client().call("config.updateAdaptiveTargets", {{"max_batch_size", 5}});
+  EXPECT_EQ(error_code(refused), -32008) << refused.dump();
+  auto admin = d().admin();
+  EXPECT_EQ(error_code(admin.call("config.updateAdaptiveTargets", json::object())), -32602);
+  EXPECT_EQ(error_code(admin.call("config.updateAdaptiveTargets", {{"max_batch_size", 0}})),
+            -32602);
+  EXPECT_EQ(error_code(admin.call("config.updateAdaptiveTargets", {{"max_batch_size", 101}})),
+            -32602);
+  EXPECT_EQ(
+      error_code(admin.call("config.updateAdaptiveTargets", {{"target_batch_time_ms", "10"}})),
+      -32602);
+  EXPECT_EQ(error_code(admin.call("config.updateAdaptiveTargets", {{"window_ms", 1}})), -32602);
+  const json ok = admin.call("config.updateAdaptiveTargets",
+                             {{"max_batch_size", 42}, {"target_batch_time_ms", 2.5}});
+  ASSERT_TRUE(is_result(ok)) << ok.dump();
+  EXPECT_EQ(ok["result"]["size"], 42);
+  EXPECT_DOUBLE_EQ(ok["result"]["target_batch_time_ms"].get<double>(), 2.5);
+  const json s = batch_stats(d());
+  EXPECT_EQ(s["size"], 42);
+  EXPECT_EQ(s["max_batch_size"], 42);
+}
+
+}  // namespace
+}  // namespace drover::test
