@@ -20,9 +20,9 @@ struct Client {
 
   CallSink sink() {
     CallSink s;
-    s.chunk = [this](std::string&& n) {
+    s.chunk = [this](const StreamChunk& c) {
       if (!reading) return false;
-      chunks.push_back(json::parse(n));
+      chunks.push_back(json::parse(c.notification()));
       return true;
     };
     s.reply = [this](std::string&& r) { replies.push_back(json::parse(r)); };
