@@ -115,20 +115,16 @@ void ShmChannel::send(std::string_view message) {
     waiting_.emplace_back(message);
     return;
   }
-  stage_or_queue(std::string(message));
-}
-
-void ShmChannel::stage_or_queue(std::string message) {
   if (try_stage(message)) return schedule_flush();
   if (closed_) return;
-  waiting_.push_back(std::move(message));
+  waiting_.emplace_back(message);
   if (!space_loop_running_) {
     space_loop_running_ = true;
     spawn(io_, space_loop());
   }
 }
 
-bool ShmChannel::try_stage(const std::string& message) {
+bool ShmChannel::try_stage(std::string_view message) {
   const bool deferred = message.size() > producer_.max_payload_bytes();
   auto staged = producer_.try_stage(RecordKind::message, deferred ? std::string_view() : message);
   if (!staged) {

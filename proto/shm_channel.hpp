@@ -129,8 +129,7 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
 
  private:
   // Stages `message` (or its marker, sending the message on the socket); false: no space now.
-  bool try_stage(const std::string& message);
-  void stage_or_queue(std::string message);
+  bool try_stage(std::string_view message);
   void schedule_flush();
   // Delivers records until the ring is empty or waits at a marker; false once stopped.
   bool drain();

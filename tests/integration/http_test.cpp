@@ -325,7 +325,21 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCountRequests) {
     EXPECT_GE(age, 0);
     EXPECT_LT(age, 5);  // below heartbeat_timeout_ms, or the worker would have been replaced
     EXPECT_GT(value_of(after, "drover_worker_rss_bytes{worker=\"" + w + "\"}"), 0);
+    // drover-worker negotiates the shm rings (transport.shm defaults to true): the requests
+    // went through them; the socket carried the handshake (init to, hello and init reply from).
+    EXPECT_EQ(value_of(after, "drover_worker_shm{worker=\"" + w + "\"}"), 1);
+    const std::string msgs = "drover_worker_transport_messages_total{worker=\"" + w + "\",path=";
+    EXPECT_EQ(value_of(after, msgs + "\"socket\",direction=\"to_worker\"}"), 1);
+    EXPECT_EQ(value_of(after, msgs + "\"socket\",direction=\"from_worker\"}"), 2);
+    EXPECT_GE(value_of(after, msgs + "\"ring\",direction=\"to_worker\"}"), 1);
+    EXPECT_GT(value_of(after, "drover_worker_transport_bytes_total{worker=\"" + w +
+                                  "\",path=\"ring\",direction=\"from_worker\"}"),
+              0);
   }
+  // Every generate and tokenize went to a worker through a ring (tokenize may be batched).
+  EXPECT_GE(value_of(after, R"(drover_worker_transport_messages_total{worker="0",path="ring",direction="to_worker"})") +
+                value_of(after, R"(drover_worker_transport_messages_total{worker="1",path="ring",direction="to_worker"})"),
+            kGenerates + 1);
   EXPECT_EQ(value_of(after, "drover_pool_restarts_total"), 0);
   EXPECT_EQ(value_of(after, "drover_build_info{version=\"0.1.0\"}"), 1);
 

@@ -194,11 +194,14 @@ TEST_F(TransportTest, MessagesLargerThanTheRingTravelOnTheSocketInOrder) {
   }
 }
 
+bool have_python() {
+  static const bool ok =
+      std::system("python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1") == 0;
+  return ok;
+}
+
 TEST_F(TransportTest, PythonWorkerWithoutShmUsesTheSocket) {
-  if (std::system("python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1") !=
-      0) {
-    GTEST_SKIP() << "python3 >= 3.11 is not on PATH";
-  }
+  if (!have_python()) GTEST_SKIP() << "python3 >= 3.11 is not on PATH";
   DroverOptions o{.workers = 1};
   o.command = {"python3", std::string(DROVER_SOURCE_DIR) + "/worker/python/example_worker.py",
                "--model", "py-markov"};
@@ -215,6 +218,23 @@ TEST_F(TransportTest, PythonWorkerWithoutShmUsesTheSocket) {
   EXPECT_EQ(t["result"]["tokens"], utf8_bytes(kText));
   EXPECT_EQ(stat_sum(d(), "ring_messages_from_worker"), 0u);
   EXPECT_EQ(d().log().find("declined shm"), std::string::npos) << "nothing was offered";
+}
+
+TEST_F(TransportTest, AWorkerThatClaimsShmButCannotUseItStaysOnTheSocket) {
+  if (!have_python()) GTEST_SKIP() << "python3 >= 3.11 is not on PATH";
+  DroverOptions o{.workers = 1};
+  o.command = {"python3",
+               std::string(DROVER_SOURCE_DIR) + "/tests/integration/data/shm_claiming_worker.py",
+               "--model", "py-markov"};
+  o.extra_yaml = transport_yaml(true);
+  ASSERT_TRUE(start(o));
+  expect_transport(d(), "socket");
+  const json t = d().client().call("tokenize", {{"text", kText}});
+  ASSERT_TRUE(is_result(t)) << t.dump();
+  EXPECT_EQ(t["result"]["tokens"], utf8_bytes(kText));
+  const std::string log = d().log();
+  EXPECT_NE(log.find("declined shm"), std::string::npos) << "the fallback is logged";
+  EXPECT_EQ(d().workers()[0].value("restarts", -1), 0) << "a declined offer is not a failure";
 }
 
 TEST_F(TransportTest, WorkerWritingACorruptRingRecordIsReplacedAndServingGoesOn) {
