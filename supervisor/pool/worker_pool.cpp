@@ -47,7 +47,6 @@ void WorkerPool::start() {
 }
 
 void WorkerPool::set_streaming(const StreamingConfig& streaming) {
-  streaming_ = streaming;
   stream_limiter_->reconfigure({streaming.max_concurrent_per_worker, streaming.max_concurrent_total,
                                 config_.max_inflight});
   pump();
