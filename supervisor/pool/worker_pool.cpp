@@ -48,7 +48,6 @@ void WorkerPool::start() {
 }
 
 void WorkerPool::set_streaming(const StreamingConfig& streaming) {
-  streaming_ = streaming;
   stream_limiter_->reconfigure({streaming.max_concurrent_per_worker, streaming.max_concurrent_total,
                                 config_.max_inflight});
   pump();
@@ -70,10 +69,10 @@ StreamCounts WorkerPool::stream_counts() const {
 void WorkerPool::start_stream(const std::shared_ptr<Call>& call, int slot) {
   if (!stream_limiter_->holds(call.get())) {
     call->on_finish([limiter = std::weak_ptr<StreamLimiter>(stream_limiter_), key = call.get()] {
-      if (auto l = limiter.lock()) l->end(key);
+      if (auto l = limiter.lock()) l->end(key, Clock::now());
     });
   }
-  stream_limiter_->start(call.get(), slot);
+  stream_limiter_->start(call.get(), slot, Clock::now());
   streams_peak_ = std::max(streams_peak_, stream_limiter_->active_total());
 }
 
@@ -94,7 +93,7 @@ void WorkerPool::sample_streams() {
     auto& seen = stream_sampled_[s->id];
     if (seen == *report.last_heartbeat) continue;  // one sample per heartbeat
     seen = *report.last_heartbeat;
-    stream_limiter_->on_sample(s->id, report.tokens_per_s, report.inflight);
+    stream_limiter_->on_sample(s->id, report.tokens_per_s, report.inflight, Clock::now());
   }
   // A limit that grew may let waiting streams start.
   if (!held_streams_.empty()) pump();

@@ -1,7 +1,8 @@
 // WorkerPool: the worker slots, the warm spares, the queue of calls waiting for a worker, and
 // the policies that tie them together — spawn, replace on death (RestartPolicy), promote
 // spares, dispatch through the Router past open circuit breakers, retry or fail over what a
-// dead worker held (RetryPolicy, poison detection), recycle and drain. Owns every WorkerLink.
+// dead worker held (RetryPolicy, poison detection), recycle and drain; hold streams beyond the
+// stream concurrency limit (StreamLimiter) until a place frees. Owns every WorkerLink.
 // Runs on the supervisor's io_context thread only; no locks.
 #pragma once
 
@@ -223,7 +224,6 @@ class WorkerPool final : public LinkObserver {
   // anything in queue_. Shared with the streams' finish hooks, which may outlive the pool.
   std::deque<std::shared_ptr<Call>> held_streams_;
   std::shared_ptr<StreamLimiter> stream_limiter_ = std::make_shared<StreamLimiter>(StreamLimiterConfig{});
-  StreamingConfig streaming_;
   std::map<int, Clock::time_point> stream_sampled_;  // slot -> heartbeat last sampled
   asio::steady_timer stream_sample_timer_;
   std::uint64_t streams_waited_ = 0;

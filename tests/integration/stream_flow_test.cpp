@@ -55,7 +55,7 @@ json streams_telemetry(DroverProcess& d) {
   return c.call("telemetry.metrics")["result"]["streams"];
 }
 
-TEST(StreamFlow, SlowReaderGetsItsWholeStreamCoalescedWhileOthersAreServed) {
+TEST(StreamBackpressure, SlowReaderGetsItsWholeStreamCoalescedWhileOthersAreServed) {
   // 4,000 tokens/s for 4 s: ~1.4 MB of single-chunk frames, far more than the socket buffer;
   // the connection coalesces above 16 KiB unread. The 16 MiB hard limit is not reached.
   DroverProcess d({.worker_args = {"--tokens-per-s", "4000"},
@@ -91,7 +91,7 @@ TEST(StreamFlow, SlowReaderGetsItsWholeStreamCoalescedWhileOthersAreServed) {
   EXPECT_EQ(d.stop(), 0);
 }
 
-TEST(StreamFlow, ClientThatNeverReadsGets32010AfterAContiguousPrefixAndTheWorkerIsFreed) {
+TEST(StreamBackpressure, ClientThatNeverReadsGets32010AfterAContiguousPrefixAndTheWorkerIsFreed) {
   DroverProcess d({.workers = 1,
                    .worker_args = {"--tokens-per-s", "20000"},
                    .server_yaml = {"write_buffer_bytes: 65536"}});
@@ -112,7 +112,7 @@ TEST(StreamFlow, ClientThatNeverReadsGets32010AfterAContiguousPrefixAndTheWorker
   EXPECT_EQ(d.stop(), 0);
 }
 
-TEST(StreamFlow, StreamsAtFourTimesTheFixedLimitWaitAndAllComplete) {
+TEST(StreamBackpressure, StreamsAtFourTimesTheFixedLimitWaitAndAllComplete) {
   // 2 workers x 2 streams = 4 at once; 16 streams on 4 connections.
   DroverProcess d({.worker_args = {"--ttft-ms", "200", "--tokens-per-s", "200"},
                    .extra_yaml = "streaming:\n  max_concurrent_per_worker: 2\n"});
@@ -147,7 +147,7 @@ TEST(StreamFlow, StreamsAtFourTimesTheFixedLimitWaitAndAllComplete) {
   EXPECT_EQ(d.stop(), 0);
 }
 
-TEST(StreamFlow, StreamsAtFourTimesTheAdaptiveLimitWaitAndAllComplete) {
+TEST(StreamBackpressure, StreamsAtFourTimesTheAdaptiveLimitWaitAndAllComplete) {
   DroverProcess d({.workers = 1,
                    .worker_args = {"--ttft-ms", "100", "--tokens-per-s", "100"},
                    .workers_yaml = {"heartbeat_interval_ms: 50"}});

@@ -14,19 +14,26 @@ namespace {
 std::vector<int> g_keys(1000);
 StreamLimiter::StreamKey key(int i) { return &g_keys[static_cast<std::size_t>(i)]; }
 
+// The injected clock: streams start and end at `t`; each heartbeat sample comes 1 s later.
+StreamLimiter::Clock::time_point t = StreamLimiter::Clock::time_point{} + std::chrono::hours(1);
+void sample(StreamLimiter& l, int slot, double tokens_per_s, std::int64_t running) {
+  t += std::chrono::seconds(1);
+  l.on_sample(slot, tokens_per_s, running, t);
+}
+
 TEST(StreamLimiter, AFixedPerWorkerLimitHoldsPerWorker) {
   StreamLimiter l({.per_worker = 2});
   l.add_worker(0);
   l.add_worker(1);
   EXPECT_EQ(l.total_limit(), 4);
-  l.start(key(0), 0);
+  l.start(key(0), 0, t);
   EXPECT_TRUE(l.can_start(0));
-  l.start(key(1), 0);
+  l.start(key(1), 0, t);
   EXPECT_FALSE(l.can_start(0));
   EXPECT_TRUE(l.can_start(1));
-  l.end(key(0));
+  l.end(key(0), t);
   EXPECT_TRUE(l.can_start(0));
-  l.end(key(0));  // twice: harmless
+  l.end(key(0), t);  // twice: harmless
   EXPECT_EQ(l.active(0), 1);
   EXPECT_EQ(l.active_total(), 1);
 }
@@ -35,12 +42,12 @@ TEST(StreamLimiter, TheTotalLimitCapsTheSum) {
   StreamLimiter l({.per_worker = 2, .total = 3});
   l.add_worker(0);
   l.add_worker(1);
-  l.start(key(0), 0);
-  l.start(key(1), 0);
-  l.start(key(2), 1);
+  l.start(key(0), 0, t);
+  l.start(key(1), 0, t);
+  l.start(key(2), 1, t);
   EXPECT_FALSE(l.can_start(1)) << "worker 1 has room, the total has not";
   EXPECT_EQ(l.total_room(), 0);
-  l.end(key(0));
+  l.end(key(0), t);
   EXPECT_TRUE(l.can_start(1));
   EXPECT_EQ(l.total_room(), 1);
 }
@@ -49,21 +56,21 @@ TEST(StreamLimiter, AStreamFailingOverMovesItsPlace) {
   StreamLimiter l({.per_worker = 1});
   l.add_worker(0);
   l.add_worker(1);
-  l.start(key(0), 0);
+  l.start(key(0), 0, t);
   EXPECT_TRUE(l.holds(key(0)));
-  l.start(key(0), 1);
+  l.start(key(0), 1, t);
   EXPECT_EQ(l.active(0), 0);
   EXPECT_EQ(l.active(1), 1);
   EXPECT_EQ(l.active_total(), 1);
-  l.end(key(0));
+  l.end(key(0), t);
   EXPECT_FALSE(l.holds(key(0)));
   EXPECT_EQ(l.active(1), 0);
 }
 
 TEST(StreamLimiter, AFixedLimitIgnoresThroughput) {
   StreamLimiter l({.per_worker = 3});
-  for (int i = 0; i < 3; ++i) l.start(key(i), 0);
-  for (int i = 0; i < 20; ++i) l.on_sample(0, 1e6, 3);
+  for (int i = 0; i < 3; ++i) l.start(key(i), 0, t);
+  for (int i = 0; i < 20; ++i) sample(l, 0, 1e6, 3);
   EXPECT_EQ(l.limit(0), 3);
 }
 
@@ -71,36 +78,36 @@ TEST(StreamLimiter, AFixedLimitIgnoresThroughput) {
 TEST(StreamLimiter, AdaptiveLimitGrowsWhileStreamsKeepFullSpeed) {
   StreamLimiter l({});
   l.add_worker(0);
-  EXPECT_EQ(l.limit(0), 8);
-  for (int i = 0; i < 8; ++i) l.start(key(i), 0);
-  l.on_sample(0, 800, 8);  // 100 tokens/s per stream
-  EXPECT_EQ(l.limit(0), 8);  // 8.57
-  int started = 8, last = l.limit(0);
+  EXPECT_EQ(l.limit(0), 16);
+  for (int i = 0; i < 16; ++i) l.start(key(i), 0, t);
+  sample(l, 0, 1600, 16);  // 100 tokens/s per stream
+  EXPECT_EQ(l.limit(0), 18);
+  int started = 16, last = l.limit(0);
   for (int round = 0; round < 40; ++round) {
-    while (l.can_start(0)) l.start(key(started++), 0);  // demand: every place is taken
-    l.on_sample(0, 100.0 * l.active(0), l.active(0));
+    while (l.can_start(0)) l.start(key(started++), 0, t);  // demand: every place is taken
+    sample(l, 0, 100.0 * l.active(0), l.active(0));
     EXPECT_GE(l.limit(0), last);
     last = l.limit(0);
   }
-  EXPECT_GT(l.limit(0), 30);
+  EXPECT_GT(l.limit(0), 100);
 }
 
 // The header's second example: a worker with 400 tokens/s in all.
 TEST(StreamLimiter, AdaptiveLimitSettlesWhereStreamsStopGainingThroughput) {
   StreamLimiter l({});
   l.add_worker(0);
-  l.start(key(0), 0);
-  l.on_sample(0, 100, 1);  // alone: 100 tokens/s, the baseline; 1 of 8 places: no growth
-  EXPECT_EQ(l.limit(0), 8);
-  for (int i = 1; i < 8; ++i) l.start(key(i), 0);
-  l.on_sample(0, 400, 8);  // r = 50: gradient ~0.5, limit 8 -> 7.77
-  EXPECT_EQ(l.limit(0), 7);
-  int next = 8;
+  l.start(key(0), 0, t);
+  sample(l, 0, 100, 1);  // alone: 100 tokens/s, the baseline; 1 of 16 places: no growth
+  EXPECT_EQ(l.limit(0), 16);
+  for (int i = 1; i < 16; ++i) l.start(key(i), 0, t);
+  sample(l, 0, 400, 16);  // r = 25: gradient 0.5 (clamped), target 12, limit 14
+  EXPECT_EQ(l.limit(0), 14);
+  int next = 16;
   for (int round = 0; round < 200; ++round) {
     // Streams end and new ones take every free place; the worker's capacity stays 400/s.
-    while (l.active(0) > l.limit(0)) l.end(key(--next));
-    while (l.can_start(0)) l.start(key(next++), 0);
-    l.on_sample(0, 400, l.active(0));
+    while (l.active(0) > l.limit(0)) l.end(key(--next), t);
+    while (l.can_start(0)) l.start(key(next++), 0, t);
+    sample(l, 0, 400, l.active(0));
   }
   // Fixed point: limit = 4 + sqrt(limit), ~6.6 streams of ~60 tokens/s each.
   EXPECT_GE(l.limit(0), 5);
@@ -109,45 +116,68 @@ TEST(StreamLimiter, AdaptiveLimitSettlesWhereStreamsStopGainingThroughput) {
 
 TEST(StreamLimiter, OnlyASingleRequestSampleLowersTheBaseline) {
   StreamLimiter l({});
-  l.start(key(0), 0);
-  l.on_sample(0, 100, 1);  // baseline 100
-  for (int i = 1; i < 8; ++i) l.start(key(i), 0);
-  for (int i = 0; i < 500; ++i) l.on_sample(0, 400, 8);  // saturated: baseline stays 100
-  EXPECT_LE(l.limit(0), 7);
-  // The worker became slower (alone it now does 50 tokens/s): the baseline follows, so 8
-  // streams at 50 each are no longer contended and the limit grows again.
-  for (int i = 0; i < 20; ++i) l.on_sample(0, 50, 1);
+  l.start(key(0), 0, t);
+  sample(l, 0, 100, 1);  // baseline 100
+  for (int i = 1; i < 8; ++i) l.start(key(i), 0, t);
+  for (int i = 0; i < 500; ++i) sample(l, 0, 400, 8);  // saturated: baseline stays 100
+  const int saturated = l.limit(0);
+  EXPECT_LE(saturated, 7);
+  // The worker became slower: alone it now does 50 tokens/s. The baseline follows, so 8
+  // streams at 50 tokens/s each are no longer a sign of contention and the limit grows.
+  for (int i = 1; i < 8; ++i) l.end(key(i), t);
+  for (int i = 0; i < 20; ++i) sample(l, 0, 50, 1);
+  for (int i = 1; i < 8; ++i) l.start(key(i), 0, t);
+  for (int i = 0; i < 5; ++i) sample(l, 0, 400, 8);
+  EXPECT_GT(l.limit(0), saturated);
+}
+
+TEST(StreamLimiter, TheRateIsPerStreamAveragedOverTheInterval) {
+  StreamLimiter l({});
+  for (int i = 0; i < 16; ++i) l.start(key(i), 0, t);
+  sample(l, 0, 1600, 16);  // 100 tokens/s each: the baseline
   const int before = l.limit(0);
-  for (int i = 0; i < 5; ++i) l.on_sample(0, 50.0 * l.active(0), l.active(0));
-  EXPECT_GT(l.limit(0), before);
+  // Half the streams ran for half of the next second: 12 on average, not the 8 left now, so
+  // 1200 tokens/s is still 100 each (1200 / 8 = 150 would inflate the baseline).
+  t += std::chrono::milliseconds(500);
+  for (int i = 8; i < 16; ++i) l.end(key(i), t);
+  t += std::chrono::milliseconds(500);
+  l.on_sample(0, 1200, 8, t);
+  for (int i = 8; i < 16; ++i) l.start(key(i), 0, t);
+  sample(l, 0, 1600, 16);  // 100 each again: were the baseline 150, this would shrink the limit
+  EXPECT_GE(l.limit(0), before);
 }
 
 TEST(StreamLimiter, AQuietWorkersLimitDoesNotDriftUp) {
   StreamLimiter l({});
-  l.start(key(0), 0);
-  l.start(key(1), 0);
-  for (int i = 0; i < 50; ++i) l.on_sample(0, 200, 2);  // full speed, but 2 of 8 places used
-  EXPECT_EQ(l.limit(0), 8);
+  l.start(key(0), 0, t);
+  l.start(key(1), 0, t);
+  for (int i = 0; i < 50; ++i) sample(l, 0, 200, 2);  // full speed, but 2 of 16 places used
+  EXPECT_EQ(l.limit(0), 16);
 }
 
 TEST(StreamLimiter, SamplesWithoutWorkAreIgnored) {
   StreamLimiter l({});
-  for (int i = 0; i < 8; ++i) l.start(key(i), 0);
-  l.on_sample(0, 0, 8);
-  l.on_sample(0, 500, 0);
-  l.on_sample(0, -1, 3);
-  EXPECT_EQ(l.limit(0), 8);
+  sample(l, 0, 500, 0);  // nothing running
+  for (int i = 0; i < 8; ++i) l.start(key(i), 0, t);
+  sample(l, 0, 0, 8);    // nothing generated
+  sample(l, 0, -1, 8);
+  EXPECT_EQ(l.limit(0), 16);
 }
 
 TEST(StreamLimiter, TheAdaptiveTotalIsTheSumOfTheWorkersLimits) {
   StreamLimiter l({.total = 0, .max_limit = 10});
   l.add_worker(0);
   l.add_worker(1);
-  EXPECT_EQ(l.total_limit(), 16);
-  for (int i = 0; i < 8; ++i) l.start(key(i), 0);
-  for (int i = 0; i < 100; ++i) l.on_sample(0, 800, 8);
+  EXPECT_EQ(l.total_limit(), 20) << "the initial 16 capped at max_limit";
+  for (int i = 0; i < 8; ++i) l.start(key(i), 0, t);
+  for (int i = 0; i < 100; ++i) sample(l, 0, 800, 8);
   EXPECT_EQ(l.limit(0), 10) << "capped at max_limit";
-  EXPECT_EQ(l.total_limit(), 18);
+  l.start(key(8), 1, t);
+  l.start(key(9), 1, t);
+  for (int i = 0; i < 100; ++i) sample(l, 1, 200, 2);  // r = 100; 2 of 10 places: no growth
+  for (int i = 0; i < 100; ++i) sample(l, 1, 200, 10);  // r = 20, a fifth of the baseline: shrinks
+  EXPECT_LT(l.limit(1), 10);
+  EXPECT_EQ(l.total_limit(), 10 + l.limit(1));
   l.remove_worker(1);
   EXPECT_EQ(l.total_limit(), 10);
   EXPECT_EQ(l.limits(), (std::map<int, int>{{0, 10}}));
