@@ -83,7 +83,7 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   if (share) {
     if (auto run = table_.find_running(key, stream); run && run->joinable()) {
       ++(stream ? stats_.coalesced : stats_.dedup_shared);
-      return run->subscribe(call, "coalesced");
+      return subscribe(run, call, "coalesced");
     }
     // A remembered result is a cached answer too: `cache: "bypass"` asked for a fresh run.
     if (!stream && req.cache == proto::CacheMode::use) {
@@ -128,18 +128,41 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
     }
     live_.erase(raw);  // last: may destroy the run (the relay call holds a reference meanwhile)
   });
-  run->on_abandoned([this, key, stream, raw = run.get(), weak = std::weak_ptr<Call>(execution)] {
+  run->on_abandoned([this, key, stream, raw = run.get(),
+                     weak = std::weak_ptr<Call>(execution)](const CallOutcome& last) {
     ++stats_.abandoned;
     table_.remove_running(key, stream, raw);
+    // A run abandoned because its client's deadline passed is a timeout at the worker, as
+    // it was before the run was shared: the worker's breaker counts it.
+    const bool timed_out = last.code == code_of(RpcError::timed_out);
     // Posted: this runs inside a subscriber's finish, possibly inside a worker link's chunk
     // handler; the cancel must not re-enter either.
-    asio::post(io_, [&pool = pool_, weak] {
-      if (auto c = weak.lock(); c && !c->done()) pool.cancel(c);
+    asio::post(io_, [&pool = pool_, weak, timed_out] {
+      auto c = weak.lock();
+      if (!c || c->done()) return;
+      if (timed_out) return pool.on_timeout(c);
+      pool.cancel(c);
     });
   });
   ++stats_.executions;
-  run->subscribe(call, use_cache ? "miss" : "bypass");
+  subscribe(run, call, use_cache ? "miss" : "bypass");
   pool_.submit(std::move(execution));
+}
+
+void RequestPipeline::subscribe(const std::shared_ptr<SharedExecution>& run,
+                                const std::shared_ptr<Call>& call, std::string_view status) {
+  run_of_[call.get()] = run;
+  call->on_finish([this, raw = call.get()] { run_of_.erase(raw); });
+  run->subscribe(call, status);
+}
+
+void RequestPipeline::cancel(const std::shared_ptr<Call>& call) {
+  if (const auto it = run_of_.find(call.get()); it != run_of_.end()) {
+    if (auto run = it->second.lock(); run && run->subscribers() == 1 && !run->finished()) {
+      return pool_.cancel(run->execution());
+    }
+  }
+  pool_.cancel(call);
 }
 
 void RequestPipeline::serve_stored(Call& call, const json& result,

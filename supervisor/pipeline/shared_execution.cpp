@@ -16,17 +16,17 @@ void SharedExecution::subscribe(const std::shared_ptr<Call>& call, std::string_v
   // Whichever way the client's call ends (answered, cancelled, timed out, client gone), it
   // leaves the run; weak, because the run may be over and gone first.
   call->on_finish([weak = weak_from_this(), raw = call.get()] {
-    if (auto self = weak.lock()) self->unsubscribe(raw);
+    if (auto self = weak.lock()) self->unsubscribe(*raw);
   });
   if (dispatched_) call->note_dispatched();
   for (std::size_t i = 0; i < chunks_.size() && !call->done(); ++i) forward(*call, chunks_[i], i);
 }
 
-void SharedExecution::unsubscribe(const Call* call) {
-  std::erase_if(subscribers_, [call](const Subscriber& s) { return s.call.get() == call; });
+void SharedExecution::unsubscribe(const Call& call) {
+  std::erase_if(subscribers_, [&call](const Subscriber& s) { return s.call.get() == &call; });
   if (subscribers_.empty() && !finished_ && !abandoned_) {
     abandoned_ = true;
-    if (on_abandoned_) std::exchange(on_abandoned_, {})();
+    if (on_abandoned_) std::exchange(on_abandoned_, {})(call.outcome());
   }
 }
 
