@@ -143,8 +143,8 @@ TEST_F(DroverTest, FinishedResultAnswersAnIdenticalRequestWithinTheDedupTtl) {
 }
 
 TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) {
-  // 2 s to the first token: the first request is still running when the others arrive.
-  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "2000", "--tokens-per-s", "200"}}));
+  // 3 s to the first token: the first request is still running when the others arrive.
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "3000", "--tokens-per-s", "200"}}));
   json params = deterministic("shared", 8);
   params["cache"] = "bypass";  // deduplication alone
   auto leader = d().client();
@@ -170,6 +170,28 @@ TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) 
   EXPECT_EQ(p["executions_total"], 1) << "three requests, one worker run";
   EXPECT_EQ(p["abandoned_total"], 0);
   EXPECT_EQ(p["request_deduplication"]["in_flight"], 0);
+}
+
+TEST_F(DroverTest, AFollowersTimeoutIsItsOwnAndTheRunGoesOnForTheLeader) {
+  ASSERT_TRUE(start({.workers = 1, .worker_args = {"--ttft-ms", "3000", "--tokens-per-s", "200"}}));
+  const json params = deterministic("deadline", 6);
+  auto leader = d().client();
+  auto follower = d().client();
+  leader.send(request("lead", "generate", params));
+  ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["in_flight"] == 1; }));
+  json impatient = params;
+  impatient["timeout_ms"] = 100;  // timeout_ms is not part of the key: it joins the run
+  follower.send(request("f", "generate", impatient));
+  const json f = read_reply(follower, "f");
+  EXPECT_EQ(error_code(f), -32004) << f.dump();
+  const json l = read_reply(leader, "lead");
+  ASSERT_TRUE(is_result(l)) << l.dump();
+  EXPECT_EQ(l["result"]["cache"], "miss");
+  EXPECT_EQ(l["result"]["finish_reason"], "length");
+  const json p = pipeline(d());
+  EXPECT_EQ(p["request_deduplication"]["shared_total"], 1);
+  EXPECT_EQ(p["executions_total"], 1);
+  EXPECT_EQ(p["abandoned_total"], 0);
 }
 
 TEST_F(DroverTest, DeduplicationOffRunsIdenticalRequestsSeparately) {
