@@ -27,7 +27,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,13 +52,14 @@ struct PipelineRequest {
 };
 
 struct PipelineStats {
-  std::uint64_t executions = 0;      // runs started for deterministic requests
-  std::uint64_t dedup_shared = 0;    // unary requests answered by another request's run
-  std::uint64_t dedup_recent = 0;    //   of which from a remembered (finished) result
-  std::uint64_t coalesced = 0;       // streaming requests that joined a stream in progress
-  std::uint64_t cache_stored = 0;    // results put into the prompt cache
-  std::uint64_t abandoned = 0;       // runs cancelled because every subscriber left
-  std::uint64_t bypassed = 0;        // generate requests no stage applied to
+  std::uint64_t executions = 0;    // runs started for deterministic requests
+  std::uint64_t dedup_shared = 0;  // unary requests answered by another request's run
+  std::uint64_t dedup_recent = 0;  //   of which from a remembered (finished) result
+  std::uint64_t coalesced = 0;     // streaming requests that joined a stream in progress
+  std::uint64_t cache_stored = 0;  // results put into the prompt cache
+  std::uint64_t abandoned = 0;     // runs cancelled because every subscriber left
+  // Generates sent straight to the pool: not deterministic, or no stage applied.
+  std::uint64_t bypassed = 0;
 };
 
 class RequestPipeline {

@@ -6,7 +6,8 @@ namespace drover::supervisor {
 
 std::shared_ptr<SharedExecution> SharedExecution::create(std::shared_ptr<Call> execution,
                                                          std::size_t max_replay_bytes) {
-  std::shared_ptr<SharedExecution> self(new SharedExecution(std::move(execution), max_replay_bytes));
+  std::shared_ptr<SharedExecution> self(
+      new SharedExecution(std::move(execution), max_replay_bytes));
   self->execution_->set_relay(self);
   return self;
 }
@@ -39,7 +40,8 @@ void SharedExecution::forward(Call& call, const std::string& text, std::uint64_t
       return call.finish_error(RpcError::slow_consumer);
     case Call::ChunkResult::diverged:
       // Cannot happen with chunks forwarded in order; fail loudly rather than send a gap.
-      return call.finish_error(RpcError::internal_error, "Internal error: shared stream out of order");
+      return call.finish_error(RpcError::internal_error,
+                               "Internal error: shared stream out of order");
   }
 }
 

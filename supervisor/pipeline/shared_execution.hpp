@@ -61,7 +61,9 @@ class SharedExecution final : public CallRelay,
     on_finished_ = std::move(f);
   }
   // Run once when the last subscriber left before the end, with how that subscriber ended.
-  void on_abandoned(std::function<void(const CallOutcome& last)> f) { on_abandoned_ = std::move(f); }
+  void on_abandoned(std::function<void(const CallOutcome& last)> f) {
+    on_abandoned_ = std::move(f);
+  }
 
   // CallRelay (the execution call's output).
   void on_dispatched() override;

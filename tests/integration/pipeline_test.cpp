@@ -14,7 +14,9 @@
 namespace drover::test {
 namespace {
 
-json pipeline(DroverProcess& d) { return d.client().call("telemetry.metrics")["result"]["pipeline"]; }
+json pipeline(DroverProcess& d) {
+  return d.client().call("telemetry.metrics")["result"]["pipeline"];
+}
 
 json deterministic(const std::string& prompt, int max_tokens, bool stream = false) {
   return {{"prompt", prompt}, {"temperature", 0}, {"max_tokens", max_tokens}, {"stream", stream}};
@@ -92,7 +94,8 @@ TEST_F(DroverTest, PromptCacheHitIsServedWithoutAWorkerAndStreamsTheCachedChunks
   EXPECT_EQ(b["result"]["cache"], "bypass");
   EXPECT_EQ(b["result"]["worker"], 0);
   EXPECT_EQ(b["result"]["text"], first["result"]["text"]);
-  const json sampled = c.call("generate", {{"prompt", "cache me"}, {"temperature", 0.8}, {"max_tokens", 12}});
+  const json sampled =
+      c.call("generate", {{"prompt", "cache me"}, {"temperature", 0.8}, {"max_tokens", 12}});
   ASSERT_TRUE(is_result(sampled)) << sampled.dump();
   EXPECT_EQ(sampled["result"]["cache"], "bypass");
 
@@ -154,7 +157,8 @@ TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) 
   ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["in_flight"] == 1; }));
   follower.send(request("f1", "generate", params));
   other.send(request("f2", "generate", params));
-  ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["shared_total"] == 2; }));
+  ASSERT_TRUE(
+      wait_until([&] { return pipeline(d())["request_deduplication"]["shared_total"] == 2; }));
   // The leader's client goes away: its followers are still answered by the same run.
   leader.close();
   const json f1 = read_reply(follower, "f1");
@@ -195,9 +199,11 @@ TEST_F(DroverTest, AFollowersTimeoutIsItsOwnAndTheRunGoesOnForTheLeader) {
 }
 
 TEST_F(DroverTest, DeduplicationOffRunsIdenticalRequestsSeparately) {
-  ASSERT_TRUE(start({.workers = 2,
-                     .worker_args = {"--ttft-ms", "500"},
-                     .extra_yaml = "prompt_cache:\n  enabled: false\nfeature_flags:\n  request_deduplication: 0\n"}));
+  ASSERT_TRUE(
+      start({.workers = 2,
+             .worker_args = {"--ttft-ms", "500"},
+             .extra_yaml =
+                 "prompt_cache:\n  enabled: false\nfeature_flags:\n  request_deduplication: 0\n"}));
   auto a = d().client();
   auto b = d().client();
   a.send(request(1, "generate", deterministic("twice", 4)));
