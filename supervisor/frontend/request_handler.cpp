@@ -354,7 +354,7 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
   pipeline_.submit(std::move(call), std::move(pipeline_request));
 }
 
-void RequestHandler::cancel(const std::shared_ptr<Call>& call) { pool_.cancel(call); }
+void RequestHandler::cancel(const std::shared_ptr<Call>& call) { pipeline_.cancel(call); }
 
 json RequestHandler::health() const {
   const auto c = pool_.counts();

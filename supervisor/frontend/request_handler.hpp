@@ -1,7 +1,8 @@
 // RequestHandler: turns decoded JSON-RPC messages into work (Asio's `request_handler`: logic,
 // no I/O). Validates params into typed structs, applies admission control, answers local
-// methods (health, models.list, cancel, admin methods) itself and hands worker methods to the
-// pool as Calls. Assembles batch replies. One instance serves every session; supervisor
+// methods (health, models.list, cancel, admin methods) itself and hands worker methods as Calls
+// to its RequestPipeline (prompt cache, deduplication, coalescing), which passes what it cannot
+// answer to the pool. Assembles batch replies. One instance serves every session; supervisor
 // thread only.
 #pragma once
 

@@ -100,9 +100,13 @@ void Call::finish_cancelled() {
     finish_error(RpcError::cancelled);
     return;
   }
-  finish_from_worker({{"text", ""},
+  // A stream detached from a shared run (pipeline/shared_execution.hpp) has chunks: its text
+  // is what it received, one token per chunk as the workers send them.
+  std::string text;
+  for (const auto& c : sent_chunks_) text += c;
+  finish_from_worker({{"text", std::move(text)},
                       {"finish_reason", "cancelled"},
-                      {"usage", {{"prompt_tokens", 0}, {"completion_tokens", 0}}}},
+                      {"usage", {{"prompt_tokens", 0}, {"completion_tokens", chunks_sent_}}}},
                      last_worker_);
 }
 

@@ -22,7 +22,13 @@
 
 namespace drover::supervisor {
 
-enum class Stage { prompt_cache, request_deduplication, request_coalescing, batch_queue, stream_coalescing };
+enum class Stage {
+  prompt_cache,
+  request_deduplication,
+  request_coalescing,
+  batch_queue,
+  stream_coalescing
+};
 inline constexpr std::size_t kStageCount = 5;
 
 std::string_view stage_name(Stage stage);
@@ -34,7 +40,8 @@ class FeatureFlags {
 
   // Whether `stage` applies to the request, given the stage's `enabled` and the config's
   // rollout percentage; counted.
-  bool admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags, std::string_view request_id);
+  bool admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags,
+              std::string_view request_id);
 
   static int rollout_percent(Stage stage, const FeatureFlagsConfig& flags);
 

@@ -17,7 +17,8 @@ bool InFlightTable::add_running(const std::string& key, bool stream,
   return true;
 }
 
-void InFlightTable::remove_running(const std::string& key, bool stream, const SharedExecution* run) {
+void InFlightTable::remove_running(const std::string& key, bool stream,
+                                   const SharedExecution* run) {
   const auto it = running_.find({key, stream});
   if (it != running_.end() && it->second.get() == run) running_.erase(it);
 }

@@ -9,9 +9,12 @@ namespace drover::supervisor {
 std::optional<std::string> deterministic_key(const proto::GenerateParams& p) {
   if (p.temperature != 0.0 && !p.seed) return std::nullopt;
   // nlohmann's dump() of an object is canonical: keys sorted, numbers in one spelling.
-  proto::json canonical = {{"model", p.model},       {"prompt", p.prompt},
-                           {"max_tokens", p.max_tokens}, {"temperature", p.temperature},
-                           {"top_p", p.top_p},       {"stop", p.stop},
+  proto::json canonical = {{"model", p.model},
+                           {"prompt", p.prompt},
+                           {"max_tokens", p.max_tokens},
+                           {"temperature", p.temperature},
+                           {"top_p", p.top_p},
+                           {"stop", p.stop},
                            {"seed", p.seed ? proto::json(*p.seed) : proto::json(nullptr)}};
   const std::string text = canonical.dump();
   std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};

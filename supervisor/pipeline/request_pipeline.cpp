@@ -60,10 +60,9 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   const auto now = Clock::now();
 
   // 1. Prompt cache.
-  const bool use_cache =
-      req.cache == proto::CacheMode::use &&
-      flags_.admits(Stage::prompt_cache, config_.prompt_cache.enabled, config_.feature_flags,
-                    req.rollout_id);
+  const bool use_cache = req.cache == proto::CacheMode::use &&
+                         flags_.admits(Stage::prompt_cache, config_.prompt_cache.enabled,
+                                       config_.feature_flags, req.rollout_id);
   if (use_cache) {
     if (const auto limits = cache_limits(); limits.max_entries != cache_.limits().max_entries ||
                                             limits.max_bytes != cache_.limits().max_bytes ||
@@ -79,11 +78,12 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   const Stage share_stage = stream ? Stage::request_coalescing : Stage::request_deduplication;
   const bool share_enabled =
       stream ? config_.request_coalescing.enabled : config_.request_deduplication.enabled;
-  const bool share = flags_.admits(share_stage, share_enabled, config_.feature_flags, req.rollout_id);
+  const bool share =
+      flags_.admits(share_stage, share_enabled, config_.feature_flags, req.rollout_id);
   if (share) {
     if (auto run = table_.find_running(key, stream); run && run->joinable()) {
       ++(stream ? stats_.coalesced : stats_.dedup_shared);
-      return run->subscribe(call, "coalesced");
+      return subscribe(run, call, "coalesced");
     }
     // A remembered result is a cached answer too: `cache: "bypass"` asked for a fresh run.
     if (!stream && req.cache == proto::CacheMode::use) {
@@ -113,33 +113,57 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   live_.emplace(run.get(), run);
   // A full table only means this run is not shared.
   if (share) table_.add_running(key, stream, run, table_limits(), now);
-  run->on_finished([this, key, stream, use_cache, share, raw = run.get()](const json* result, int slot) {
-    table_.remove_running(key, stream, raw);
-    if (result && complete_result(*result)) {
-      const auto t = Clock::now();
-      if (use_cache) {
-        // A stream whose replay buffer overflowed is stored without its chunks (a hit then
-        // streams the text as one chunk).
-        CachedResult entry{storable(*result), raw->replay_complete() ? raw->chunks()
-                                                                     : std::vector<std::string>{}};
-        if (cache_.insert(key, std::move(entry), t)) ++stats_.cache_stored;
-      }
-      if (share && !stream) table_.remember(key, storable(*result), slot, table_limits(), t);
-    }
-    live_.erase(raw);  // last: may destroy the run (the relay call holds a reference meanwhile)
-  });
-  run->on_abandoned([this, key, stream, raw = run.get(), weak = std::weak_ptr<Call>(execution)] {
+  run->on_finished(
+      [this, key, stream, use_cache, share, raw = run.get()](const json* result, int slot) {
+        table_.remove_running(key, stream, raw);
+        if (result && complete_result(*result)) {
+          const auto t = Clock::now();
+          if (use_cache) {
+            // A stream whose replay buffer overflowed is stored without its chunks (a hit then
+            // streams the text as one chunk).
+            CachedResult entry{storable(*result),
+                               raw->replay_complete() ? raw->chunks() : std::vector<std::string>{}};
+            if (cache_.insert(key, std::move(entry), t)) ++stats_.cache_stored;
+          }
+          if (share && !stream) table_.remember(key, storable(*result), slot, table_limits(), t);
+        }
+        live_.erase(raw);  // last: may destroy the run (the relay call holds a reference meanwhile)
+      });
+  run->on_abandoned([this, key, stream, raw = run.get(),
+                     weak = std::weak_ptr<Call>(execution)](const CallOutcome& last) {
     ++stats_.abandoned;
     table_.remove_running(key, stream, raw);
+    // A run abandoned because its client's deadline passed is a timeout at the worker, as
+    // it was before the run was shared: the worker's breaker counts it.
+    const bool timed_out = last.code == code_of(RpcError::timed_out);
     // Posted: this runs inside a subscriber's finish, possibly inside a worker link's chunk
     // handler; the cancel must not re-enter either.
-    asio::post(io_, [&pool = pool_, weak] {
-      if (auto c = weak.lock(); c && !c->done()) pool.cancel(c);
+    asio::post(io_, [&pool = pool_, weak, timed_out] {
+      auto c = weak.lock();
+      if (!c || c->done()) return;
+      if (timed_out) return pool.on_timeout(c);
+      pool.cancel(c);
     });
   });
   ++stats_.executions;
-  run->subscribe(call, use_cache ? "miss" : "bypass");
+  subscribe(run, call, use_cache ? "miss" : "bypass");
   pool_.submit(std::move(execution));
+}
+
+void RequestPipeline::subscribe(const std::shared_ptr<SharedExecution>& run,
+                                const std::shared_ptr<Call>& call, std::string_view status) {
+  run_of_[call.get()] = run;
+  call->on_finish([this, raw = call.get()] { run_of_.erase(raw); });
+  run->subscribe(call, status);
+}
+
+void RequestPipeline::cancel(const std::shared_ptr<Call>& call) {
+  if (const auto it = run_of_.find(call.get()); it != run_of_.end()) {
+    if (auto run = it->second.lock(); run && run->subscribers() == 1 && !run->finished()) {
+      return pool_.cancel(run->execution());
+    }
+  }
+  pool_.cancel(call);
 }
 
 void RequestPipeline::serve_stored(Call& call, const json& result,
@@ -147,8 +171,8 @@ void RequestPipeline::serve_stored(Call& call, const json& result,
                                    std::string_view status) {
   if (call.streaming()) {
     const std::string& text = result.value("text", std::string());
-    const std::vector<std::string> whole = text.empty() ? std::vector<std::string>{}
-                                                        : std::vector<std::string>{text};
+    const std::vector<std::string> whole =
+        text.empty() ? std::vector<std::string>{} : std::vector<std::string>{text};
     const auto& replay = chunks.empty() ? whole : chunks;
     for (std::size_t i = 0; i < replay.size(); ++i) {
       if (call.deliver_chunk(replay[i], i) == Call::ChunkResult::slow_consumer) {
@@ -171,17 +195,17 @@ json RequestPipeline::telemetry() const {
   };
   json cache = stage(Stage::prompt_cache, config_.prompt_cache.enabled);
   const auto& cs = cache_.stats();
-  cache.update({{"hits_total", cs.hits},
-                {"misses_total", cs.misses},
-                {"stored_total", cs.inserts},
-                {"evictions_total", {{"entries", cs.evicted_entries},
-                                     {"bytes", cs.evicted_bytes},
-                                     {"ttl", cs.expired}}},
-                {"too_large_total", cs.too_large},
-                {"entries", cache_.entries()},
-                {"bytes", cache_.bytes()},
-                {"max_entries", cache_.limits().max_entries},
-                {"max_bytes", cache_.limits().max_bytes}});
+  cache.update(
+      {{"hits_total", cs.hits},
+       {"misses_total", cs.misses},
+       {"stored_total", cs.inserts},
+       {"evictions_total",
+        {{"entries", cs.evicted_entries}, {"bytes", cs.evicted_bytes}, {"ttl", cs.expired}}},
+       {"too_large_total", cs.too_large},
+       {"entries", cache_.entries()},
+       {"bytes", cache_.bytes()},
+       {"max_entries", cache_.limits().max_entries},
+       {"max_bytes", cache_.limits().max_bytes}});
   json dedup = stage(Stage::request_deduplication, config_.request_deduplication.enabled);
   dedup.update({{"shared_total", stats_.dedup_shared},
                 {"shared_recent_total", stats_.dedup_recent},

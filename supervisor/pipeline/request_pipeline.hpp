@@ -27,7 +27,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,13 +52,14 @@ struct PipelineRequest {
 };
 
 struct PipelineStats {
-  std::uint64_t executions = 0;      // runs started for deterministic requests
-  std::uint64_t dedup_shared = 0;    // unary requests answered by another request's run
-  std::uint64_t dedup_recent = 0;    //   of which from a remembered (finished) result
-  std::uint64_t coalesced = 0;       // streaming requests that joined a stream in progress
-  std::uint64_t cache_stored = 0;    // results put into the prompt cache
-  std::uint64_t abandoned = 0;       // runs cancelled because every subscriber left
-  std::uint64_t bypassed = 0;        // generate requests no stage applied to
+  std::uint64_t executions = 0;    // runs started for deterministic requests
+  std::uint64_t dedup_shared = 0;  // unary requests answered by another request's run
+  std::uint64_t dedup_recent = 0;  //   of which from a remembered (finished) result
+  std::uint64_t coalesced = 0;     // streaming requests that joined a stream in progress
+  std::uint64_t cache_stored = 0;  // results put into the prompt cache
+  std::uint64_t abandoned = 0;     // runs cancelled because every subscriber left
+  // Generates sent straight to the pool: not deterministic, or no stage applied.
+  std::uint64_t bypassed = 0;
 };
 
 class RequestPipeline {
@@ -71,6 +71,10 @@ class RequestPipeline {
 
   // REQUIRES: call->state() == queued, not yet submitted anywhere.
   void submit(std::shared_ptr<Call> call, PipelineRequest request);
+  // Cancels a call wherever it is (RequestHandler::cancel: `cancel`, disconnects). The only
+  // subscriber of a run cancels the run itself, so its answer is the worker's (the text so
+  // far); a subscriber among others is detached and the run goes on for them.
+  void cancel(const std::shared_ptr<Call>& call);
 
   // The `pipeline` object of telemetry.metrics.
   json telemetry() const;
@@ -87,6 +91,8 @@ class RequestPipeline {
   // the result was not produced streamed), then the result with `cache` = status.
   static void serve_stored(Call& call, const json& result, const std::vector<std::string>& chunks,
                            int worker_slot, std::string_view status);
+  void subscribe(const std::shared_ptr<SharedExecution>& run, const std::shared_ptr<Call>& call,
+                 std::string_view cache_status);
   PromptCache::Limits cache_limits() const;
   InFlightTable::Limits table_limits() const;
 
@@ -98,6 +104,8 @@ class RequestPipeline {
   InFlightTable table_;
   // Every run in progress, so it lives until it ends; the calls hold it only weakly.
   std::unordered_map<const SharedExecution*, std::shared_ptr<SharedExecution>> live_;
+  // The run each unfinished subscriber waits on, for cancel.
+  std::unordered_map<const Call*, std::weak_ptr<SharedExecution>> run_of_;
   PipelineStats stats_;
 };
 

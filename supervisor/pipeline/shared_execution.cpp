@@ -6,7 +6,8 @@ namespace drover::supervisor {
 
 std::shared_ptr<SharedExecution> SharedExecution::create(std::shared_ptr<Call> execution,
                                                          std::size_t max_replay_bytes) {
-  std::shared_ptr<SharedExecution> self(new SharedExecution(std::move(execution), max_replay_bytes));
+  std::shared_ptr<SharedExecution> self(
+      new SharedExecution(std::move(execution), max_replay_bytes));
   self->execution_->set_relay(self);
   return self;
 }
@@ -16,17 +17,17 @@ void SharedExecution::subscribe(const std::shared_ptr<Call>& call, std::string_v
   // Whichever way the client's call ends (answered, cancelled, timed out, client gone), it
   // leaves the run; weak, because the run may be over and gone first.
   call->on_finish([weak = weak_from_this(), raw = call.get()] {
-    if (auto self = weak.lock()) self->unsubscribe(raw);
+    if (auto self = weak.lock()) self->unsubscribe(*raw);
   });
   if (dispatched_) call->note_dispatched();
   for (std::size_t i = 0; i < chunks_.size() && !call->done(); ++i) forward(*call, chunks_[i], i);
 }
 
-void SharedExecution::unsubscribe(const Call* call) {
-  std::erase_if(subscribers_, [call](const Subscriber& s) { return s.call.get() == call; });
+void SharedExecution::unsubscribe(const Call& call) {
+  std::erase_if(subscribers_, [&call](const Subscriber& s) { return s.call.get() == &call; });
   if (subscribers_.empty() && !finished_ && !abandoned_) {
     abandoned_ = true;
-    if (on_abandoned_) std::exchange(on_abandoned_, {})();
+    if (on_abandoned_) std::exchange(on_abandoned_, {})(call.outcome());
   }
 }
 
@@ -39,7 +40,8 @@ void SharedExecution::forward(Call& call, const std::string& text, std::uint64_t
       return call.finish_error(RpcError::slow_consumer);
     case Call::ChunkResult::diverged:
       // Cannot happen with chunks forwarded in order; fail loudly rather than send a gap.
-      return call.finish_error(RpcError::internal_error, "Internal error: shared stream out of order");
+      return call.finish_error(RpcError::internal_error,
+                               "Internal error: shared stream out of order");
   }
 }
 

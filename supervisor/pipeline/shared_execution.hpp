@@ -11,7 +11,10 @@
 //  - a subscriber that is cancelled, times out or whose client disconnects is only detached;
 //    the run continues for the others;
 //  - when the last subscriber leaves before the end, the run is abandoned (on_abandoned: the
-//    pipeline stops sharing it and cancels it at its worker);
+//    pipeline stops sharing it and cancels it at its worker, as a timeout when that last
+//    subscriber timed out, so the worker's breaker hears of it as before);
+//  - a cancel of the only subscriber is better sent to the run itself (RequestPipeline::
+//    cancel): the worker then answers with the text generated so far, as without sharing;
 //  - a result goes to every subscriber (each gets its own `cache` status and timing);
 //  - an error goes to the subscribers waiting at that moment and to nobody after: the
 //    pipeline forgets the run, so the next identical request runs afresh.
@@ -57,8 +60,10 @@ class SharedExecution final : public CallRelay,
   void on_finished(std::function<void(const json* worker_result, int worker_slot)> f) {
     on_finished_ = std::move(f);
   }
-  // Run once when the last subscriber left before the end.
-  void on_abandoned(std::function<void()> f) { on_abandoned_ = std::move(f); }
+  // Run once when the last subscriber left before the end, with how that subscriber ended.
+  void on_abandoned(std::function<void(const CallOutcome& last)> f) {
+    on_abandoned_ = std::move(f);
+  }
 
   // CallRelay (the execution call's output).
   void on_dispatched() override;
@@ -74,7 +79,7 @@ class SharedExecution final : public CallRelay,
     std::shared_ptr<Call> call;
     std::string cache_status;
   };
-  void unsubscribe(const Call* call);
+  void unsubscribe(const Call& call);
   // Forwards one chunk; a subscriber that cannot take it is failed (and so detached).
   static void forward(Call& call, const std::string& text, std::uint64_t index);
 
@@ -88,7 +93,7 @@ class SharedExecution final : public CallRelay,
   bool finished_ = false;
   bool abandoned_ = false;
   std::function<void(const json*, int)> on_finished_;
-  std::function<void()> on_abandoned_;
+  std::function<void(const CallOutcome&)> on_abandoned_;
 };
 
 }  // namespace drover::supervisor

@@ -403,6 +403,28 @@ TEST_F(HttpTest, OutcomesOtherThanOkAreCountedByName) {
   EXPECT_EQ(promtool_check_metrics(text, d().dir()), "");
 }
 
+TEST_F(HttpTest, PipelineFamiliesCountCacheHitsMissesAndRuns) {
+  ASSERT_TRUE(start_with_metrics());
+  auto c = d().client();
+  const json params = {{"prompt", "scraped"}, {"temperature", 0}, {"max_tokens", 4}};
+  const json miss = c.call("generate", params);
+  const json hit = c.call("generate", params);
+  ASSERT_TRUE(is_result(miss) && is_result(hit)) << miss.dump() << hit.dump();
+  ASSERT_EQ(hit["result"]["cache"], "hit");
+  const std::string text = scrape();
+  EXPECT_EQ(promtool_check_metrics(text, d().dir()), "");
+  EXPECT_EQ(value_of(text, "drover_prompt_cache_hits_total"), 1);
+  EXPECT_EQ(value_of(text, "drover_prompt_cache_misses_total"), 1);
+  EXPECT_EQ(value_of(text, "drover_prompt_cache_entries"), 1);
+  EXPECT_GT(value_of(text, "drover_prompt_cache_bytes"), 0);
+  EXPECT_EQ(value_of(text, R"(drover_prompt_cache_evictions_total{reason="entries"})"), 0);
+  EXPECT_EQ(value_of(text, "drover_pipeline_executions_total"), 1);
+  EXPECT_EQ(value_of(text, "drover_dedup_shared_total"), 0);
+  EXPECT_EQ(value_of(text, "drover_coalesced_streams_total"), 0);
+  EXPECT_EQ(value_of(text, R"(drover_feature_flag_decisions_total{stage="prompt_cache",decision="in"})"), 2);
+  EXPECT_EQ(value_of(text, R"(drover_feature_flag_decisions_total{stage="request_deduplication",decision="in"})"), 1);
+}
+
 TEST_F(HttpTest, HttpProtocolAndLimits) {
   ASSERT_TRUE(start_with_metrics());
   EXPECT_EQ(http_get(port_, "/nope").status, 404u);

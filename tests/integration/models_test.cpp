@@ -31,8 +31,11 @@ json model_entry(DroverProcess& d, const std::string& id) {
   return json();
 }
 
+// cache: bypass, so every request reaches a worker (these tests are about where models run).
 json generate(RpcClient& c, const std::string& model, const std::string& prompt = "Once upon a time") {
-  return c.call("generate", {{"model", model}, {"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}},
+  return c.call("generate",
+                {{"model", model}, {"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0},
+                 {"cache", "bypass"}},
                 kReplyTimeout);
 }
 

@@ -14,7 +14,9 @@
 namespace drover::test {
 namespace {
 
-json pipeline(DroverProcess& d) { return d.client().call("telemetry.metrics")["result"]["pipeline"]; }
+json pipeline(DroverProcess& d) {
+  return d.client().call("telemetry.metrics")["result"]["pipeline"];
+}
 
 json deterministic(const std::string& prompt, int max_tokens, bool stream = false) {
   return {{"prompt", prompt}, {"temperature", 0}, {"max_tokens", max_tokens}, {"stream", stream}};
@@ -92,7 +94,8 @@ TEST_F(DroverTest, PromptCacheHitIsServedWithoutAWorkerAndStreamsTheCachedChunks
   EXPECT_EQ(b["result"]["cache"], "bypass");
   EXPECT_EQ(b["result"]["worker"], 0);
   EXPECT_EQ(b["result"]["text"], first["result"]["text"]);
-  const json sampled = c.call("generate", {{"prompt", "cache me"}, {"temperature", 0.8}, {"max_tokens", 12}});
+  const json sampled =
+      c.call("generate", {{"prompt", "cache me"}, {"temperature", 0.8}, {"max_tokens", 12}});
   ASSERT_TRUE(is_result(sampled)) << sampled.dump();
   EXPECT_EQ(sampled["result"]["cache"], "bypass");
 
@@ -143,8 +146,8 @@ TEST_F(DroverTest, FinishedResultAnswersAnIdenticalRequestWithinTheDedupTtl) {
 }
 
 TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) {
-  // 2 s to the first token: the first request is still running when the others arrive.
-  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "2000", "--tokens-per-s", "200"}}));
+  // 3 s to the first token: the first request is still running when the others arrive.
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "3000", "--tokens-per-s", "200"}}));
   json params = deterministic("shared", 8);
   params["cache"] = "bypass";  // deduplication alone
   auto leader = d().client();
@@ -154,7 +157,8 @@ TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) 
   ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["in_flight"] == 1; }));
   follower.send(request("f1", "generate", params));
   other.send(request("f2", "generate", params));
-  ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["shared_total"] == 2; }));
+  ASSERT_TRUE(
+      wait_until([&] { return pipeline(d())["request_deduplication"]["shared_total"] == 2; }));
   // The leader's client goes away: its followers are still answered by the same run.
   leader.close();
   const json f1 = read_reply(follower, "f1");
@@ -172,10 +176,34 @@ TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) 
   EXPECT_EQ(p["request_deduplication"]["in_flight"], 0);
 }
 
+TEST_F(DroverTest, AFollowersTimeoutIsItsOwnAndTheRunGoesOnForTheLeader) {
+  ASSERT_TRUE(start({.workers = 1, .worker_args = {"--ttft-ms", "3000", "--tokens-per-s", "200"}}));
+  const json params = deterministic("deadline", 6);
+  auto leader = d().client();
+  auto follower = d().client();
+  leader.send(request("lead", "generate", params));
+  ASSERT_TRUE(wait_until([&] { return pipeline(d())["request_deduplication"]["in_flight"] == 1; }));
+  json impatient = params;
+  impatient["timeout_ms"] = 100;  // timeout_ms is not part of the key: it joins the run
+  follower.send(request("f", "generate", impatient));
+  const json f = read_reply(follower, "f");
+  EXPECT_EQ(error_code(f), -32004) << f.dump();
+  const json l = read_reply(leader, "lead");
+  ASSERT_TRUE(is_result(l)) << l.dump();
+  EXPECT_EQ(l["result"]["cache"], "miss");
+  EXPECT_EQ(l["result"]["finish_reason"], "length");
+  const json p = pipeline(d());
+  EXPECT_EQ(p["request_deduplication"]["shared_total"], 1);
+  EXPECT_EQ(p["executions_total"], 1);
+  EXPECT_EQ(p["abandoned_total"], 0);
+}
+
 TEST_F(DroverTest, DeduplicationOffRunsIdenticalRequestsSeparately) {
-  ASSERT_TRUE(start({.workers = 2,
-                     .worker_args = {"--ttft-ms", "500"},
-                     .extra_yaml = "prompt_cache:\n  enabled: false\nfeature_flags:\n  request_deduplication: 0\n"}));
+  ASSERT_TRUE(
+      start({.workers = 2,
+             .worker_args = {"--ttft-ms", "500"},
+             .extra_yaml =
+                 "prompt_cache:\n  enabled: false\nfeature_flags:\n  request_deduplication: 0\n"}));
   auto a = d().client();
   auto b = d().client();
   a.send(request(1, "generate", deterministic("twice", 4)));

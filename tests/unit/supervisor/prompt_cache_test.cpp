@@ -18,7 +18,8 @@ CachedResult result(const std::string& text, std::vector<std::string> chunks = {
   return {json{{"text", text}, {"finish_reason", "length"}}, std::move(chunks)};
 }
 
-PromptCache::Limits limits(std::size_t entries, std::size_t bytes, std::chrono::seconds ttl = 300s) {
+PromptCache::Limits limits(std::size_t entries, std::size_t bytes,
+                           std::chrono::seconds ttl = 300s) {
   return {entries, bytes, ttl};
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -149,7 +150,7 @@ TEST(SharedExecution, LeaderLeavingDoesNotEndTheRunForTheOthers) {
   auto exec = execution_call(true);
   auto run = SharedExecution::create(exec, 1 << 20);
   int abandoned = 0;
-  run->on_abandoned([&abandoned] { ++abandoned; });
+  run->on_abandoned([&abandoned](const CallOutcome&) { ++abandoned; });
   Client leader, joiner;
   auto lead = client_call(leader, 1, true);
   run->subscribe(lead, "miss");
@@ -165,6 +166,9 @@ TEST(SharedExecution, LeaderLeavingDoesNotEndTheRunForTheOthers) {
   ASSERT_EQ(leader.replies.size(), 1u);
   EXPECT_EQ(leader.replies[0]["result"]["finish_reason"], "cancelled");
   EXPECT_EQ(leader.chunk_text(), "a");
+  // A detached stream's answer is what it received.
+  EXPECT_EQ(leader.replies[0]["result"]["text"], "a");
+  EXPECT_EQ(leader.replies[0]["result"]["usage"]["completion_tokens"], 1);
   ASSERT_EQ(joiner.replies.size(), 1u);
   EXPECT_EQ(joiner.replies[0]["result"]["text"], "abc");
   EXPECT_EQ(joiner.chunk_text(), "abc");
@@ -174,7 +178,11 @@ TEST(SharedExecution, LastSubscriberLeavingAbandonsTheRunOnce) {
   auto exec = execution_call(false);
   auto run = SharedExecution::create(exec, 0);
   int abandoned = 0;
-  run->on_abandoned([&abandoned] { ++abandoned; });
+  std::optional<CallOutcome> last;
+  run->on_abandoned([&](const CallOutcome& o) {
+    ++abandoned;
+    last = o;
+  });
   Client one, two;
   auto a = client_call(one, 1, false);
   auto b = client_call(two, 2, false);
@@ -182,8 +190,10 @@ TEST(SharedExecution, LastSubscriberLeavingAbandonsTheRunOnce) {
   run->subscribe(b, "coalesced");
   a->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", 10}});
   EXPECT_EQ(abandoned, 0);
-  b->finish_cancelled();
+  b->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", 20}});
   EXPECT_EQ(abandoned, 1);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->code, -32004) << "the pipeline tells the worker's breaker of the timeout";
   EXPECT_FALSE(run->joinable());
   // The cancelled run's late answer reaches nobody.
   exec->finish_from_worker(kResult, 0);
