@@ -170,7 +170,11 @@ void ClientSession::write_reply(std::string&& json_text) {
 
 bool ClientSession::write_chunk(const StreamChunk& chunk) {
   if (closed_) return true;
-  const bool coalescible = in_rollout(chunk.request_id, limits_.stream_coalescing_percent);
+  // Rolled out by the client's id, like every stage (common/rollout.hpp); no hash at 0 or 100.
+  const int percent = limits_.stream_coalescing_percent;
+  const bool coalescible =
+      percent >= 100 ||
+      (percent > 0 && in_rollout("stream_coalescing", chunk.client_id.dump(), percent));
   const auto verdict = flow_.on_chunk(chunk.stream, chunk.client_id, chunk.text, coalescible,
                                       writer_.queued_bytes(), Clock::now(), frames_);
   write_frames();

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "supervisor/pipeline/request_key.hpp"
+#include "common/rollout.hpp"
 
 namespace drover::supervisor {
 
@@ -23,10 +23,7 @@ std::string_view stage_name(Stage stage) {
 }
 
 int FeatureFlags::bucket(Stage stage, std::string_view request_id) {
-  std::string salted(stage_name(stage));
-  salted += ':';
-  salted += request_id;
-  return static_cast<int>(stable_hash(salted) % 100);
+  return rollout_bucket(stage_name(stage), request_id);
 }
 
 int FeatureFlags::rollout_percent(Stage stage, const FeatureFlagsConfig& f) {
@@ -48,9 +45,7 @@ int FeatureFlags::rollout_percent(Stage stage, const FeatureFlagsConfig& f) {
 bool FeatureFlags::admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags,
                           std::string_view request_id) {
   const int percent = rollout_percent(stage, flags);
-  // 100 and 0 need no hash; the common case stays cheap.
-  const bool in =
-      enabled && (percent >= 100 || (percent > 0 && bucket(stage, request_id) < percent));
+  const bool in = enabled && in_rollout(stage_name(stage), request_id, percent);
   auto& c = counts_[static_cast<std::size_t>(stage)];
   ++(in ? c.in : c.out);
   return in;

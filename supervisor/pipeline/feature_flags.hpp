@@ -1,13 +1,7 @@
 // FeatureFlags: percentage rollout of the pipeline stages (config block feature_flags). A
 // stage applies to a request when its block says `enabled` AND the request falls in the
-// stage's rollout percentage. Inclusion is decided by a stable hash of the request id (the
-// client's JSON-RPC id as JSON text, or droverd's internal request id for a notification), so
-// the same id is in or out every time, on every droverd. Each stage hashes with its own salt,
-// so a request left out of one stage is not thereby left out of all of them.
-//
-//   bucket = fnv1a("<stage>:" + id) % 100;  in  <=>  bucket < rollout_percent
-//   e.g. rollout 25: ids whose bucket is 0..24 are in (about a quarter), 25..99 out;
-//        rollout 0: nobody, 100: everybody.
+// stage's rollout percentage, by the stable salted hash of common/rollout.hpp of the request id
+// (the client's JSON-RPC id as JSON text, or droverd's internal request id for a notification).
 //
 // Counts the decisions it makes (in / out per stage) for telemetry. Owned by the
 // RequestPipeline; supervisor thread only.

@@ -29,13 +29,4 @@ std::optional<std::string> deterministic_key(const proto::GenerateParams& p) {
   return hex;
 }
 
-std::uint64_t stable_hash(std::string_view text) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 }  // namespace drover::supervisor

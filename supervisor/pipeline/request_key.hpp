@@ -1,6 +1,5 @@
 // Request identity for the pipeline stages: which generate requests are deterministic, the key
-// under which identical ones share an execution or a cached result, and the stable hash that
-// decides feature-flag rollout. Pure functions; any thread.
+// under which identical ones share an execution or a cached result. Pure functions; any thread.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +18,5 @@ namespace drover::supervisor {
 // output is a fresh sample each time and so is neither shared nor cached. `stream` is not part
 // of the key: a streamed and an unstreamed run of the same request produce the same text.
 std::optional<std::string> deterministic_key(const proto::GenerateParams& params);
-
-// 64-bit FNV-1a: stable across runs, builds and machines (std::hash is not).
-std::uint64_t stable_hash(std::string_view text);
 
 }  // namespace drover::supervisor
