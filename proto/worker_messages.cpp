@@ -82,8 +82,9 @@ boost::system::result<WorkerMessage, std::string> classify(json& value) {
 }  // namespace
 
 boost::system::result<WorkerMessage, std::string> parse_worker_message(std::string_view text) {
+  using R = boost::system::result<WorkerMessage, std::string>;
   auto value = parse_text(text);
-  if (!value) return boost::system::result<WorkerMessage, std::string>(boost::system::in_place_error, value.error());
+  if (!value) return R(boost::system::in_place_error, value.error());
   return classify(*value);
 }
 
@@ -103,7 +104,10 @@ boost::system::result<std::vector<WorkerMessage>, std::string> parse_worker_mess
   out.reserve(value->size());
   for (std::size_t i = 0; i < value->size(); ++i) {
     auto m = classify((*value)[i]);
-    if (!m) return R(boost::system::in_place_error, "batch member " + std::to_string(i) + ": " + m.error());
+    if (!m) {
+      return R(boost::system::in_place_error,
+               "batch member " + std::to_string(i) + ": " + m.error());
+    }
     out.push_back(std::move(*m));
   }
   return out;

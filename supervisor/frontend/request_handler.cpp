@@ -75,7 +75,8 @@ boost::system::result<AdaptiveTargets, std::string> parse_adaptive_targets(const
       }
       t.size = v.get<int>();
     } else {
-      return bad(fmt::format("unknown param '{}' (allowed: target_batch_time_ms, max_batch_size)", key));
+      return bad(
+          fmt::format("unknown param '{}' (allowed: target_batch_time_ms, max_batch_size)", key));
     }
   }
   if (!t.target && !t.size) return bad("give target_batch_time_ms and/or max_batch_size");

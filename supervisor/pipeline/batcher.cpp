@@ -20,9 +20,11 @@ void Batcher::reconfigure(const BatchQueueConfig& config) {
   if (size_changed) controller_.set_size(config.max_batch_size);
 }
 
-Batcher::Decision Batcher::decide(std::size_t pending, std::size_t unanswered) const {
+Batcher::Decision Batcher::decide(std::size_t pending, std::size_t in_flight) const {
   if (!config_.enabled) return Decision::flush_alone;
-  if (config_.fast_path && pending <= 1 && unanswered == 0) return Decision::flush_fast_path;
+  if (config_.fast_path && pending <= 1 && in_flight < kBatchesInFlight) {
+    return Decision::flush_fast_path;
+  }
   if (pending >= static_cast<std::size_t>(controller_.size())) return Decision::flush_full;
   return Decision::wait;
 }
@@ -100,7 +102,7 @@ json Batcher::stats(const std::array<std::size_t, 3>& queue_depth) const {
             {"fast_path", causes_[1]},
             {"full", causes_[2]},
             {"window", causes_[3]},
-            {"worker_idle", causes_[4]}}},
+            {"batch_done", causes_[4]}}},
           {"tokenize_texts_merged", merged_texts_},
           {"size_adjustments", controller_.adjustments()},
           {"window_changes", window_.changes()},

@@ -4,16 +4,18 @@
 // the statistics (telemetry.batchStats, the batch metrics) see the whole pool. Owned by
 // WorkerPool (shared with its links, which may outlive it briefly); supervisor thread only.
 //
-// When a call enters a link's outbox (`pending` calls now there, `unanswered` sent and not yet
-// answered by that worker), decide() says:
+// When a call enters a link's outbox (`pending` calls now there, `in_flight` earlier flushes of
+// that link not fully answered yet), decide() says:
 //   - flush now, alone, when batching is off;
-//   - flush now (fast path) when the outbox holds just this call and the worker has nothing
-//     unanswered: a lone request never waits for a window;
+//   - flush now (fast path) when the outbox holds just this call and fewer than
+//     kBatchesInFlight batches are in flight: a lone request never waits for a window;
 //   - flush now when the outbox reached the controller's size;
 //   - otherwise wait: the link arms its flush timer (if not armed) for window().
-// And when the worker answers its last unanswered request while calls wait in the outbox, the
-// link flushes at once when fast_path is on (flush_when_idle()): an idle worker gains nothing
-// from the rest of the window (Nagle's rule: hold small writes only while one is unanswered).
+// And when a batch in flight is fully answered while calls wait in the outbox, the link
+// flushes at once when fast_path is on (flush_when_batch_done()). Why kBatchesInFlight = 2:
+// with one batch in flight (Nagle's rule: hold small writes while one is unanswered) the
+// worker idles between its last reply and the next batch; with two it serves one batch while
+// the next is already in its socket, and requests are held only while both are busy.
 // The window is the adaptive one when adaptive_window is on (fed with each flush's size: the
 // depth the outbox reached), else flush_interval_ms.
 #pragma once
@@ -39,7 +41,8 @@ class Batcher {
   using Micros = std::chrono::microseconds;
 
   enum class Decision { flush_alone, flush_fast_path, flush_full, wait };
-  enum class FlushCause { alone, fast_path, full, window, worker_idle };
+  enum class FlushCause { alone, fast_path, full, window, batch_done };
+  static constexpr std::size_t kBatchesInFlight = 2;
 
   explicit Batcher(const BatchQueueConfig& config);
 
@@ -48,9 +51,9 @@ class Batcher {
   const BatchQueueConfig& config() const { return config_; }
   bool enabled() const { return config_.enabled; }
 
-  Decision decide(std::size_t pending, std::size_t unanswered) const;
+  Decision decide(std::size_t pending, std::size_t in_flight) const;
   Micros window() const;
-  bool flush_when_idle() const { return config_.enabled && config_.fast_path; }
+  bool flush_when_batch_done() const { return config_.enabled && config_.fast_path; }
   int size() const { return controller_.size(); }
 
   // A link sent `requests` calls (tokenize texts counted one by one) in one write, of which

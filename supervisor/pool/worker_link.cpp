@@ -473,9 +473,9 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
       }
     }
   }
-  if (!outbox_.empty() && held_calls_ == outbox_.size() && opt_.batcher &&
-      opt_.batcher->flush_when_idle()) {
-    flush(Batcher::FlushCause::worker_idle);
+  if (!outbox_.empty() && flushes_.size() < Batcher::kBatchesInFlight && opt_.batcher &&
+      opt_.batcher->flush_when_batch_done()) {
+    flush(Batcher::FlushCause::batch_done);
   }
   maybe_stop();
   observer_.on_capacity(*this);
@@ -554,7 +554,7 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   }
   inflight_.emplace(id, Held{std::move(call), {}, false, 0});
   outbox_.push_back(id);
-  switch (batcher->decide(outbox_.size(), held_calls_ - outbox_.size())) {
+  switch (batcher->decide(outbox_.size(), flushes_.size())) {
     case Batcher::Decision::flush_alone:
       return flush(Batcher::FlushCause::alone);
     case Batcher::Decision::flush_fast_path:

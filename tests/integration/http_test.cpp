@@ -280,6 +280,8 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCountRequests) {
   const double gen_count_before =
       value_of(before, R"(drover_request_duration_seconds_count{method="generate"})");
   const double ttft_before = value_of(before, "drover_ttft_seconds_count");
+  const double batch_before = value_of(before, "drover_batch_size_count");
+  const double batch_time_before = value_of(before, "drover_batch_time_seconds_count");
 
   constexpr int kGenerates = 5;
   constexpr int kTokenizes = 3;
@@ -309,6 +311,14 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCountRequests) {
   EXPECT_GT(value_of(after, R"(drover_request_duration_seconds_sum{method="generate"})"), 0);
   expect_histogram_consistent(after, "drover_request_duration_seconds", R"(method="generate",)");
   expect_histogram_consistent(after, "drover_ttft_seconds", "");
+  // One request at a time: each leaves through the batch queue's fast path, a batch of one.
+  EXPECT_EQ(value_of(after, "drover_batch_size_count") - batch_before, kGenerates + kTokenizes);
+  EXPECT_EQ(value_of(after, "drover_batch_time_seconds_count") - batch_time_before,
+            kGenerates + kTokenizes);
+  EXPECT_EQ(value_of(after, R"(drover_batch_size_bucket{le="1"})"),
+            value_of(after, "drover_batch_size_count"));
+  expect_histogram_consistent(after, "drover_batch_size", "");
+  expect_histogram_consistent(after, "drover_batch_time_seconds", "");
 
   // Gauges from the pool's snapshot.
   EXPECT_EQ(value_of(after, "drover_workers_ready"), 2);
@@ -349,6 +359,8 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCountRequests) {
       {"drover_request_duration_seconds", "histogram"},
       {"drover_ttft_seconds", "histogram"},
       {"drover_queue_depth", "gauge"},
+      {"drover_batch_size", "histogram"},
+      {"drover_batch_time_seconds", "histogram"},
       {"drover_admission_outstanding", "gauge"},
       {"drover_admission_limit", "gauge"},
       {"drover_admission_rejected_total", "counter"},

@@ -147,3 +147,44 @@ TEST(WorkerMessages, GarbageIsAnError) {
 
 }  // namespace
 }  // namespace drover::proto::worker
+
+namespace drover::proto::worker {
+namespace {
+
+// What a worker reads from droverd's batch queue: one message or a batch array of them.
+TEST(ParseWorkerMessages, ABatchArrayYieldsItsRequestsInOrder) {
+  const auto r = parse_worker_messages(
+      R"([{"jsonrpc":"2.0","id":7,"method":"generate","params":{"prompt":"a"}},)"
+      R"({"jsonrpc":"2.0","id":8,"method":"batch_tokenize","params":{"texts":["x","y"]}},)"
+      R"({"jsonrpc":"2.0","method":"cancel","params":{"id":7}}])");
+  ASSERT_TRUE(r) << r.error();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_EQ((*r)[0].kind, WorkerMessage::Kind::request);
+  EXPECT_EQ((*r)[0].id, 7u);
+  EXPECT_EQ((*r)[0].method, "generate");
+  EXPECT_EQ((*r)[1].id, 8u);
+  EXPECT_EQ((*r)[1].params["texts"].size(), 2u);
+  EXPECT_EQ((*r)[2].kind, WorkerMessage::Kind::notification);
+}
+
+TEST(ParseWorkerMessages, ASingleMessageIsABatchOfOne) {
+  const auto r = parse_worker_messages(R"({"jsonrpc":"2.0","id":1,"method":"detokenize"})");
+  ASSERT_TRUE(r) << r.error();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].method, "detokenize");
+}
+
+TEST(ParseWorkerMessages, AnEmptyOrInvalidBatchIsAnError) {
+  EXPECT_FALSE(parse_worker_messages("[]"));
+  const auto bad = parse_worker_messages(
+      R"([{"jsonrpc":"2.0","id":1,"method":"generate"},{"jsonrpc":"1.0","id":2,"method":"x"}])");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("batch member 1"), std::string::npos) << bad.error();
+  EXPECT_FALSE(parse_worker_messages("[1, 2]"));
+  EXPECT_FALSE(parse_worker_messages("[{]"));
+  // The single-message parser droverd uses for what workers send still refuses arrays.
+  EXPECT_FALSE(parse_worker_message(R"([{"jsonrpc":"2.0","id":1,"result":{}}])"));
+}
+
+}  // namespace
+}  // namespace drover::proto::worker

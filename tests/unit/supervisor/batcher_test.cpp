@@ -27,11 +27,13 @@ TEST(Batcher, OffSendsEveryCallAlone) {
   EXPECT_EQ(b.decide(3, 10), D::flush_alone);
 }
 
-TEST(Batcher, FastPathWhenNothingElseIsWaitingOrRunning) {
+TEST(Batcher, FastPathWhileFewerThanTwoBatchesAreInFlight) {
   Batcher b(config());
   EXPECT_EQ(b.decide(1, 0), D::flush_fast_path);  // a lone request never waits
-  EXPECT_EQ(b.decide(1, 1), D::wait);             // the worker is busy: gather companions
+  EXPECT_EQ(b.decide(1, 1), D::flush_fast_path);  // the next one travels behind the first
+  EXPECT_EQ(b.decide(1, 2), D::wait);             // two batches busy: gather companions
   EXPECT_EQ(b.decide(2, 0), D::wait);             // others already wait for the window
+  EXPECT_TRUE(b.flush_when_batch_done());
 }
 
 TEST(Batcher, NoFastPathWaitsEvenWhenIdle) {
@@ -39,6 +41,7 @@ TEST(Batcher, NoFastPathWaitsEvenWhenIdle) {
   c.fast_path = false;
   Batcher b(c);
   EXPECT_EQ(b.decide(1, 0), D::wait);
+  EXPECT_FALSE(b.flush_when_batch_done());
 }
 
 TEST(Batcher, FlushesWhenTheBatchIsFull) {
