@@ -350,8 +350,12 @@ void RequestHandler::start_call(ClientSession& session, proto::RpcRequest& req, 
     pool_.on_timeout(c);
   });
   call->set_deadline(std::move(timer));
-  // A notification's rollout is decided by its internal request id.
-  if (pipeline_request.rollout_id.empty()) pipeline_request.rollout_id = call->request_id();
+  // Rollouts go by the client's id (a notification's by its internal request id).
+  if (pipeline_request.rollout_id.empty()) {
+    pipeline_request.rollout_id = req.id ? req.id->dump() : call->request_id();
+  }
+  call->set_batchable(
+      pipeline_.admits(Stage::batch_queue, config_.batch_queue.enabled, pipeline_request.rollout_id));
   pipeline_.submit(std::move(call), std::move(pipeline_request));
 }
 

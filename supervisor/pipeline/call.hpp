@@ -128,6 +128,10 @@ class Call : public std::enable_shared_from_this<Call> {
   // The client's priority (generate, tokenize); the pool queue orders by it.
   proto::Priority priority() const { return priority_; }
   void set_priority(proto::Priority p) { priority_ = p; }
+  // In the batch queue's rollout (feature_flags.batch_queue): it may wait in a link's outbox
+  // to travel with others; out of it, it is sent on its own.
+  bool batchable() const { return batchable_; }
+  void set_batchable(bool b) { batchable_ = b; }
   // The model the request names; empty: the worker's default model.
   const std::string& model() const { return model_; }
   void set_model(std::string model) { model_ = std::move(model); }
@@ -182,6 +186,7 @@ class Call : public std::enable_shared_from_this<Call> {
   State state_ = State::queued;
   bool stream_ = false;
   proto::Priority priority_ = proto::Priority::normal;
+  bool batchable_ = true;
   std::string model_;
   int attempts_ = 0;
   int last_worker_ = -1;

@@ -105,6 +105,8 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
                                           call->worker_method(), call->worker_params(), CallSink{});
   execution->set_streaming(stream);
   execution->set_model(call->model());
+  execution->set_priority(call->priority());
+  execution->set_batchable(call->batchable());
   // Chunks are kept for joiners (bounded by max_replay_bytes) and for the cache entry.
   const std::size_t replay_bytes = !stream ? 0
                                    : share ? config_.request_coalescing.max_replay_bytes
@@ -216,6 +218,7 @@ json RequestPipeline::telemetry() const {
   return {{"prompt_cache", std::move(cache)},
           {"request_deduplication", std::move(dedup)},
           {"request_coalescing", std::move(coalescing)},
+          {"batch_queue", stage(Stage::batch_queue, config_.batch_queue.enabled)},
           {"executions_total", stats_.executions},
           {"abandoned_total", stats_.abandoned},
           {"bypassed_total", stats_.bypassed},

@@ -85,6 +85,11 @@ class RequestPipeline {
   const PromptCache& cache() const { return cache_; }
   const PipelineStats& stats() const { return stats_; }
   const FeatureFlags& flags() const { return flags_; }
+  // Whether a stage applied after the pipeline (batch_queue, stream_coalescing) takes this
+  // request: its block's `enabled` and its rollout; counted with the pipeline's own stages.
+  bool admits(Stage stage, bool enabled, std::string_view rollout_id) {
+    return flags_.admits(stage, enabled, config_.feature_flags, rollout_id);
+  }
 
  private:
   // Answers `call` from a stored result: streams `chunks` first (or the text as one chunk when

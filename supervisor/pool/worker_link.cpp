@@ -546,7 +546,7 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   count_model_use(*call, +1);
   ++held_calls_;
   Batcher* batcher = opt_.batcher.get();
-  if (!batcher || !batcher->enabled() || !batch_capable_) {
+  if (!batcher || !batcher->enabled() || !batch_capable_ || !call->batchable()) {
     // Unbatched: exactly the path without a batch queue, one write per call.
     send(proto::make_request(id, call->worker_method(), call->worker_params()));
     inflight_.emplace(id, Held{std::move(call), {}, true, 0});

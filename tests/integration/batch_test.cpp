@@ -97,6 +97,25 @@ TEST_F(DroverTest, BatchedRequestsEachGetTheirOwnAnswer) {
   EXPECT_EQ(s["batch_time"]["count"], 3) << s.dump();
 }
 
+// feature_flags.batch_queue rolls batching out by the client's id: at 0 % every request is
+// sent on its own (the batch queue sees no flush), and telemetry counts them out.
+TEST_F(DroverTest, BatchQueueRolloutZeroSendsEveryRequestAlone) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .extra_yaml = std::string(kFixedBatches) + "feature_flags:\n  batch_queue: 0\n"}));
+  auto c = d().client();
+  json batch = json::array();
+  for (int i = 0; i < 9; ++i) batch.push_back(request("t" + std::to_string(i), "tokenize", {{"text", "x"}}));
+  c.send(batch);
+  const json reply = read_one(c);
+  ASSERT_TRUE(reply.is_array()) << reply.dump();
+  for (const auto& r : reply) EXPECT_TRUE(is_result(r)) << r.dump();
+  EXPECT_EQ(batch_stats(d())["flushes"], 0);
+  const json t = d().client().call("telemetry.metrics")["result"]["pipeline"]["batch_queue"];
+  EXPECT_EQ(t["rollout_percent"], 0) << t.dump();
+  EXPECT_EQ(t["requests_out"], 9) << t.dump();
+  EXPECT_EQ(t["requests_in"], 0) << t.dump();
+}
+
 TEST_F(DroverTest, WorkerKilledWithABatchInFlightLosesNothing) {
   // 20 tokens/s: each generate holds its worker for about half a second.
   ASSERT_TRUE(start({.workers = 2,
