@@ -8,6 +8,7 @@ DROVER_PACKAGES=(
   g++ cmake ninja-build pkg-config
   libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
+  libssl-dev  # OpenSSL libcrypto: SHA-256 of the prompt cache and dedup keys
   python3 socat  # socat: the README tour
   clang-14 libclang-rt-14-dev llvm-14  # fuzz/: clang, libFuzzer, llvm-symbolizer
   prometheus systemd
