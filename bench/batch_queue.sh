@@ -17,6 +17,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib/sim_droverd.sh"
 BUILD_DIR=$(cd "${1:-$ROOT/build}" && pwd)
 BIN=$BUILD_DIR/bin
 OUT_DIR=${OUT_DIR:-/tmp/drover-batch-bench}
@@ -51,23 +52,12 @@ trap stop_droverd EXIT
 
 start_droverd() {
   local variant=$1 config=$OUT_DIR/$1.yaml
-  cat > "$config" <<YAML
-server:
-  socket: $SOCK
-  admin_socket: $ADMIN
-workers:
-  count: 2
-  command: [$BIN/drover-worker, --ttft-ms, "0", --tokens-per-s, "0"]
-  backend: sim
-routing:
-  strategy: round_robin
-batch_queue:
+  sim_droverd_config "$config" "$SOCK" "$ADMIN" "$BIN" "batch_queue:
 ${BATCH[$variant]}
 metrics:
-  listen: ""
+  listen: \"\"
 logging:
-  level: info
-YAML
+  level: info"
   "$BIN/droverd" --config "$config" > "$OUT_DIR/droverd.$variant.log" 2>&1 &
   DROVERD=$!
   local deadline=$((SECONDS + 20))

@@ -10,6 +10,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib/sim_droverd.sh"
 BUILD_DIR=$(cd "${1:-$ROOT/build}" && pwd)
 BIN=$BUILD_DIR/bin
 OUT_DIR=${OUT_DIR:-/tmp/drover-batch-overhead}
@@ -22,22 +23,12 @@ SOCK=$OUT_DIR/c.sock
 ADMIN=$OUT_DIR/a.sock
 CONFIG=$OUT_DIR/droverd.yaml
 write_config() {
-  cat > "$CONFIG" <<YAML
-server:
-  socket: $SOCK
-  admin_socket: $ADMIN
-workers:
-  count: 2
-  command: [$BIN/drover-worker, --ttft-ms, "0", --tokens-per-s, "0"]
-  backend: sim
-routing:
-  strategy: round_robin
-batch_queue:
+  sim_droverd_config "$CONFIG" "$SOCK" "$ADMIN" "$BIN" "batch_queue:
   enabled: $1
 metrics:
-  listen: ""
-YAML
+  listen: \"\""
 }
+
 write_config true
 "$BIN/droverd" --config "$CONFIG" > "$OUT_DIR/droverd.log" 2>&1 &
 DROVERD=$!

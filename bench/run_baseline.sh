@@ -14,6 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib/sim_droverd.sh"
 BUILD_DIR=$(cd "${1:-$ROOT/build-rel}" && pwd)
 BIN=$BUILD_DIR/bin
 OUT_DIR=${OUT_DIR:-/tmp/drover-baseline}
@@ -40,19 +41,8 @@ mkdir -p "$OUT_DIR"
 SOCK=$OUT_DIR/client.sock
 ADMIN=$OUT_DIR/admin.sock
 CONFIG=$OUT_DIR/droverd.yaml
-cat > "$CONFIG" <<YAML
-server:
-  socket: $SOCK
-  admin_socket: $ADMIN
-workers:
-  count: 2
-  command: [$BIN/drover-worker, --ttft-ms, "0", --tokens-per-s, "0"]
-  backend: sim
-routing:
-  strategy: round_robin
-logging:
-  level: info
-YAML
+sim_droverd_config "$CONFIG" "$SOCK" "$ADMIN" "$BIN" "logging:
+  level: info"
 
 "$BIN/droverd" --config "$CONFIG" --socket "$SOCK" --admin-socket "$ADMIN" \
   > "$OUT_DIR/droverd.log" 2>&1 &

@@ -52,7 +52,13 @@ std::string serialise(const WorkerMessage& m) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  // The batch form (a worker line holding a JSON-RPC batch array, or one message): a value or
+  // an error text, never a throw; one message parses the same either way.
+  const auto many = proto::worker::parse_worker_messages(text);
+  FUZZ_CHECK(many.has_value() != many.has_error());
+  FUZZ_CHECK(many.has_value() || !many.error().empty());
   const auto parsed = proto::worker::parse_worker_message(text);
+  if (parsed.has_value()) FUZZ_CHECK(many.has_value() && many->size() == 1);
   FUZZ_CHECK(parsed.has_value() != parsed.has_error());
   if (parsed.has_error()) {
     FUZZ_CHECK(!parsed.error().empty());

@@ -122,6 +122,33 @@ void Segment::reset() {
   linked_ = false;
 }
 
+Segment Segment::initialise(std::string name, bip::mapped_region region, std::size_t ring_bytes) {
+  const std::size_t size = region.get_size();
+  auto* base = static_cast<std::byte*>(region.get_address());
+  auto* header = ::new (base) SegmentHeader{};
+  header->version = kSegmentVersion;
+  header->header_bytes = sizeof(SegmentHeader);
+  header->segment_bytes = size;
+  header->ring_bytes = ring_bytes;
+  for (int i = 0; i < 2; ++i) {
+    header->control_offset[i] = kControlOffset[i];
+    header->data_offset[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
+    init_ring_control(base + kControlOffset[i]);
+  }
+  // Release: every field above is visible to an opener whose acquire load sees the magic.
+  // (The name or descriptor reaches the worker only afterwards, over the socket, which orders
+  // it too; this keeps the header self-describing for any reader.)
+  header->magic.store(kSegmentMagic, std::memory_order_release);
+
+  Segment seg(std::move(name), std::move(region), /*creator=*/true);
+  seg.ring_bytes_ = ring_bytes;
+  for (int i = 0; i < 2; ++i) {
+    seg.control_offset_[i] = kControlOffset[i];
+    seg.data_offset_[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
+  }
+  return seg;
+}
+
 Result<Segment> Segment::create(std::size_t ring_bytes, std::string_view prefix) {
   if (!valid_name_chars(prefix)) return Errc::bad_name;
   // 64 random bits make a collision (EEXIST) practically impossible; retry a few times anyway
@@ -148,29 +175,7 @@ Result<Segment> Segment::create_named(const std::string& name, std::size_t ring_
     shm.truncate(static_cast<bip::offset_t>(size));  // posix_fallocate, then ftruncate
     bip::mapped_region region(shm, bip::read_write, 0, size);
     // The shm_object (its fd) closes at scope exit; the mapping stays.
-    auto* base = static_cast<std::byte*>(region.get_address());
-    auto* header = ::new (base) SegmentHeader{};
-    header->version = kSegmentVersion;
-    header->header_bytes = sizeof(SegmentHeader);
-    header->segment_bytes = size;
-    header->ring_bytes = ring_bytes;
-    for (int i = 0; i < 2; ++i) {
-      header->control_offset[i] = kControlOffset[i];
-      header->data_offset[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
-      init_ring_control(base + kControlOffset[i]);
-    }
-    // Release: every field above is visible to an opener whose acquire load sees the magic.
-    // (The name reaches the worker only afterwards, over the socket, which orders it too; this
-    // keeps the header self-describing for any reader.)
-    header->magic.store(kSegmentMagic, std::memory_order_release);
-
-    Segment seg(name, std::move(region), /*creator=*/true);
-    seg.ring_bytes_ = ring_bytes;
-    for (int i = 0; i < 2; ++i) {
-      seg.control_offset_[i] = kControlOffset[i];
-      seg.data_offset_[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
-    }
-    return seg;
+    return initialise(name, std::move(region), ring_bytes);
   } catch (const bip::interprocess_exception& e) {
     if (created) ::shm_unlink(name.c_str());
     return from_interprocess(e);
@@ -244,26 +249,9 @@ Result<Segment> Segment::create_sealed(std::size_t ring_bytes) {
   if (::fcntl(fd.get(), F_ADD_SEALS, kSeals) != 0) return system_error(errno);
   try {
     bip::mapped_region region(FdMappable{fd.get()}, bip::read_write, 0, size);
-    auto* base = static_cast<std::byte*>(region.get_address());
-    auto* header = ::new (base) SegmentHeader{};
-    header->version = kSegmentVersion;
-    header->header_bytes = sizeof(SegmentHeader);
-    header->segment_bytes = size;
-    header->ring_bytes = ring_bytes;
-    for (int i = 0; i < 2; ++i) {
-      header->control_offset[i] = kControlOffset[i];
-      header->data_offset[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
-      init_ring_control(base + kControlOffset[i]);
-    }
-    header->magic.store(kSegmentMagic, std::memory_order_release);  // as in create_named
-    Segment seg("memfd", std::move(region), /*creator=*/true);
+    Segment seg = initialise("memfd", std::move(region), ring_bytes);
     seg.linked_ = false;  // nothing to unlink: it never had a name
     seg.fd_ = std::move(fd);
-    seg.ring_bytes_ = ring_bytes;
-    for (int i = 0; i < 2; ++i) {
-      seg.control_offset_[i] = kControlOffset[i];
-      seg.data_offset_[i] = kDataOffset + static_cast<std::size_t>(i) * ring_bytes;
-    }
     return seg;
   } catch (const bip::interprocess_exception& e) {
     return from_interprocess(e);

@@ -118,6 +118,10 @@ class Segment {
   Segment(std::string name, boost::interprocess::mapped_region region, bool creator);
   // Checks the header of a freshly mapped region (open() and open_fd()).
   static Result<Segment> validate(std::string name, boost::interprocess::mapped_region region);
+  // create_named() and create_sealed(): writes the header of a new segment into the mapped
+  // region (publishing it with the magic last) and takes its layout.
+  static Segment initialise(std::string name, boost::interprocess::mapped_region region,
+                            std::size_t ring_bytes);
   SegmentHeader& header() { return *static_cast<SegmentHeader*>(region_.get_address()); }
   void reset();
 
