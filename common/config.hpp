@@ -199,7 +199,7 @@ struct BatchQueueConfig {
   // high before normal before low, with high never starved behind low.
   bool priority_queue = true;
   // Aging: a queued request counts one priority higher for every priority_aging it has
-  // waited, so low is not starved forever (supervisor/pipeline/priority_queue.hpp).
+  // waited, so low is not starved forever (supervisor/pool/priority_queue.hpp).
   Millis priority_aging{100};
   // Window chosen from the queue depth (0-1: 0.75 ms, 2-5: 1 ms, 6+: 2 ms), smoothed.
   bool adaptive_window = true;

@@ -1,111 +1,100 @@
 #include "proto/client_params.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <initializer_list>
-#include <set>
+
+#include "proto/json_text.hpp"
 
 namespace drover::proto {
 namespace {
 
-// Reads named params from a params object; remembers which names are known so unknown ones
-// can be reported. The first problem wins; later reads are no-ops once one is recorded.
+// Reads a params object in one walk. Params are declared in the order their problems are
+// reported (so the first problem named does not depend on the client's key order); a null value
+// counts as absent; an unknown name is reported after every known one is fine, so a typo
+// ("max_token") is named, not ignored. A repeated key: the last one counts.
 class ParamReader {
  public:
-  explicit ParamReader(const json& params) : params_(params) {
-    if (!params.is_null() && !params.is_object()) error_ = "params must be an object";
-  }
+  explicit ParamReader(std::initializer_list<std::string_view> names)
+      : names_(names), problems_(names.size()), present_(names.size(), false) {}
 
-  const json* find(const char* name) {
-    known_.insert(name);
-    if (!error_.empty() || !params_.is_object()) return nullptr;
-    const auto it = params_.find(name);
-    if (it == params_.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-
-  void string(const char* name, std::string& out, bool required = false) {
-    const json* v = find(name);
-    if (!v) {
-      if (required) missing(name, "a string");
+  // Walks `params`, calling on_field(index of the name, value) for every known, non-null param.
+  template <typename OnField>
+  void walk(std::string_view params, OnField&& on_field) {
+    if (params.empty()) return;
+    static thread_local JsonScanner scanner;
+    od::document doc;
+    od::json_type type;
+    if (scanner.iterate(params).get(doc) || doc.type().get(type)) {
+      early_ = "params are not JSON";
       return;
     }
-    if (!v->is_string()) return wrong(name, "a string");
-    out = v->get<std::string>();
-  }
-
-  void integer(const char* name, int& out, int min, int max) {
-    const json* v = find(name);
-    if (!v) return;
-    if (!v->is_number_integer() || v->get<std::int64_t>() < min || v->get<std::int64_t>() > max) {
-      return wrong(name, fmt::format("an integer in {}..{}", min, max));
+    if (type != od::json_type::object) {
+      early_ = "params must be an object";
+      return;
     }
-    out = v->get<int>();
-  }
-
-  void number(const char* name, double& out, double min, double max) {
-    const json* v = find(name);
-    if (!v) return;
-    if (!v->is_number() || v->get<double>() < min || v->get<double>() > max) {
-      return wrong(name, fmt::format("a number in {}..{}", min, max));
+    od::object obj;
+    if (doc.get_object().get(obj)) {
+      early_ = "params are not JSON";
+      return;
     }
-    out = v->get<double>();
-  }
-
-  void boolean(const char* name, bool& out) {
-    const json* v = find(name);
-    if (!v) return;
-    if (!v->is_boolean()) return wrong(name, "true or false");
-    out = v->get<bool>();
-  }
-
-  template <typename E>
-  void choice(const char* name, E& out, std::initializer_list<std::pair<const char*, E>> allowed) {
-    const json* v = find(name);
-    if (!v) return;
-    std::string names;
-    for (const auto& [n, e] : allowed) {
-      if (v->is_string() && *v == n) {
-        out = e;
+    for (auto field : obj) {
+      od::field f;
+      std::string_view key;
+      od::value value;
+      if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false)) {
+        early_ = "params are not JSON";
         return;
       }
-      names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", n);
+      const auto it = std::find(names_.begin(), names_.end(), key);
+      if (it == names_.end()) {
+        if (!unknown_) unknown_.emplace(key);
+        continue;
+      }
+      const auto i = static_cast<std::size_t>(it - names_.begin());
+      problems_[i].clear();
+      bool null = false;
+      if (!value.is_null().get(null) && null) {
+        present_[i] = false;
+        continue;
+      }
+      present_[i] = true;
+      on_field(i, value);
     }
-    wrong(name, "one of " + names);
   }
 
-  void priority(Priority& out) {
-    choice<Priority>("priority", out,
-                     {{"high", Priority::high}, {"normal", Priority::normal}, {"low", Priority::low}});
+  void wrong(std::size_t i, std::string_view what) {
+    problems_[i] = fmt::format("param '{}' must be {}", names_[i], what);
   }
-
-  void missing(const char* name, const char* what) {
-    if (error_.empty()) error_ = fmt::format("missing param '{}' ({})", name, what);
-  }
-
-  void wrong(const char* name, const std::string& what) {
-    if (error_.empty()) error_ = fmt::format("param '{}' must be {}", name, what);
-  }
+  void require(std::size_t i, std::string_view what) { required_.emplace_back(i, what); }
+  bool present(std::size_t i) const { return present_[i]; }
 
   // The error text, or empty when all params were valid and known.
   std::string finish() {
-    if (error_.empty() && params_.is_object()) {
-      for (const auto& [key, value] : params_.items()) {
-        if (!known_.contains(key)) {
-          std::string allowed;
-          for (const auto& k : known_) allowed += (allowed.empty() ? "" : ", ") + k;
-          error_ = fmt::format("unknown param '{}' (allowed: {})", key, allowed);
-          break;
-        }
+    if (!early_.empty()) return early_;
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      if (!problems_[i].empty()) return problems_[i];
+      for (const auto& [r, what] : required_) {
+        if (r == i && !present_[i]) return fmt::format("missing param '{}' ({})", names_[i], what);
       }
     }
-    return error_;
+    if (unknown_) {
+      std::vector<std::string_view> sorted(names_.begin(), names_.end());
+      std::sort(sorted.begin(), sorted.end());
+      return fmt::format("unknown param '{}' (allowed: {})", *unknown_, fmt::join(sorted, ", "));
+    }
+    return {};
   }
 
  private:
-  const json& params_;
-  std::set<std::string> known_;
-  std::string error_;
+  std::vector<std::string_view> names_;
+  std::vector<std::string> problems_;
+  std::vector<bool> present_;
+  std::vector<std::pair<std::size_t, std::string_view>> required_;
+  std::optional<std::string> unknown_;  // the first unknown name (which may be "")
+  std::string early_;
 };
 
 template <typename T>
@@ -115,106 +104,189 @@ ParamsResult<T> done(ParamReader& r, T value) {
   return value;
 }
 
-}  // namespace
-
-json GenerateParams::to_worker_params(std::uint64_t resolved_seed) const {
-  json p = {{"prompt", prompt},           {"max_tokens", max_tokens}, {"temperature", temperature},
-            {"top_p", top_p},             {"seed", resolved_seed},    {"stream", stream}};
-  if (!model.empty()) p["model"] = model;
-  if (!stop.empty()) p["stop"] = stop;
-  return p;
+void read_string(ParamReader& r, std::size_t i, od::value& v, std::string& out) {
+  std::string_view s;
+  if (v.get_string().get(s)) return r.wrong(i, "a string");
+  out.assign(s);
 }
 
-ParamsResult<GenerateParams> parse_generate_params(const json& params) {
+template <typename Int>
+void read_integer(ParamReader& r, std::size_t i, od::value& v, Int& out, std::int64_t min,
+                  std::int64_t max) {
+  std::int64_t n;
+  if (v.get_int64().get(n) || n < min || n > max) {
+    return r.wrong(i, fmt::format("an integer in {}..{}", min, max));
+  }
+  out = static_cast<Int>(n);
+}
+
+void read_number(ParamReader& r, std::size_t i, od::value& v, double& out, double min, double max) {
+  double d;
+  if (v.get_double().get(d) || d < min || d > max) {
+    return r.wrong(i, fmt::format("a number in {}..{}", min, max));
+  }
+  out = d;
+}
+
+template <typename E>
+void read_choice(ParamReader& r, std::size_t i, od::value& v, E& out,
+                 std::initializer_list<std::pair<std::string_view, E>> allowed) {
+  std::string_view s;
+  const bool is_string = !v.get_string().get(s);
+  std::string names;
+  for (const auto& [n, e] : allowed) {
+    if (is_string && s == n) {
+      out = e;
+      return;
+    }
+    names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", n);
+  }
+  r.wrong(i, "one of " + names);
+}
+
+void read_priority(ParamReader& r, std::size_t i, od::value& v, Priority& out) {
+  read_choice<Priority>(r, i, v, out,
+                        {{"high", Priority::high}, {"normal", Priority::normal}, {"low", Priority::low}});
+}
+
+}  // namespace
+
+worker::GenerateRequest GenerateParams::to_worker_request(std::uint64_t resolved_seed) const {
+  return worker::GenerateRequest{model, prompt, max_tokens, temperature, top_p, resolved_seed,
+                                 stop,  stream};
+}
+
+ParamsResult<GenerateParams> parse_generate_params(std::string_view params) {
+  enum : std::size_t { model, prompt, max_tokens, temperature, top_p, seed, stop, stream, priority,
+                       cache, timeout_ms };
   GenerateParams g;
-  ParamReader r(params);
-  r.string("model", g.model);
-  r.string("prompt", g.prompt, /*required=*/true);
-  r.integer("max_tokens", g.max_tokens, 1, kMaxTokensLimit);
-  r.number("temperature", g.temperature, 0.0, 100.0);
-  r.number("top_p", g.top_p, 0.0, 1.0);
-  if (const json* seed = r.find("seed")) {
-    if (!seed->is_number_unsigned() && !(seed->is_number_integer() && seed->get<std::int64_t>() >= 0)) {
-      r.wrong("seed", "a non-negative integer");
-    } else {
-      g.seed = seed->get<std::uint64_t>();
+  ParamReader r({"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream",
+                 "priority", "cache", "timeout_ms"});
+  r.require(prompt, "a string");
+  r.walk(params, [&](std::size_t i, od::value& v) {
+    switch (i) {
+      case model: return read_string(r, i, v, g.model);
+      case prompt: return read_string(r, i, v, g.prompt);
+      case max_tokens: return read_integer(r, i, v, g.max_tokens, 1, kMaxTokensLimit);
+      case temperature: return read_number(r, i, v, g.temperature, 0.0, 100.0);
+      case top_p: return read_number(r, i, v, g.top_p, 0.0, 1.0);
+      case seed: {
+        std::uint64_t s;
+        if (v.get_uint64().get(s)) return r.wrong(i, "a non-negative integer");
+        g.seed = s;
+        return;
+      }
+      case stop: {
+        od::array arr;
+        std::vector<std::string> out;
+        bool ok = !v.get_array().get(arr);
+        if (ok) {
+          for (auto item : arr) {
+            std::string_view s;
+            ok = ok && !item.get_string().get(s) && !s.empty() && out.size() < 16;
+            if (!ok) break;
+            out.emplace_back(s);
+          }
+        }
+        if (!ok) return r.wrong(i, "a list of at most 16 non-empty strings");
+        g.stop = std::move(out);
+        return;
+      }
+      case stream: {
+        if (v.get_bool().get(g.stream)) r.wrong(i, "true or false");
+        return;
+      }
+      case priority: return read_priority(r, i, v, g.priority);
+      case cache:
+        return read_choice<CacheMode>(r, i, v, g.cache,
+                                      {{"default", CacheMode::use}, {"bypass", CacheMode::bypass}});
+      case timeout_ms: {
+        std::int64_t t = 0;
+        read_integer(r, i, v, t, 1, 24LL * 3600 * 1000);
+        g.timeout_ms = t;
+        return;
+      }
     }
-  }
-  if (const json* stop = r.find("stop")) {
-    bool ok = stop->is_array() && stop->size() <= 16;
-    if (ok) {
-      for (const auto& s : *stop) ok = ok && s.is_string() && !s.get<std::string>().empty();
-    }
-    if (!ok) {
-      r.wrong("stop", "a list of at most 16 non-empty strings");
-    } else {
-      g.stop = stop->get<std::vector<std::string>>();
-    }
-  }
-  r.boolean("stream", g.stream);
-  r.priority(g.priority);
-  r.choice<CacheMode>("cache", g.cache, {{"default", CacheMode::use}, {"bypass", CacheMode::bypass}});
-  if (const json* t = r.find("timeout_ms")) {
-    if (!t->is_number_integer() || t->get<std::int64_t>() < 1 ||
-        t->get<std::int64_t>() > 24LL * 3600 * 1000) {
-      r.wrong("timeout_ms", "an integer in 1..86400000");
-    } else {
-      g.timeout_ms = t->get<std::int64_t>();
-    }
-  }
+  });
+  if (!r.present(timeout_ms)) g.timeout_ms.reset();
+  if (!r.present(seed)) g.seed.reset();
   return done(r, std::move(g));
 }
 
-ParamsResult<TokenizeParams> parse_tokenize_params(const json& params) {
+ParamsResult<TokenizeParams> parse_tokenize_params(std::string_view params) {
+  enum : std::size_t { model, text, priority };
   TokenizeParams t;
-  ParamReader r(params);
-  r.string("model", t.model);
-  r.string("text", t.text, /*required=*/true);
-  r.priority(t.priority);
+  ParamReader r({"model", "text", "priority"});
+  r.require(text, "a string");
+  r.walk(params, [&](std::size_t i, od::value& v) {
+    switch (i) {
+      case model: return read_string(r, i, v, t.model);
+      case text: return read_string(r, i, v, t.text);
+      case priority: return read_priority(r, i, v, t.priority);
+    }
+  });
   return done(r, std::move(t));
 }
 
-ParamsResult<DetokenizeParams> parse_detokenize_params(const json& params) {
+ParamsResult<DetokenizeParams> parse_detokenize_params(std::string_view params) {
+  enum : std::size_t { model, tokens };
   DetokenizeParams d;
-  ParamReader r(params);
-  r.string("model", d.model);
-  const json* tokens = r.find("tokens");
-  if (!tokens) {
-    r.missing("tokens", "a list of integers");
-  } else {
-    bool ok = tokens->is_array();
+  ParamReader r({"model", "tokens"});
+  r.require(tokens, "a list of integers");
+  r.walk(params, [&](std::size_t i, od::value& v) {
+    if (i == model) return read_string(r, i, v, d.model);
+    od::array arr;
+    bool ok = !v.get_array().get(arr);
     if (ok) {
-      for (const auto& t : *tokens) ok = ok && t.is_number_integer();
+      for (auto item : arr) {
+        std::int64_t n;
+        ok = ok && !item.get_int64().get(n);
+        if (!ok) break;
+        d.tokens.push_back(n);
+      }
     }
-    if (!ok) {
-      r.wrong("tokens", "a list of integers");
-    } else {
-      d.tokens = tokens->get<std::vector<std::int64_t>>();
-    }
-  }
+    if (!ok) r.wrong(i, "a list of integers");
+  });
   return done(r, std::move(d));
 }
 
-ParamsResult<CancelParams> parse_cancel_params(const json& params) {
+ParamsResult<CancelParams> parse_cancel_params(std::string_view params) {
   CancelParams c;
-  ParamReader r(params);
-  const json* id = params.is_object() && params.contains("id") ? r.find("id") : nullptr;
-  if (!id) {
-    r.find("id");
-    if (params.is_object() && params.contains("id") && params["id"].is_null()) {
-      c.id = nullptr;  // a null id is a legal request id
-    } else {
-      r.missing("id", "the id of a request on this connection");
+  bool have_id = false;
+  ParamReader r({"id"});
+  // A null id is a legal request id, so it is read here rather than as "absent".
+  if (!params.empty()) {
+    static thread_local JsonScanner scanner;
+    od::document doc;
+    od::object obj;
+    if (!scanner.iterate(params).get(doc) && !doc.get_object().get(obj)) {
+      for (auto field : obj) {
+        od::field f;
+        std::string_view key;
+        od::value value;
+        if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false) || key != "id") {
+          continue;
+        }
+        od::json_type type;
+        std::string_view token;
+        if (value.type().get(type) || !(token = token_of(value)).data()) continue;
+        have_id = type == od::json_type::null || type == od::json_type::string ||
+                  type == od::json_type::number;
+        c.id = have_id ? RpcId(trim_token(token)) : RpcId();
+      }
     }
-  } else if (!id->is_string() && !id->is_number()) {
-    r.wrong("id", "a string, a number or null");
-  } else {
-    c.id = *id;
+  }
+  r.walk(params, [&](std::size_t i, od::value&) {
+    if (!have_id) r.wrong(i, "a string, a number or null");
+  });
+  if (!have_id && r.finish().empty()) {
+    return ParamsResult<CancelParams>(boost::system::in_place_error,
+                                      "missing param 'id' (the id of a request on this connection)");
   }
   return done(r, std::move(c));
 }
 
-ParamsResult<bool> parse_no_params(const json& params) {
+ParamsResult<bool> parse_no_params(std::string_view params) {
   if (params_empty(params)) return true;
   return ParamsResult<bool>(boost::system::in_place_error, "this method takes no params");
 }
@@ -226,6 +298,63 @@ std::string to_string(Priority p) {
     case Priority::low: return "low";
   }
   return "normal";
+}
+
+void encode_generate_result(std::string& out, const worker::GenerateResult& r, int worker_slot,
+                            std::string_view cache, const GenerateTiming& timing) {
+  out += R"({"text":)";
+  append_string(out, r.text);
+  out += R"(,"finish_reason":)";
+  append_string(out, r.finish_reason);
+  out += R"(,"usage":{"prompt_tokens":)";
+  append_int(out, r.usage.prompt_tokens);
+  out += R"(,"completion_tokens":)";
+  append_int(out, r.usage.completion_tokens);
+  out += R"(},"worker":)";
+  if (worker_slot >= 0) {
+    append_int(out, worker_slot);
+  } else {
+    out += "null";
+  }
+  out += R"(,"cache":)";
+  append_string(out, cache);
+  out += R"(,"timing":{"queue_ms":)";
+  append_double(out, timing.queue_ms);
+  out += R"(,"ttft_ms":)";
+  append_double(out, timing.ttft_ms);
+  out += R"(,"total_ms":)";
+  append_double(out, timing.total_ms);
+  out += "}}";
+}
+
+void encode_tokens_result(std::string& out, const std::vector<std::int64_t>& tokens) {
+  out += R"({"tokens":[)";
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (i) out += ',';
+    append_int(out, tokens[i]);
+  }
+  out += "]}";
+}
+
+void encode_text_result(std::string& out, std::string_view text) {
+  out += R"({"text":)";
+  append_string(out, text);
+  out += '}';
+}
+
+void encode_chunk_notification(std::string& out, std::string_view id, std::uint64_t index,
+                               std::string_view text, std::size_t coalesced) {
+  out += R"({"jsonrpc":"2.0","method":"generate.chunk","params":{"id":)";
+  out += id;
+  out += R"(,"index":)";
+  append_uint(out, index);
+  out += R"(,"text":)";
+  append_string(out, text);
+  if (coalesced > 0) {
+    out += R"(,"coalesced":)";
+    append_uint(out, coalesced);
+  }
+  out += "}}";
 }
 
 }  // namespace drover::proto

@@ -1,4 +1,5 @@
-// Typed params of the client methods (shared/DESIGN.md section 4), parsed once at the edge.
+// Typed params of the client methods (shared/DESIGN.md section 4), read once at the edge from
+// the params' JSON text (RpcRequest::params) in one on-demand walk, without a tree.
 // Errors are the text of a -32602 reply and name the offending param and what is allowed.
 // Unknown params are errors too, so a typo ("max_token") is reported, not ignored.
 // Pure, thread-safe.
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "proto/jsonrpc.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::proto {
 
@@ -34,8 +36,8 @@ struct GenerateParams {
   CacheMode cache = CacheMode::use;
   std::optional<std::int64_t> timeout_ms;
 
-  // The params of the worker's generate request (the fields a worker needs, seed resolved).
-  json to_worker_params(std::uint64_t resolved_seed) const;
+  // The worker's generate request (the fields a worker needs, seed resolved).
+  worker::GenerateRequest to_worker_request(std::uint64_t resolved_seed) const;
 };
 
 struct TokenizeParams {
@@ -50,18 +52,40 @@ struct DetokenizeParams {
 };
 
 struct CancelParams {
-  json id;  // the request id to cancel, as the client wrote it
+  RpcId id;  // the JSON text of the request id to cancel, as the client wrote it
 };
 
 constexpr int kMaxTokensLimit = 1 << 20;
 
-ParamsResult<GenerateParams> parse_generate_params(const json& params);
-ParamsResult<TokenizeParams> parse_tokenize_params(const json& params);
-ParamsResult<DetokenizeParams> parse_detokenize_params(const json& params);
-ParamsResult<CancelParams> parse_cancel_params(const json& params);
+// `params`: the params' JSON text, empty when absent. REQUIRES: valid JSON (parse_message checked
+// the whole message); text that is not is refused as "params are not JSON".
+ParamsResult<GenerateParams> parse_generate_params(std::string_view params);
+ParamsResult<TokenizeParams> parse_tokenize_params(std::string_view params);
+ParamsResult<DetokenizeParams> parse_detokenize_params(std::string_view params);
+ParamsResult<CancelParams> parse_cancel_params(std::string_view params);
 // For methods without parameters: absent, {} and [] are accepted; anything else is an error.
-ParamsResult<bool> parse_no_params(const json& params);
+ParamsResult<bool> parse_no_params(std::string_view params);
 
 std::string to_string(Priority p);
+
+// --- results and notifications sent to clients (their JSON text) -----------------------------
+
+// How long a generate took, for its result's `timing`.
+struct GenerateTiming {
+  double queue_ms = 0, ttft_ms = 0, total_ms = 0;
+};
+
+// generate's result: the worker's text, finish_reason and usage, then `worker` (null when no
+// worker was involved), `cache` and `timing`.
+void encode_generate_result(std::string& out, const worker::GenerateResult& r, int worker_slot,
+                            std::string_view cache, const GenerateTiming& timing);
+// tokenize's {"tokens": [...]}.
+void encode_tokens_result(std::string& out, const std::vector<std::int64_t>& tokens);
+// detokenize's {"text": ...}.
+void encode_text_result(std::string& out, std::string_view text);
+// A generate.chunk notification of the stream whose request id is `id` (JSON text);
+// `coalesced` > 0: the frame carries that many worker chunks (stream flow control).
+void encode_chunk_notification(std::string& out, std::string_view id, std::uint64_t index,
+                               std::string_view text, std::size_t coalesced = 0);
 
 }  // namespace drover::proto

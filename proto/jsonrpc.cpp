@@ -1,236 +1,241 @@
 #include "proto/jsonrpc.hpp"
 
-#include <simdjson.h>
+#include "proto/json_text.hpp"
 
-#include <algorithm>
 #include <cstring>
-#include <vector>
 
 namespace drover::proto {
 namespace {
 
-bool valid_id(const json& id) { return id.is_string() || id.is_number() || id.is_null(); }
-
-RpcErrorReply invalid(json id, std::string detail) {
-  return RpcErrorReply{std::move(id), RpcError::invalid_request,
-                       std::string(default_message(RpcError::invalid_request)),
-                       json{{"detail", std::move(detail)}}};
+RpcErrorReply invalid(std::string_view id, std::string_view detail) {
+  std::string data = R"({"detail":)";
+  append_string(data, detail);
+  data += '}';
+  return RpcErrorReply{RpcId(id), RpcError::invalid_request,
+                       std::string(default_message(RpcError::invalid_request)), std::move(data)};
 }
 
-// True when the text opens more than `limit` arrays/objects at once; brackets inside strings do
-// not count. A scan of the bytes, so that deep text is refused before anything recurses over it.
-// For text that is not JSON the answer does not matter: the parser rejects it anyway.
-bool nests_deeper_than(std::string_view text, std::size_t limit) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;  // the escaped character cannot end the string
-      } else if (c == '"') {
-        in_string = false;
+// What one batch member (or the single message) says, gathered during the walk; the checks are
+// applied afterwards in the spec's order (id, jsonrpc, method, params), whatever the key order.
+struct Envelope {
+  bool object = false;
+  bool has_id = false, id_ok = false;
+  std::string_view id;
+  bool has_version = false, version_ok = false;
+  bool has_method = false, method_ok = false;
+  std::string method;
+  bool has_params = false, params_ok = false;
+  std::string_view params;
+
+  RpcEntry entry() && {
+    if (!object) return invalid(kNullId, "a request must be a JSON object");
+    if (has_id && !id_ok) return invalid(kNullId, "id must be a string, a number or null");
+    const std::string_view reply_id = has_id ? id : kNullId;
+    if (!has_version || !version_ok) return invalid(reply_id, R"(jsonrpc must be exactly "2.0")");
+    if (!has_method || !method_ok) return invalid(reply_id, "method must be a string");
+    if (has_params && !params_ok) return invalid(reply_id, "params must be an object or an array");
+    RpcRequest req;
+    req.method = std::move(method);
+    if (has_params) req.params = params;
+    if (has_id) req.id = RpcId(id);
+    return req;
+  }
+};
+
+// Walks one value that should be a request object, validating all of it. An error is a parse
+// error of the whole message.
+template <typename V>
+simdjson::error_code read_envelope(V& v, Envelope& env) {
+  od::json_type type;
+  if (auto e = v.type().get(type)) return e;
+  if (type != od::json_type::object) return skip_value(v);
+  env.object = true;
+  od::object obj;
+  if (auto e = v.get_object().get(obj)) return e;
+  for (auto field : obj) {
+    od::field f;
+    if (auto e = std::move(field).get(f)) return e;
+    std::string_view key;
+    if (auto e = f.unescaped_key().get(key)) return e;
+    od::value value;
+    value = f.value();
+    od::json_type vt;
+    if (auto e = value.type().get(vt)) return e;
+    // A repeated key: the last one counts, as in nlohmann's parser and most others.
+    if (key == "id") {
+      env.has_id = true;
+      env.id_ok = vt == od::json_type::string || vt == od::json_type::number ||
+                  vt == od::json_type::null;
+      std::string_view token;
+      token = token_of(value);
+      if (auto e = skip_value(value)) return e;
+      if (env.id_ok) env.id = trim_token(token);
+    } else if (key == "jsonrpc") {
+      env.has_version = true;
+      env.version_ok = false;
+      if (vt == od::json_type::string) {
+        std::string_view s;
+        if (auto e = value.get_string().get(s)) return e;
+        env.version_ok = s == "2.0";
+      } else if (auto e = skip_value(value)) {
+        return e;
       }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return true;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
+    } else if (key == "method") {
+      env.has_method = true;
+      env.method_ok = false;
+      if (vt == od::json_type::string) {
+        std::string_view s;
+        if (auto e = value.get_string().get(s)) return e;
+        env.method_ok = true;
+        env.method.assign(s);
+      } else if (auto e = skip_value(value)) {
+        return e;
+      }
+    } else if (key == "params") {
+      env.has_params = true;
+      env.params_ok = vt == od::json_type::object || vt == od::json_type::array;
+      std::string_view token;
+      token = token_of(value);
+      if (auto e = skip_value(value)) return e;
+      if (env.params_ok) env.params = std::string_view(token.data(), container_end(token.data()));
+    } else if (auto e = skip_value(value)) {
+      return e;
     }
   }
-  return false;
+  return simdjson::SUCCESS;
 }
 
-// simdjson's DOM as an nlohmann value. REQUIRES: the document nests at most kMaxJsonDepth
-// levels (checked before parsing), so the recursion is bounded. Duplicate keys: the last one
-// wins, as in nlohmann's own parser.
-json to_nlohmann(simdjson::dom::element e) {
-  using T = simdjson::dom::element_type;
-  switch (e.type()) {
-    case T::OBJECT: {
-      json out = json::object();
-      for (auto field : simdjson::dom::object(e)) {
-        out[std::string(field.key)] = to_nlohmann(field.value);
-      }
-      return out;
-    }
-    case T::ARRAY: {
-      json out = json::array();
-      auto& items = out.get_ref<json::array_t&>();
-      for (auto item : simdjson::dom::array(e)) items.push_back(to_nlohmann(item));
-      return out;
-    }
-    case T::STRING:
-      return std::string(std::string_view(e));
-    case T::INT64: {
-      // nlohmann reads an integer without a minus sign as unsigned; so do we ("-0" aside,
-      // which becomes an unsigned 0).
-      const std::int64_t v(e);
-      return v >= 0 ? json(static_cast<std::uint64_t>(v)) : json(v);
-    }
-    case T::UINT64:
-      return std::uint64_t(e);
-    case T::DOUBLE:
-      return double(e);
-    case T::BOOL:
-      return bool(e);
-    case T::NULL_VALUE:
-      return nullptr;
+RpcErrorReply parse_error(std::string_view detail = {}) {
+  RpcErrorReply r{RpcId(kNullId), RpcError::parse_error,
+                  std::string(default_message(RpcError::parse_error)), {}};
+  if (!detail.empty()) {
+    r.data = R"({"detail":)";
+    append_string(r.data, detail);
+    r.data += '}';
   }
-  return nullptr;
+  return r;
 }
 
 }  // namespace
 
-json parse_json(std::string_view text, bool* too_deep) {
-  const bool deep = nests_deeper_than(text, kMaxJsonDepth);
-  if (too_deep) *too_deep = deep;
-  if (deep) return json(json::value_t::discarded);
-  // simdjson finds the structure several times faster than nlohmann's character-at-a-time
-  // lexer (the largest item of droverd's profile); the values are then built as nlohmann
-  // values, which the rest of the code works with. Text simdjson refuses (not JSON, or a form
-  // it does not represent, such as an integer beyond 64 bits) goes to nlohmann's parser, so
-  // what is accepted, and as which types, is what nlohmann alone would do. Per thread, a parser
-  // and a padded copy buffer are kept between messages (no allocation per parse); messages
-  // over kSimdjsonMaxBytes go straight to nlohmann, so a rare huge one does not leave the
-  // parser holding buffers its size for good.
-  constexpr std::size_t kSimdjsonMaxBytes = 1 << 20;
-  if (text.size() <= kSimdjsonMaxBytes) {
-    static thread_local simdjson::dom::parser parser;
-    static thread_local std::vector<char> padded;
-    if (padded.size() < text.size() + simdjson::SIMDJSON_PADDING) {
-      padded.resize(std::max<std::size_t>(4096, 2 * text.size()) + simdjson::SIMDJSON_PADDING);
-    }
-    std::memcpy(padded.data(), text.data(), text.size());
-    simdjson::dom::element root;
-    if (parser.parse(padded.data(), text.size(), /*realloc_if_needed=*/false).get(root) ==
-        simdjson::SUCCESS) {
-      return to_nlohmann(root);
-    }
-  }
-  return json::parse(text, nullptr, /*allow_exceptions=*/false);
-}
-
-RpcEntry validate_request(json value) {
-  if (!value.is_object()) return invalid(nullptr, "a request must be a JSON object");
-  json id = nullptr;
-  const auto id_it = value.find("id");
-  const bool has_id = id_it != value.end();
-  if (has_id) {
-    if (!valid_id(*id_it)) return invalid(nullptr, "id must be a string, a number or null");
-    id = *id_it;
-  }
-  const auto version = value.find("jsonrpc");
-  if (version == value.end() || !version->is_string() || *version != "2.0") {
-    return invalid(id, "jsonrpc must be exactly \"2.0\"");
-  }
-  const auto method = value.find("method");
-  if (method == value.end() || !method->is_string()) {
-    return invalid(id, "method must be a string");
-  }
-  RpcRequest req;
-  req.method = method->get<std::string>();
-  const auto params = value.find("params");
-  if (params != value.end()) {
-    if (!params->is_object() && !params->is_array()) {
-      return invalid(id, "params must be an object or an array");
-    }
-    req.params = std::move(*params);
-  }
-  if (has_id) req.id = std::move(id);
-  return req;
-}
-
-ParsedMessage parse_message(std::string_view text) {
+ParsedMessage parse_message(std::string_view text, std::size_t max_batch_length) {
   ParsedMessage out;
-  bool too_deep = false;
-  json value = parse_json(text, &too_deep);
-  if (value.is_discarded()) {
-    json data = nullptr;
-    if (too_deep) {
-      data = json{{"detail", "arrays and objects nested deeper than " +
-                                 std::to_string(kMaxJsonDepth) + " levels"}};
-    }
-    out.entries.push_back(RpcErrorReply{nullptr, RpcError::parse_error,
-                                        std::string(default_message(RpcError::parse_error)),
-                                        std::move(data)});
-    return out;
+  auto fail = [&out](RpcErrorReply e) {
+    out.batch = false;
+    out.entries.clear();
+    out.entries.emplace_back(std::move(e));
+    return std::move(out);
+  };
+  if (nests_deeper_than(text, kMaxJsonDepth)) {
+    return fail(parse_error("arrays and objects nested deeper than " +
+                            std::to_string(kMaxJsonDepth) + " levels"));
   }
-  if (value.is_array()) {
-    if (value.empty()) {
-      out.entries.push_back(invalid(nullptr, "an empty batch is not a request"));
-      return out;
+  // The message's own padded copy: params point into it after this returns.
+  out.text.resize(text.size() + simdjson::SIMDJSON_PADDING);
+  std::memcpy(out.text.data(), text.data(), text.size());
+  static thread_local od::parser parser;
+  od::document doc;
+  if (parser.iterate(out.text.data(), text.size(), out.text.size()).get(doc)) return fail(parse_error());
+  od::json_type type;
+  if (doc.type().get(type)) return fail(parse_error());
+  if (type == od::json_type::array) {
+    od::array arr;
+    if (doc.get_array().get(arr)) return fail(parse_error());
+    std::size_t count = 0;
+    if (arr.count_elements().get(count)) return fail(parse_error());
+    if (count == 0) {
+      if (!at_end(doc)) return fail(parse_error());
+      return fail(invalid(kNullId, "an empty batch is not a request"));
     }
     out.batch = true;
-    out.entries.reserve(value.size());
-    for (auto& member : value) out.entries.push_back(validate_request(std::move(member)));
-    return out;
+    if (count > max_batch_length) {
+      // Refused by its length: no member is read, so a huge batch of tiny members costs a scan.
+      out.refused_batch_length = count;
+      return out;
+    }
+    out.entries.reserve(count);
+    for (auto item : arr) {
+      od::value member;
+      if (std::move(item).get(member)) return fail(parse_error());
+      Envelope env;
+      if (read_envelope(member, env)) return fail(parse_error());
+      out.entries.push_back(std::move(env).entry());
+    }
+  } else if (type == od::json_type::object) {
+    Envelope env;
+    if (read_envelope(doc, env)) return fail(parse_error());
+    out.entries.push_back(std::move(env).entry());
+  } else {
+    if (!valid_root_scalar(doc, text)) return fail(parse_error());
+    return fail(invalid(kNullId, "a request must be a JSON object"));
   }
-  out.entries.push_back(validate_request(std::move(value)));
+  if (!at_end(doc)) return fail(parse_error());
   return out;
 }
 
-// Replies are assembled as text so members keep the conventional order (jsonrpc, id, then
-// result/error) and only the payload goes through the serialiser.
-namespace {
+json RpcRequest::params_tree() const { return params.empty() ? json() : parse_json(params); }
 
-void dump_to(std::string& out, const json& v) {
-  out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+void open_result(std::string& out, std::string_view id) {
+  out += R"({"jsonrpc":"2.0","id":)";
+  out += id;
+  out += R"(,"result":)";
 }
 
-}  // namespace
-
-std::string make_result(const json& id, const json& result) {
-  std::string out = R"({"jsonrpc":"2.0","id":)";
-  dump_to(out, id);
-  out += R"(,"result":)";
-  dump_to(out, result);
+std::string make_result(std::string_view id, std::string_view result) {
+  std::string out;
+  out.reserve(32 + id.size() + result.size());
+  open_result(out, id);
+  out += result;
   out += '}';
   return out;
 }
 
-std::string make_error(const json& id, RpcError code, std::string_view message, const json& data) {
+std::string make_error(std::string_view id, RpcError code, std::string_view message,
+                       std::string_view data) {
   std::string out = R"({"jsonrpc":"2.0","id":)";
-  dump_to(out, id);
+  out += id;
   out += R"(,"error":{"code":)";
-  out += std::to_string(code_of(code));
+  append_int(out, code_of(code));
   out += R"(,"message":)";
-  dump_to(out, json(message.empty() ? default_message(code) : message));
-  if (!data.is_null()) {
+  append_string(out, message.empty() ? default_message(code) : message);
+  if (!data.empty()) {
     out += R"(,"data":)";
-    dump_to(out, data);
+    out += data;
   }
   out += "}}";
   return out;
 }
 
-std::string make_error(const RpcErrorReply& e) { return make_error(e.id, e.code, e.message, e.data); }
+std::string make_error(const RpcErrorReply& e) {
+  return make_error(std::string_view(e.id), e.code, std::string_view(e.message),
+                    std::string_view(e.data));
+}
 
-std::string make_notification(std::string_view method, const json& params) {
+std::string make_notification(std::string_view method, std::string_view params) {
   std::string out = R"({"jsonrpc":"2.0","method":)";
-  dump_to(out, json(method));
+  append_string(out, method);
   out += R"(,"params":)";
-  dump_to(out, params);
+  out += params;
   out += '}';
   return out;
 }
 
-std::string make_request(const json& id, std::string_view method, const json& params) {
-  std::string out = R"({"jsonrpc":"2.0","id":)";
-  dump_to(out, id);
-  out += R"(,"method":)";
-  dump_to(out, json(method));
-  if (!params.is_null()) {
-    out += R"(,"params":)";
-    dump_to(out, params);
-  }
-  out += '}';
-  return out;
+std::string make_result(std::string_view id, const json& result) {
+  return make_result(id, std::string_view(dump(result)));
+}
+
+std::string make_error(std::string_view id, RpcError code, std::string_view message,
+                       const json& data) {
+  const std::string text = data.is_null() ? std::string() : dump(data);
+  return make_error(id, code, message, std::string_view(text));
 }
 
 std::string join_batch(const std::vector<std::string>& replies) {
-  std::string out = "[";
+  std::size_t size = 2;
+  for (const auto& r : replies) size += r.size() + 1;
+  std::string out;
+  out.reserve(size);
+  out.push_back('[');
   for (std::size_t i = 0; i < replies.size(); ++i) {
     if (i) out.push_back(',');
     out += replies[i];
@@ -239,8 +244,23 @@ std::string join_batch(const std::vector<std::string>& replies) {
   return out;
 }
 
-bool params_empty(const json& params) {
-  return params.is_null() || ((params.is_object() || params.is_array()) && params.empty());
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json parse_json(std::string_view text) {
+  if (nests_deeper_than(text, kMaxJsonDepth)) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+bool params_empty(std::string_view params) {
+  if (params.empty()) return true;
+  // Params are a validated object or array: empty when only whitespace is between the brackets.
+  for (std::size_t i = 1; i + 1 < params.size(); ++i) {
+    const char c = params[i];
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return false;
+  }
+  return true;
 }
 
 }  // namespace drover::proto

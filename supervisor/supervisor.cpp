@@ -41,8 +41,10 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
                     config_.memory_policy.idle_unload);
   pool_->set_streaming(config_.streaming);
   pool_->set_batching(config_.batch_queue);
-  handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_, *this);
-  handler_->set_stream_totals(&stream_totals_);
+  handler_ = std::make_unique<RequestHandler>(io_, config_, *pool_, admission_);
+  admin_methods_ = std::make_unique<AdminMethods>(*pool_, admission_, *this, handler_->pipeline(),
+                                                  stream_totals_);
+  admin_methods_->register_with(*handler_);
   Listener::Options client;
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;

@@ -27,6 +27,7 @@
 
 #include "common/config.hpp"
 #include "common/metrics.hpp"
+#include "supervisor/admin/admin_methods.hpp"
 #include "supervisor/admin/control.hpp"
 #include "supervisor/admin/http_server.hpp"
 #include "supervisor/admin/metrics_collector.hpp"
@@ -71,6 +72,7 @@ class Supervisor final : public AdminControl {
   StreamFlow::Counters stream_totals_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RequestHandler> handler_;
+  std::unique_ptr<AdminMethods> admin_methods_;  // registered into handler_; destroyed first
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;
   metrics::Registry metrics_;

@@ -15,7 +15,7 @@
 #include <set>
 
 #include "common/log.hpp"
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 #include "worker/backends/sim_backend.hpp"
 #include "worker/backends/tinyllm/tinyllm_backend.hpp"
 #include "worker/runtime/worker_runtime.hpp"

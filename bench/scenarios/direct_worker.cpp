@@ -16,7 +16,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 
 extern char** environ;
 

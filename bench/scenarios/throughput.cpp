@@ -17,7 +17,7 @@
 
 #include "bench/scenarios/reply_scanner.hpp"
 #include "client/rpc_client.hpp"
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::bench {
 namespace {

@@ -33,7 +33,7 @@
 
 #include "common/metrics.hpp"
 #include "supervisor/pipeline/admission.hpp"
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 #include "supervisor/pool/worker_pool.hpp"
 
 namespace drover::supervisor {

@@ -66,9 +66,9 @@ asio::awaitable<void> ClientSession::watchdog() {
       component_logger("frontend")->warn("session {}: message not completed within {} ms; closing",
                                          id_, limits_.partial_message_timeout.count());
       write_reply(proto::make_error(
-          nullptr, RpcError::invalid_request, {},
-          {{"detail", fmt::format("message not completed within partial_message_timeout_ms={}",
-                                  limits_.partial_message_timeout.count())}}));
+          proto::kNullId, RpcError::invalid_request, {},
+          proto::json{{"detail", fmt::format("message not completed within partial_message_timeout_ms={}",
+                                             limits_.partial_message_timeout.count())}}));
       close_when_idle();
       continue;
     }
@@ -133,15 +133,16 @@ asio::awaitable<void> ClientSession::read_loop() {
 void ClientSession::handle_frame(proto::Frame& frame) {
   switch (frame.kind) {
     case proto::Frame::Kind::message:
-      handler_.handle(*this, proto::parse_message(frame.body));
+      handler_.handle(*this, proto::parse_message(frame.body, handler_.max_batch_length()));
       return;
     case proto::Frame::Kind::too_large:
-      write_reply(proto::make_error(nullptr, RpcError::message_too_large, {},
-                                    {{"limit_bytes", decoder_.max_message_bytes()}}));
+      write_reply(proto::make_error(proto::kNullId, RpcError::message_too_large, {},
+                                    proto::json{{"limit_bytes", decoder_.max_message_bytes()}}));
       return;
     case proto::Frame::Kind::bad_header:
       // The stream cannot be resynchronised: answer, then close once written.
-      write_reply(proto::make_error(nullptr, RpcError::parse_error, {}, {{"detail", frame.detail}}));
+      write_reply(proto::make_error(proto::kNullId, RpcError::parse_error, {},
+                                    proto::json{{"detail", frame.detail}}));
       close_when_idle();
       return;
   }
@@ -174,7 +175,7 @@ bool ClientSession::write_chunk(const StreamChunk& chunk) {
   const int percent = limits_.stream_coalescing_percent;
   const bool coalescible =
       percent >= 100 ||
-      (percent > 0 && in_rollout("stream_coalescing", chunk.client_id.dump(), percent));
+      (percent > 0 && in_rollout("stream_coalescing", chunk.client_id, percent));
   const auto verdict = flow_.on_chunk(chunk.stream, chunk.client_id, chunk.text, coalescible,
                                       writer_.queued_bytes(), Clock::now(), frames_);
   write_frames();
@@ -217,7 +218,7 @@ void ClientSession::forget(const Call* call) {
   maybe_finish();
 }
 
-std::vector<std::shared_ptr<Call>> ClientSession::find_calls(const proto::json& id) const {
+std::vector<std::shared_ptr<Call>> ClientSession::find_calls(std::string_view id) const {
   std::vector<std::shared_ptr<Call>> out;
   for (const auto& [ptr, call] : calls_) {
     if (!call->is_notification() && call->client_id() == id) out.push_back(call);

@@ -24,7 +24,7 @@
 #include "common/async_util.hpp"
 #include "proto/framing.hpp"
 #include "supervisor/frontend/stream_flow.hpp"
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 
 namespace drover::supervisor {
 
@@ -77,8 +77,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Call tracking for cancel and disconnect.
   void track(const std::shared_ptr<Call>& call);
   void forget(const Call* call);
-  // Unfinished calls of this connection whose client id equals `id`.
-  std::vector<std::shared_ptr<Call>> find_calls(const proto::json& id) const;
+  // Unfinished calls of this connection whose client id is `id` (compared as JSON text).
+  std::vector<std::shared_ptr<Call>> find_calls(std::string_view id) const;
   std::size_t outstanding() const { return calls_.size(); }
 
  private:

@@ -98,8 +98,10 @@ asio::awaitable<void> Listener::accept_loop() {
       // Best effort, never blocking: tell the client why before closing (NDJSON, since it has
       // not said which framing it speaks).
       const std::string why =
-          proto::make_error(nullptr, RpcError::overloaded, {},
-                            {{"reason", "max_connections"}, {"limit", opt_.max_connections}, {"retry_after_ms", 100}}) +
+          proto::make_error(proto::kNullId, RpcError::overloaded, {},
+                            proto::json{{"reason", "max_connections"},
+                                        {"limit", opt_.max_connections},
+                                        {"retry_after_ms", 100}}) +
           "\n";
       [[maybe_unused]] const auto sent =
           ::send(socket.native_handle(), why.data(), why.size(), MSG_DONTWAIT | MSG_NOSIGNAL);

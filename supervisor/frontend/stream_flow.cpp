@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "proto/worker_messages.hpp"
+#include "proto/client_params.hpp"
 
 namespace drover::supervisor {
 namespace {
@@ -22,15 +22,16 @@ StreamFlowLimits StreamFlowLimits::effective() const {
 }
 
 std::string StreamFlow::Frame::notification() const {
-  proto::json params = {{"id", client_id}, {"index", index}, {"text", text}};
-  if (chunks > 1) params["coalesced"] = chunks;
-  return proto::make_notification(proto::worker::method::kChunk, params);
+  std::string out;
+  out.reserve(kFrameOverhead + client_id.size() + text.size());
+  proto::encode_chunk_notification(out, client_id, index, text, chunks > 1 ? chunks : 0);
+  return out;
 }
 
 StreamFlow::StreamFlow(const StreamFlowLimits& limits, Counters* totals)
     : limits_(limits.effective()), counters_(totals ? totals : &own_counters_) {}
 
-StreamFlow::Verdict StreamFlow::on_chunk(StreamKey key, const proto::json& client_id,
+StreamFlow::Verdict StreamFlow::on_chunk(StreamKey key, std::string_view client_id,
                                          std::string_view text, bool coalescible,
                                          std::size_t unsent, Clock::time_point now,
                                          std::vector<Frame>& out) {

@@ -57,7 +57,7 @@ class StreamFlow {
 
   // One frame to write: a generate.chunk notification of `client_id`'s stream.
   struct Frame {
-    proto::json client_id;
+    proto::RpcId client_id;
     std::uint64_t index = 0;
     std::string text;
     std::size_t chunks = 1;  // worker chunks merged into it
@@ -81,7 +81,7 @@ class StreamFlow {
   // A worker chunk of `stream`. `coalescible`: the request is in the stream_coalescing
   // rollout (otherwise its chunks are never held). `unsent`: bytes the socket writer holds.
   // Frames to write now are appended to `out`, in order, before anything written later.
-  Verdict on_chunk(StreamKey stream, const proto::json& client_id, std::string_view text,
+  Verdict on_chunk(StreamKey stream, std::string_view client_id, std::string_view text,
                    bool coalescible, std::size_t unsent, Clock::time_point now,
                    std::vector<Frame>& out);
   // Re-evaluates the watermarks and emits the frames that are due. Call every
@@ -103,7 +103,7 @@ class StreamFlow {
 
  private:
   struct Stream {
-    proto::json client_id;
+    proto::RpcId client_id;
     std::uint64_t next_index = 0;
     std::deque<std::string> held;  // whole chunks, so a frame never splits a UTF-8 sequence
     std::size_t held_bytes = 0;

@@ -23,7 +23,8 @@ void InFlightTable::remove_running(const std::string& key, bool stream,
   if (it != running_.end() && it->second.get() == run) running_.erase(it);
 }
 
-void InFlightTable::remember(const std::string& key, json result, int worker_slot,
+void InFlightTable::remember(const std::string& key, proto::worker::GenerateResult result,
+                             int worker_slot,
                              const Limits& limits, Clock::time_point now) {
   if (limits.ttl <= Clock::duration::zero()) return;
   if (size() >= limits.max_entries) purge(now);

@@ -30,7 +30,7 @@ class InFlightTable {
   };
 
   struct Recent {
-    json result;
+    proto::worker::GenerateResult result;
     int worker_slot = -1;
     Clock::time_point expires;
   };
@@ -43,7 +43,7 @@ class InFlightTable {
   void remove_running(const std::string& key, bool stream, const SharedExecution* run);
 
   // Keeps a unary run's result for limits.ttl (not when ttl is 0 or the table is full).
-  void remember(const std::string& key, json result, int worker_slot, const Limits& limits,
+  void remember(const std::string& key, proto::worker::GenerateResult result, int worker_slot, const Limits& limits,
                 Clock::time_point now);
   // A remembered result younger than its ttl, or nullptr.
   const Recent* find_recent(const std::string& key, Clock::time_point now);

@@ -3,7 +3,8 @@
 namespace drover::supervisor {
 
 std::size_t PromptCache::size_of(const std::string& key, const CachedResult& value) {
-  std::size_t n = key.size() + value.result.dump().size();
+  // The result's text and fields about as they would be serialised.
+  std::size_t n = key.size() + value.result.text.size() + value.result.finish_reason.size() + 64;
   for (const auto& c : value.chunks) n += c.size();
   return n;
 }

@@ -16,12 +16,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "proto/jsonrpc.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::supervisor {
 
 struct CachedResult {
-  proto::json result;               // text, finish_reason, usage (no worker, cache or timing)
+  proto::worker::GenerateResult result;  // text, finish_reason, usage (no worker, cache, timing)
   std::vector<std::string> chunks;  // the stream's chunks when it ran streamed; else empty
 };
 

@@ -4,19 +4,38 @@
 
 #include <array>
 
+#include "proto/json_write.hpp"
+
 namespace drover::supervisor {
 
 std::optional<std::string> deterministic_key(const proto::GenerateParams& p) {
   if (p.temperature != 0.0 && !p.seed) return std::nullopt;
-  // nlohmann's dump() of an object is canonical: keys sorted, numbers in one spelling.
-  proto::json canonical = {{"model", p.model},
-                           {"prompt", p.prompt},
-                           {"max_tokens", p.max_tokens},
-                           {"temperature", p.temperature},
-                           {"top_p", p.top_p},
-                           {"stop", p.stop},
-                           {"seed", p.seed ? proto::json(*p.seed) : proto::json(nullptr)}};
-  const std::string text = canonical.dump();
+  // One canonical text per request: the fields in a fixed order, strings escaped, numbers in
+  // their shortest round-trip spelling (so 0.5 and 5e-1 from a client give the same key).
+  std::string text;
+  text.reserve(96 + p.model.size() + p.prompt.size());
+  text += R"({"max_tokens":)";
+  proto::append_int(text, p.max_tokens);
+  text += R"(,"model":)";
+  proto::append_string(text, p.model);
+  text += R"(,"prompt":)";
+  proto::append_string(text, p.prompt);
+  text += R"(,"seed":)";
+  if (p.seed) {
+    proto::append_uint(text, *p.seed);
+  } else {
+    text += "null";
+  }
+  text += R"(,"stop":[)";
+  for (std::size_t i = 0; i < p.stop.size(); ++i) {
+    if (i) text += ',';
+    proto::append_string(text, p.stop[i]);
+  }
+  text += R"(],"temperature":)";
+  proto::append_double(text, p.temperature);
+  text += R"(,"top_p":)";
+  proto::append_double(text, p.top_p);
+  text += '}';
   std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
   static constexpr char kHex[] = "0123456789abcdef";

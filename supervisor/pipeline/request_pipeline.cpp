@@ -2,26 +2,15 @@
 
 #include <boost/asio/post.hpp>
 
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::supervisor {
 namespace {
 
 // Results worth keeping: a run that was cancelled (its last subscriber left) or failed is
 // not the request's answer.
-bool complete_result(const json& r) {
-  if (!r.is_object()) return false;
-  const auto f = r.find("finish_reason");
-  return f != r.end() && f->is_string() && (*f == "stop" || *f == "length");
-}
-
-// What a stored result keeps: the worker's answer without per-run fields.
-json storable(const json& worker_result) {
-  json r = worker_result;
-  r.erase("worker");
-  r.erase("cache");
-  r.erase("timing");
-  return r;
+bool complete_result(const proto::worker::GenerateResult& r) {
+  return r.finish_reason == "stop" || r.finish_reason == "length";
 }
 
 }  // namespace
@@ -101,8 +90,8 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
     call->set_cache_status("bypass");
     return pool_.submit(std::move(call));
   }
-  auto execution = std::make_shared<Call>(CallKind::generate, call->request_id(), nullptr, false,
-                                          call->worker_method(), call->worker_params(), CallSink{});
+  auto execution = std::make_shared<Call>(call->request_id(), proto::RpcId(proto::kNullId), false,
+                                          call->request(), CallSink{});
   execution->set_streaming(stream);
   execution->set_model(call->model());
   execution->set_priority(call->priority());
@@ -116,18 +105,19 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   // A full table only means this run is not shared.
   if (share) table_.add_running(key, stream, run, table_limits(), now);
   run->on_finished(
-      [this, key, stream, use_cache, share, raw = run.get()](const json* result, int slot) {
+      [this, key, stream, use_cache, share, raw = run.get()](
+          const proto::worker::GenerateResult* result, int slot) {
         table_.remove_running(key, stream, raw);
         if (result && complete_result(*result)) {
           const auto t = Clock::now();
           if (use_cache) {
             // A stream whose replay buffer overflowed is stored without its chunks (a hit then
             // streams the text as one chunk).
-            CachedResult entry{storable(*result),
+            CachedResult entry{*result,
                                raw->replay_complete() ? raw->chunks() : std::vector<std::string>{}};
             if (cache_.insert(key, std::move(entry), t)) ++stats_.cache_stored;
           }
-          if (share && !stream) table_.remember(key, storable(*result), slot, table_limits(), t);
+          if (share && !stream) table_.remember(key, *result, slot, table_limits(), t);
         }
         live_.erase(raw);  // last: may destroy the run (the relay call holds a reference meanwhile)
       });
@@ -168,11 +158,11 @@ void RequestPipeline::cancel(const std::shared_ptr<Call>& call) {
   pool_.cancel(call);
 }
 
-void RequestPipeline::serve_stored(Call& call, const json& result,
+void RequestPipeline::serve_stored(Call& call, const proto::worker::GenerateResult& result,
                                    const std::vector<std::string>& chunks, int worker_slot,
                                    std::string_view status) {
   if (call.streaming()) {
-    const std::string& text = result.value("text", std::string());
+    const std::string& text = result.text;
     const std::vector<std::string> whole =
         text.empty() ? std::vector<std::string>{} : std::vector<std::string>{text};
     const auto& replay = chunks.empty() ? whole : chunks;
@@ -183,7 +173,7 @@ void RequestPipeline::serve_stored(Call& call, const json& result,
     }
   }
   call.set_cache_status(status);
-  call.finish_from_worker(result, worker_slot);
+  call.finish_generate(result, worker_slot);
 }
 
 json RequestPipeline::telemetry() const {

@@ -34,7 +34,7 @@
 
 #include "common/config.hpp"
 #include "common/metrics.hpp"
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 #include "supervisor/pipeline/feature_flags.hpp"
 #include "supervisor/pipeline/in_flight_table.hpp"
 #include "supervisor/pipeline/prompt_cache.hpp"
@@ -47,7 +47,7 @@ struct PipelineRequest {
   // deterministic_key() of a generate; nullopt: not deterministic, or not a generate.
   std::optional<std::string> key;
   proto::CacheMode cache = proto::CacheMode::use;
-  // Feature-flag hash input: the client's id as JSON text, or the internal request id.
+  // Feature-flag hash input: the client's id as JSON text (as sent), or the internal request id.
   std::string rollout_id;
 };
 
@@ -94,8 +94,9 @@ class RequestPipeline {
  private:
   // Answers `call` from a stored result: streams `chunks` first (or the text as one chunk when
   // the result was not produced streamed), then the result with `cache` = status.
-  static void serve_stored(Call& call, const json& result, const std::vector<std::string>& chunks,
-                           int worker_slot, std::string_view status);
+  static void serve_stored(Call& call, const proto::worker::GenerateResult& result,
+                           const std::vector<std::string>& chunks, int worker_slot,
+                           std::string_view status);
   void subscribe(const std::shared_ptr<SharedExecution>& run, const std::shared_ptr<Call>& call,
                  std::string_view cache_status);
   PromptCache::Limits cache_limits() const;

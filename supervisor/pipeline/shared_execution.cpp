@@ -66,7 +66,8 @@ void SharedExecution::on_chunk(const std::string& text, std::uint64_t index) {
   for (const auto& s : subscribers) forward(*s.call, text, index);
 }
 
-void SharedExecution::on_result(const json& worker_result, int worker_slot) {
+void SharedExecution::on_result(const proto::worker::GenerateResult& worker_result,
+                                int worker_slot) {
   auto self = shared_from_this();
   if (finished_) return;
   finished_ = true;
@@ -74,17 +75,17 @@ void SharedExecution::on_result(const json& worker_result, int worker_slot) {
   const auto subscribers = std::exchange(subscribers_, {});
   for (const auto& s : subscribers) {
     s.call->set_cache_status(s.cache_status);
-    s.call->finish_from_worker(worker_result, worker_slot);
+    s.call->finish_generate(worker_result, worker_slot);
   }
 }
 
-void SharedExecution::on_error(RpcError code, std::string_view message, const json& data) {
+void SharedExecution::on_error(RpcError code, std::string_view message, std::string_view data) {
   auto self = shared_from_this();
   if (finished_) return;
   finished_ = true;
   if (on_finished_) std::exchange(on_finished_, {})(nullptr, -1);
   const auto subscribers = std::exchange(subscribers_, {});
-  for (const auto& s : subscribers) s.call->finish_error(code, message, data);
+  for (const auto& s : subscribers) s.call->finish_error_text(code, message, data);
 }
 
 }  // namespace drover::supervisor

@@ -31,7 +31,7 @@
 #include <string_view>
 #include <vector>
 
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 
 namespace drover::supervisor {
 
@@ -56,8 +56,9 @@ class SharedExecution final : public CallRelay,
   const std::vector<std::string>& chunks() const { return chunks_; }
   bool replay_complete() const { return !replay_overflowed_; }
 
-  // Run once when the run ends: worker_result on success (any finish_reason), nullptr on error.
-  void on_finished(std::function<void(const json* worker_result, int worker_slot)> f) {
+  // Run once when the run ends: the result on success (any finish_reason), nullptr on error.
+  using Finished = std::function<void(const proto::worker::GenerateResult* result, int worker_slot)>;
+  void on_finished(Finished f) {
     on_finished_ = std::move(f);
   }
   // Run once when the last subscriber left before the end, with how that subscriber ended.
@@ -68,8 +69,8 @@ class SharedExecution final : public CallRelay,
   // CallRelay (the execution call's output).
   void on_dispatched() override;
   void on_chunk(const std::string& text, std::uint64_t index) override;
-  void on_result(const json& worker_result, int worker_slot) override;
-  void on_error(RpcError code, std::string_view message, const json& data) override;
+  void on_result(const proto::worker::GenerateResult& result, int worker_slot) override;
+  void on_error(RpcError code, std::string_view message, std::string_view data) override;
 
  private:
   SharedExecution(std::shared_ptr<Call> execution, std::size_t max_replay_bytes)
@@ -92,7 +93,7 @@ class SharedExecution final : public CallRelay,
   bool dispatched_ = false;
   bool finished_ = false;
   bool abandoned_ = false;
-  std::function<void(const json*, int)> on_finished_;
+  Finished on_finished_;
   std::function<void(const CallOutcome&)> on_abandoned_;
 };
 

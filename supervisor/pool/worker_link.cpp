@@ -246,8 +246,9 @@ json WorkerLink::offer_transport(const json& capabilities) {
 }
 
 void WorkerLink::send_init(const json& init) {
-  std::string frame = proto::encode_frame(proto::Framing::ndjson,
-                                          proto::make_request(init_request_id_, wm::kInit, init));
+  std::string request;
+  proto::worker::encode_request(request, init_request_id_, wm::kInit, init);
+  std::string frame = proto::encode_frame(proto::Framing::ndjson, request);
   if (!offered_shm_) return send_socket(std::move(frame));
   // The descriptors ride on the first byte of the init line (SCM_RIGHTS), so the line is
   // written here, outside the WriteQueue; nothing is queued before init, and a full socket
@@ -263,8 +264,9 @@ void WorkerLink::send_init(const json& init) {
     offered_shm_.reset();
     json plain = init;
     plain["transport"] = json{{"kind", "socket"}};
-    return send_socket(proto::encode_frame(proto::Framing::ndjson,
-                                           proto::make_request(init_request_id_, wm::kInit, plain)));
+    request.clear();
+    proto::worker::encode_request(request, init_request_id_, wm::kInit, plain);
+    return send_socket(proto::encode_frame(proto::Framing::ndjson, request));
   }
   ++socket_counters_.socket_messages_out;
   socket_counters_.socket_bytes_out += frame.size();
@@ -308,19 +310,25 @@ void WorkerLink::accept_transport(const json& result) {
 }
 
 void WorkerLink::handle_message(std::string_view text) {
-  auto parsed = proto::worker::parse_worker_message(text);
+  // A worker sends one message at a time; only droverd batches.
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string_view::npos && text[first] == '[') {
+    return fail("garbage from worker: a batch (workers send one message at a time)", !operator_caused_);
+  }
+  auto parsed = codec_.decode(text);
   if (!parsed) return fail("garbage from worker: " + parsed.error(), !operator_caused_);
-  // A field of the wrong type (a string heartbeat `inflight`, a non-object init result...)
-  // makes nlohmann throw while the message is read: that is garbage too, never a crash.
+  // The control plane reads trees (hello, init and load replies); a field of the wrong type
+  // there makes nlohmann throw: that is garbage too, never a crash. The data plane's typed
+  // readers return errors instead.
   try {
-    dispatch_message(*parsed);
+    dispatch_message(parsed->front());
   } catch (const json::exception& e) {
     fail(fmt::format("garbage from worker: {}", e.what()), !operator_caused_);
   }
 }
 
-void WorkerLink::dispatch_message(proto::worker::WorkerMessage& m) {
-  using Kind = proto::worker::WorkerMessage::Kind;
+void WorkerLink::dispatch_message(proto::worker::Message& m) {
+  using Kind = proto::worker::Message::Kind;
   if (!hello_seen_ && !(m.kind == Kind::notification && m.method == wm::kHello)) {
     return fail("protocol error: first message is not hello", true);
   }
@@ -338,9 +346,13 @@ void WorkerLink::dispatch_message(proto::worker::WorkerMessage& m) {
                     !operator_caused_);
       }
       if (m.method == wm::kHeartbeat) return handle_heartbeat(m.params);
-      if (m.method == wm::kHello) return handle_hello(m.params);
+      if (m.method == wm::kHello) {
+        auto params = proto::worker::read_tree(m.params);
+        if (!params) return fail("garbage from worker: hello " + params.error(), true);
+        return handle_hello(*params);
+      }
       if (m.method == wm::kModelLoaded) {
-        log_->info("worker_id={} model loaded: {}", opt_.slot, m.params.dump());
+        log_->info("worker_id={} model loaded: {}", opt_.slot, m.params);
         return;
       }
       return fail(fmt::format("protocol error: unknown notification '{}'", m.method), true);
@@ -388,23 +400,39 @@ void WorkerLink::handle_hello(const json& params) {
   send_init(init);
 }
 
-void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
+namespace {
+
+// A worker's error reply as a tree, for the control plane's callbacks.
+json error_tree(const proto::worker::Message::Error& e) {
+  json out = {{"code", e.code}, {"message", e.message}};
+  if (!e.data.empty()) out["data"] = proto::parse_json(e.data);
+  return out;
+}
+
+}  // namespace
+
+void WorkerLink::handle_reply(proto::worker::Message& m) {
   const auto now = Clock::now();
   if (state_ == State::starting) {
     if (m.id != init_request_id_ || init_request_id_ == 0) {
       return fail("protocol error: reply before init completed", true);
     }
-    if (!m.error.is_null()) {
-      return fail("init failed: " + m.error.value("message", std::string("unknown error")), true);
+    if (m.error) {
+      return fail("init failed: " + (m.error->message.empty() ? std::string("unknown error")
+                                                                : m.error->message),
+                  true);
     }
-    if (const auto models = m.result.find("models"); models != m.result.end()) read_models(*models);
-    accept_transport(m.result);
+    auto tree = proto::worker::read_tree(m.result);
+    if (!tree || !tree->is_object()) return fail("garbage from worker: init result is not an object", true);
+    const json& result = *tree;
+    if (const auto models = result.find("models"); models != result.end()) read_models(*models);
+    accept_transport(result);
     if (state_ == State::dead) return;
     state_ = State::ready;
     ready_at_ = now;
     last_progress_ = now;
     start_timer_.cancel();
-    for (const auto& p : m.result.value("preload", json::array())) {
+    for (const auto& p : result.value("preload", json::array())) {
       // The preload report: per model, load and warmup time or the failure.
       if (p.value("ok", false)) {
         log_->info("worker_id={} preload: model {} loaded in {:.1f} ms, warmed in {:.1f} ms ({} requests)",
@@ -423,25 +451,43 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
   if (const auto c = controls_.find(m.id); c != controls_.end()) {
     ControlDone done = std::move(c->second);
     controls_.erase(c);
-    if (m.error.is_null()) {
-      if (const auto models = m.result.find("models"); models != m.result.end()) read_models(*models);
+    if (m.error) return done(json(), error_tree(*m.error));
+    auto result = proto::worker::read_tree(m.result);
+    if (!result) return fail("garbage from worker: control reply " + result.error(), !operator_caused_);
+    if (result->is_object()) {
+      if (const auto models = result->find("models"); models != result->end()) read_models(*models);
     }
-    return done(m.result, m.error);
+    return done(*result, json());
   }
   const auto it = inflight_.find(m.id);
   if (it == inflight_.end() || !it->second.sent) {
     return fail(fmt::format("protocol error: reply to unknown request id {}", m.id), true);
   }
   const std::size_t texts = 1 + it->second.merged.size();
-  if (texts > 1 && m.error.is_null()) {
-    // A merged batch_tokenize must answer one token list per text, in order.
-    const auto tokens = m.result.find("tokens");
-    if (tokens == m.result.end() || !tokens->is_array() || tokens->size() != texts) {
-      return fail(fmt::format("garbage from worker: batch_tokenize of {} texts answered without {} "
-                              "token lists",
-                              texts, texts),
-                  !operator_caused_);
+  const CallKind kind = it->second.call->kind();
+  // The result is read before anything changes: garbage fails the link with the call still
+  // held, so it is handed back to the pool like any other loss.
+  std::optional<proto::worker::GenerateResult> generated;
+  std::vector<std::vector<std::int64_t>> token_lists;
+  std::string text;
+  if (!m.error) {
+    std::string problem;
+    if (kind == CallKind::generate) {
+      auto r = proto::worker::read_generate_result(m.result);
+      if (r) generated = std::move(*r); else problem = r.error();
+    } else if (kind == CallKind::tokenize) {
+      auto r = proto::worker::read_tokens_result(m.result);
+      if (r) token_lists = std::move(*r); else problem = r.error();
+      // A batch_tokenize (merged or not) must answer one token list per text, in order.
+      if (problem.empty() && token_lists.size() != texts) {
+        problem = fmt::format("batch_tokenize of {} texts answered with {} token lists", texts,
+                              token_lists.size());
+      }
+    } else {
+      auto r = proto::worker::read_text_result(m.result);
+      if (r) text = std::move(*r); else problem = r.error();
     }
+    if (!problem.empty()) return fail("garbage from worker: " + problem, !operator_caused_);
   }
   Held held = std::move(it->second);
   inflight_.erase(it);
@@ -451,26 +497,23 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
   if (held.flush != 0) note_flush_reply(held.flush, now);
   held.merged.insert(held.merged.begin(), std::move(held.call));
   for (const auto& call : held.merged) count_model_use(*call, -1);
-  if (!m.error.is_null()) {
-    const int code = m.error["code"].get<int>();
+  if (m.error) {
+    const int code = m.error->code;
     // Only errors the worker is to blame for count against its breaker.
     const bool worker_failure = code == code_of(RpcError::internal_error) ||
                                 code == code_of(RpcError::worker_failed);
     breaker_.record(!worker_failure, now);
     for (const auto& call : held.merged) {
-      call->finish_error(static_cast<RpcError>(code), m.error.value("message", std::string()),
-                         m.error.contains("data") ? m.error["data"] : json());
+      call->finish_error_text(static_cast<RpcError>(code), m.error->message, m.error->data);
     }
   } else {
     breaker_.record(true, now);
-    if (texts == 1) {
-      held.merged.front()->finish_from_worker(m.result, opt_.slot);
+    if (generated) {
+      held.merged.front()->finish_generate(*generated, opt_.slot);
+    } else if (kind == CallKind::tokenize) {
+      for (std::size_t i = 0; i < texts; ++i) held.merged[i]->finish_tokens(token_lists[i]);
     } else {
-      auto& lists = m.result["tokens"];
-      for (std::size_t i = 0; i < texts; ++i) {
-        held.merged[i]->finish_from_worker(json{{"tokens", json::array({std::move(lists[i])})}},
-                                           opt_.slot);
-      }
+      held.merged.front()->finish_text(text);
     }
   }
   if (!outbox_.empty() && flushes_.size() < Batcher::kBatchesInFlight && opt_.batcher &&
@@ -481,23 +524,24 @@ void WorkerLink::handle_reply(proto::worker::WorkerMessage& m) {
   observer_.on_capacity(*this);
 }
 
-void WorkerLink::handle_chunk(const json& params) {
-  const auto id = params.find("id");
-  const auto text = params.find("text");
-  const auto index = params.find("index");
-  if (id == params.end() || !id->is_number_unsigned() || text == params.end() ||
-      !text->is_string() || index == params.end() || !index->is_number_unsigned()) {
-    return fail("garbage from worker: generate.chunk needs unsigned id and index and string text",
-                !operator_caused_);
-  }
-  const auto it = inflight_.find(id->get<std::uint64_t>());
+void WorkerLink::handle_chunk(std::string_view params) {
+  auto chunk = proto::worker::read_chunk(params);
+  if (!chunk) return fail("garbage from worker: " + chunk.error(), !operator_caused_);
+  const auto it = inflight_.find(chunk->id);
   if (it == inflight_.end() || !it->second.sent) {
-    return fail(fmt::format("protocol error: chunk for unknown request id {}", id->get<std::uint64_t>()),
+    return fail(fmt::format("protocol error: chunk for unknown request id {}", chunk->id), true);
+  }
+  Call& call = *it->second.call;
+  // Chunks come only for a generate sent with stream: true; a worker that sends them for
+  // anything else could keep droverd busy (and its progress fresh) for nothing.
+  const auto* request = std::get_if<proto::worker::GenerateRequest>(&call.request());
+  if (!request || !request->stream) {
+    return fail(fmt::format("protocol error: chunk for request id {}, which is not a stream",
+                            chunk->id),
                 true);
   }
   last_progress_ = Clock::now();
-  Call& call = *it->second.call;
-  switch (call.deliver_chunk(text->get_ref<const std::string&>(), index->get<std::uint64_t>())) {
+  switch (call.deliver_chunk(chunk->text, chunk->index)) {
     case Call::ChunkResult::delivered:
     case Call::ChunkResult::skipped:
       return;
@@ -516,20 +560,23 @@ void WorkerLink::handle_chunk(const json& params) {
   }
 }
 
-void WorkerLink::handle_heartbeat(const json& params) {
-  if (!params.is_object()) return;
+void WorkerLink::handle_heartbeat(std::string_view params) {
+  // A heartbeat without an object of figures says nothing (as before the codec); a heartbeat
+  // whose figures have the wrong types is garbage.
+  if (params.empty() || params.front() != '{') return;
+  auto beat = proto::worker::read_heartbeat(params);
+  if (!beat) return fail("garbage from worker: " + beat.error(), !operator_caused_);
   const auto now = Clock::now();
-  report_.inflight = params.value("inflight", std::int64_t{0});
-  report_.queue_depth = params.value("queue_depth", std::int64_t{0});
-  report_.rss_bytes = params.value("rss_bytes", std::int64_t{0});
-  report_.tokens_per_s = params.value("tokens_per_s", 0.0);
-  if (const auto models = params.find("models"); models != params.end()) read_models(*models);
+  report_.inflight = beat->inflight;
+  report_.queue_depth = beat->queue_depth;
+  report_.rss_bytes = beat->rss_bytes;
+  report_.tokens_per_s = beat->tokens_per_s;
+  if (beat->models) report_.models = std::move(*beat->models);
   report_.last_heartbeat = now;
   // `progress` counts the worker's tokens and replies: work moving inside a long unary
   // generate keeps the stall detector quiet even though nothing reaches us yet.
-  const std::int64_t progress = params.value("progress", std::int64_t{-1});
-  if (progress >= 0 && progress != last_progress_counter_) {
-    last_progress_counter_ = progress;
+  if (beat->progress >= 0 && beat->progress != last_progress_counter_) {
+    last_progress_counter_ = beat->progress;
     last_progress_ = now;
   }
 }
@@ -548,7 +595,9 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   Batcher* batcher = opt_.batcher.get();
   if (!batcher || !batcher->enabled() || !batch_capable_ || !call->batchable()) {
     // Unbatched: exactly the path without a batch queue, one write per call.
-    send(proto::make_request(id, call->worker_method(), call->worker_params()));
+    std::string request;
+    call->encode_request(request, id);
+    send(std::move(request));
     inflight_.emplace(id, Held{std::move(call), {}, true, 0});
     return;
   }
@@ -603,27 +652,38 @@ void WorkerLink::flush(Batcher::FlushCause cause) {
     inflight_.erase(id);
     inflight_.at(lead->second).merged.push_back(std::move(merged));
   }
-  std::vector<std::string> messages;
-  messages.reserve(ids.size());
+  // The batch is written straight into one buffer: "[request,request,...]", or one request.
+  std::string batch;
+  std::size_t messages = 0;
   std::size_t merged_texts = 0;
   for (const std::uint64_t id : ids) {
     const auto it = inflight_.find(id);
     if (it == inflight_.end()) continue;  // merged into another request
     const Held& h = it->second;
+    batch += messages++ == 0 ? '[' : ',';
     if (h.merged.empty()) {
-      messages.push_back(proto::make_request(id, h.call->worker_method(), h.call->worker_params()));
+      h.call->encode_request(batch, id);
       continue;
     }
-    json params = h.call->worker_params();
-    json& texts = params["texts"];
-    for (const auto& c : h.merged) {
-      for (const auto& t : c->worker_params().at("texts")) texts.push_back(t);
-    }
+    // Tokenize calls for one model merged into the lead's batch_tokenize: its texts, then theirs.
+    std::vector<std::string_view> texts;
+    auto add_texts = [&texts](const Call& c) {
+      for (const auto& t : std::get<proto::worker::BatchTokenizeRequest>(c.request()).texts) {
+        texts.push_back(t);
+      }
+    };
+    add_texts(*h.call);
+    for (const auto& c : h.merged) add_texts(*c);
     merged_texts += 1 + h.merged.size();
-    messages.push_back(proto::make_request(id, h.call->worker_method(), params));
+    proto::worker::encode_batch_tokenize(batch, id, h.call->model(), texts);
   }
-  flushes_.emplace(flush_id, FlushRecord{Clock::now(), messages.size()});
-  send(messages.size() == 1 ? std::move(messages.front()) : proto::join_batch(messages));
+  flushes_.emplace(flush_id, FlushRecord{Clock::now(), messages});
+  if (messages == 1) {
+    send(batch.substr(1));
+  } else {
+    batch += ']';
+    send(std::move(batch));
+  }
   opt_.batcher->on_flush(ids.size(), merged_texts, cause);
 }
 
@@ -657,7 +717,9 @@ void WorkerLink::send_control(std::string_view method, json params, ControlDone 
   }
   const std::uint64_t id = next_request_id_++;
   controls_.emplace(id, std::move(done));
-  send(proto::make_request(id, method, params));
+  std::string request;
+  proto::worker::encode_request(request, id, method, params);
+  send(std::move(request));
 }
 
 void WorkerLink::load_model(const ModelSpec& spec, ControlDone done) {
@@ -705,7 +767,9 @@ void WorkerLink::cancel(std::uint64_t worker_request_id) {
     observer_.on_capacity(*this);
     return;
   }
-  send(proto::make_notification(wm::kCancel, json{{"id", worker_request_id}}));
+  std::string cancel;
+  proto::worker::encode_cancel(cancel, worker_request_id);
+  send(std::move(cancel));
 }
 
 void WorkerLink::record_timeout() { breaker_.record(false, Clock::now()); }
@@ -717,7 +781,9 @@ void WorkerLink::signal(int sig, bool by_operator) {
 
 void WorkerLink::inject(const std::string& fault) {
   operator_caused_ = true;
-  send(proto::make_notification(wm::kInject, json{{"fault", fault}}));
+  std::string inject;
+  proto::worker::encode_inject(inject, fault);
+  send(std::move(inject));
 }
 
 void WorkerLink::drain(Millis timeout) {
@@ -738,7 +804,9 @@ void WorkerLink::drain(Millis timeout) {
 void WorkerLink::maybe_stop() {
   if (state_ != State::draining || !inflight_.empty()) return;
   state_ = State::stopping;
-  send(proto::make_notification(wm::kShutdown, json::object()));
+  std::string shutdown;
+  proto::worker::encode_shutdown(shutdown);
+  send(std::move(shutdown));
 }
 
 void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {

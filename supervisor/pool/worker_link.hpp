@@ -18,7 +18,7 @@
 // socket; handle_message() sees the same bytes either way. A failed negotiation leaves this
 // worker on the socket (one warn log); a broken ring fails the worker like garbage.
 //
-// Batching (batch_queue, supervisor/pipeline/batcher.hpp): with a Batcher and a worker whose
+// Batching (batch_queue, supervisor/pool/batcher.hpp): with a Batcher and a worker whose
 // hello says `capabilities.batch`, dispatched calls wait in the link's outbox until the
 // Batcher says flush (fast path, batch full) or the link's one flush timer ends the window;
 // a flush sends every outbox call in one JSON-RPC batch array, one send(), with the tokenize
@@ -44,9 +44,9 @@
 #include "common/config.hpp"
 #include "proto/framing.hpp"
 #include "proto/shm_channel.hpp"
-#include "proto/worker_messages.hpp"
-#include "supervisor/pipeline/batcher.hpp"
-#include "supervisor/pipeline/call.hpp"
+#include "proto/worker_codec.hpp"
+#include "supervisor/pool/batcher.hpp"
+#include "supervisor/pool/call.hpp"
 #include "supervisor/pool/circuit_breaker.hpp"
 #include "supervisor/pool/worker_process.hpp"
 
@@ -190,11 +190,11 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   void on_process_exit(const ExitStatus& status);
   void on_socket_closed(const std::string& why);
   void handle_message(std::string_view text);
-  void dispatch_message(proto::worker::WorkerMessage& m);
+  void dispatch_message(proto::worker::Message& m);
   void handle_hello(const proto::json& params);
-  void handle_reply(proto::worker::WorkerMessage& m);
-  void handle_chunk(const proto::json& params);
-  void handle_heartbeat(const proto::json& params);
+  void handle_reply(proto::worker::Message& m);
+  void handle_chunk(std::string_view params);
+  void handle_heartbeat(std::string_view params);
   void read_models(const proto::json& list);
   void send(std::string json_text);
   void send_socket(std::string frame);
@@ -227,6 +227,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   asio::steady_timer exit_grace_timer_;
   asio::steady_timer drain_timer_;
   proto::FrameDecoder decoder_;
+  proto::worker::Decoder codec_;  // what the worker sends, read without a tree
   CircuitBreaker breaker_;
   bool hello_seen_ = false;
   bool socket_closed_ = false;

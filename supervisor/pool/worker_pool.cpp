@@ -179,9 +179,15 @@ void WorkerPool::retire(const std::shared_ptr<WorkerLink>& link) { retired_.push
 
 std::uint64_t WorkerPool::fingerprint(const Call& call) const {
   // The seed is left out: a request that kills workers does so whatever its seed.
-  json params = call.worker_params();
-  if (params.is_object()) params.erase("seed");
-  return std::hash<std::string>{}(call.worker_method() + "\n" + params.dump());
+  std::string text;
+  if (const auto* g = std::get_if<proto::worker::GenerateRequest>(&call.request())) {
+    auto unseeded = *g;
+    unseeded.seed = 0;
+    proto::worker::encode_generate(text, 0, unseeded);
+  } else {
+    call.encode_request(text, 0);
+  }
+  return std::hash<std::string>{}(text);
 }
 
 void WorkerPool::submit(std::shared_ptr<Call> call) {

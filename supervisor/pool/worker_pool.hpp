@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "common/config.hpp"
-#include "supervisor/pipeline/batcher.hpp"
-#include "supervisor/pipeline/call.hpp"
-#include "supervisor/pipeline/stream_limiter.hpp"
-#include "supervisor/pipeline/priority_queue.hpp"
+#include "supervisor/pool/batcher.hpp"
+#include "supervisor/pool/call.hpp"
+#include "supervisor/pool/stream_limiter.hpp"
+#include "supervisor/pool/priority_queue.hpp"
 #include "supervisor/pool/restart_policy.hpp"
 #include "supervisor/pool/retry_policy.hpp"
 #include "supervisor/pool/worker_link.hpp"
@@ -217,7 +217,7 @@ class WorkerPool final : public LinkObserver {
   std::vector<std::shared_ptr<WorkerLink>> spares_;
   // Links out of rotation that are still alive (draining) or waiting to be reaped.
   std::vector<std::shared_ptr<WorkerLink>> retired_;
-  // Calls waiting for a worker, by priority (supervisor/pipeline/priority_queue.hpp).
+  // Calls waiting for a worker, by priority (supervisor/pool/priority_queue.hpp).
   PriorityQueue<std::shared_ptr<Call>> queue_;
   std::shared_ptr<Batcher> batcher_ = std::make_shared<Batcher>(BatchQueueConfig{});
   // Streams waiting for a place under the stream limit, in arrival order; they start before

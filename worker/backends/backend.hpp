@@ -16,6 +16,7 @@
 
 #include "common/error_codes.hpp"
 #include "proto/jsonrpc.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::worker {
 
@@ -30,16 +31,8 @@ struct BackendError {
 template <typename T>
 using BackendResult = boost::system::result<T, BackendError>;
 
-struct GenerateRequest {
-  std::string model;  // empty: the backend's default
-  std::string prompt;
-  int max_tokens = 64;
-  double temperature = 0.8;
-  double top_p = 0.95;
-  std::uint64_t seed = 0;
-  std::vector<std::string> stop;
-  bool stream = false;
-};
+// The worker protocol's generate request (proto/worker_codec.hpp), as the backend gets it.
+using GenerateRequest = proto::worker::GenerateRequest;
 
 struct GenerateOutcome {
   std::string text;

@@ -108,7 +108,7 @@ asio::awaitable<int> WorkerRuntime::run() {
   });
   // hello: who we are and what we can do; the supervisor answers with init. Models are
   // known only once init has chosen the backend, so they come in the init reply.
-  send(proto::make_notification(
+  send_notification(
       wm::kHello, json{{"worker_id", opt_.worker_id},
                        {"pid", ::getpid()},
                        {"protocol", proto::worker::kProtocolVersion},
@@ -117,7 +117,7 @@ asio::awaitable<int> WorkerRuntime::run() {
                          {"batch_tokenize", true},
                          {"batch", true},
                          {"stream", true},
-                         {"models", json::array()}}}}));
+                         {"models", json::array()}}}});
   std::vector<char> buf(64 * 1024);
   while (!done_) {
     auto n = co_await read_link(buf);
@@ -220,7 +220,7 @@ void WorkerRuntime::on_channel_failed(const std::string& why) {
 void WorkerRuntime::handle(std::string_view text) {
   // droverd's batch queue may send several requests as one JSON-RPC batch; each is served as
   // if it had come alone, and answered on its own (proto/README.md).
-  auto parsed = proto::worker::parse_worker_messages(text);
+  auto parsed = codec_.decode(text);
   if (!parsed) {
     component_logger("worker")->error("worker {}: garbage from supervisor: {}", opt_.worker_id,
                                       parsed.error());
@@ -234,16 +234,18 @@ void WorkerRuntime::handle(std::string_view text) {
   }
 }
 
-void WorkerRuntime::handle(proto::worker::WorkerMessage& m) {
-  using Kind = proto::worker::WorkerMessage::Kind;
+void WorkerRuntime::handle(proto::worker::Message& m) {
+  using Kind = proto::worker::Message::Kind;
+  namespace w = proto::worker;
   if (m.kind == Kind::notification) {
     if (m.method == wm::kCancel) {
-      if (m.params.is_object() && m.params.contains("id") && m.params["id"].is_number_unsigned()) {
-        const auto it = running_.find(m.params["id"].get<std::uint64_t>());
+      if (const auto id = w::read_cancel(m.params)) {
+        const auto it = running_.find(*id);
         if (it != running_.end()) it->second->cancelled = true;
       }
     } else if (m.method == wm::kInject) {
-      on_inject(m.params);
+      const auto fault = w::read_inject(m.params);
+      on_inject(fault ? *fault : std::string());
     } else if (m.method == wm::kShutdown) {
       stopping_ = true;
       maybe_exit();
@@ -251,23 +253,39 @@ void WorkerRuntime::handle(proto::worker::WorkerMessage& m) {
     return;
   }
   if (m.kind != Kind::request) return;  // the supervisor sends no replies today
-  if (m.method == wm::kInit) return on_init(m.id, m.params);
+  // The control plane reads its params as trees.
+  auto tree = [&m]() {
+    auto t = w::read_tree(m.params);
+    return t ? std::move(*t) : json();
+  };
+  if (m.method == wm::kInit) return on_init(m.id, tree());
   if (!ready_) {
     return reply_error(m.id, BackendError{RpcError::internal_error, "not initialised", nullptr});
   }
   if (m.method == wm::kGenerate || m.method == wm::kBatchTokenize || m.method == wm::kDetokenize) {
     if (enact_fault()) return;
   }
-  if (m.method == wm::kGenerate) return on_generate(m.id, m.params);
-  if (m.method == wm::kBatchTokenize) return on_batch_tokenize(m.id, m.params);
-  if (m.method == wm::kDetokenize) return on_detokenize(m.id, m.params);
-  if (m.method == wm::kLoadModel) return on_load_model(m.id, m.params);
-  if (m.method == wm::kUnloadModel) return on_unload_model(m.id, m.params);
+  if (m.method == wm::kGenerate) {
+    auto r = w::read_generate(m.params);
+    if (!r) return reply_error(m.id, bad_params(r.error()));
+    return on_generate(m.id, std::move(*r));
+  }
+  if (m.method == wm::kBatchTokenize) {
+    auto r = w::read_batch_tokenize(m.params);
+    if (!r) return reply_error(m.id, bad_params(r.error()));
+    return on_batch_tokenize(m.id, *r);
+  }
+  if (m.method == wm::kDetokenize) {
+    auto r = w::read_detokenize(m.params);
+    if (!r) return reply_error(m.id, bad_params(r.error()));
+    return on_detokenize(m.id, *r);
+  }
+  if (m.method == wm::kLoadModel) return on_load_model(m.id, tree());
+  if (m.method == wm::kUnloadModel) return on_unload_model(m.id, tree());
   reply_error(m.id, BackendError{RpcError::method_not_found, {}, json{{"method", m.method}}});
 }
 
-void WorkerRuntime::on_inject(const json& params) {
-  const std::string fault = params.is_object() ? params.value("fault", std::string()) : std::string();
+void WorkerRuntime::on_inject(const std::string& fault) {
   auto log = component_logger("worker");
   static const std::map<std::string, Fault> faults = {{"crash", Fault::crash},
                                                       {"hang", Fault::hang},
@@ -432,7 +450,7 @@ asio::awaitable<BackendResult<json>> WorkerRuntime::warm_up(const json& preload,
       }
       line["warmup_requests"] = n;
       line["warmup_ms"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-      send(proto::make_notification(wm::kModelLoaded, line));
+      send_notification(wm::kModelLoaded, line);
     }
     if (fail_fast && line["ok"] == false) {
       co_return BackendResult<json>(boost::system::in_place_error,
@@ -445,23 +463,7 @@ asio::awaitable<BackendResult<json>> WorkerRuntime::warm_up(const json& preload,
   co_return BackendResult<json>(boost::system::in_place_value, std::move(report));
 }
 
-void WorkerRuntime::on_generate(std::uint64_t id, const json& p) {
-  GenerateRequest req;
-  if (!p.is_object() || !p.contains("prompt") || !p["prompt"].is_string()) {
-    return reply_error(id, bad_params("generate needs a string prompt"));
-  }
-  try {
-    req.prompt = p["prompt"].get<std::string>();
-    req.model = p.value("model", std::string());
-    req.max_tokens = p.value("max_tokens", 64);
-    req.temperature = p.value("temperature", 0.8);
-    req.top_p = p.value("top_p", 0.95);
-    req.seed = p.value("seed", std::uint64_t{0});
-    req.stream = p.value("stream", false);
-    if (p.contains("stop")) req.stop = p["stop"].get<std::vector<std::string>>();
-  } catch (const json::exception& e) {
-    return reply_error(id, bad_params(e.what()));
-  }
+void WorkerRuntime::on_generate(std::uint64_t id, GenerateRequest req) {
   auto backend = models_.find(req.model);
   if (!backend) return reply_error(id, backend.error());
   auto cancel = std::make_shared<CancelFlag>();
@@ -479,7 +481,9 @@ asio::awaitable<void> WorkerRuntime::serve_generate(std::uint64_t id, GenerateRe
         ++tokens_since_heartbeat_;
         ++progress_;
         if (stream) {
-          send(proto::make_notification(wm::kChunk, json{{"id", id}, {"index", index++}, {"text", text}}));
+          std::string chunk;
+          proto::worker::encode_chunk(chunk, id, index++, text);
+          send(chunk);
         }
       },
       cancel);
@@ -488,47 +492,35 @@ asio::awaitable<void> WorkerRuntime::serve_generate(std::uint64_t id, GenerateRe
   if (!outcome) {
     reply_error(id, outcome.error());
   } else {
-    reply(id, json{{"text", outcome->text},
-                   {"finish_reason", outcome->finish_reason},
-                   {"usage",
-                    {{"prompt_tokens", outcome->prompt_tokens},
-                     {"completion_tokens", outcome->completion_tokens}}}});
+    std::string out;
+    proto::worker::encode_generate_result(
+        out, id,
+        {std::move(outcome->text), std::move(outcome->finish_reason),
+         {outcome->prompt_tokens, outcome->completion_tokens}});
+    send(out);
   }
   maybe_exit();
 }
 
-void WorkerRuntime::on_batch_tokenize(std::uint64_t id, const json& p) {
-  if (!p.is_object() || !p.contains("texts") || !p["texts"].is_array()) {
-    return reply_error(id, bad_params("batch_tokenize needs texts: [string]"));
-  }
-  std::vector<std::string> texts;
-  for (const auto& t : p["texts"]) {
-    if (!t.is_string()) return reply_error(id, bad_params("texts must hold strings"));
-    texts.push_back(t.get<std::string>());
-  }
-  const auto backend = models_.find(p.value("model", std::string()));
+void WorkerRuntime::on_batch_tokenize(std::uint64_t id,
+                                      const proto::worker::BatchTokenizeRequest& r) {
+  const auto backend = models_.find(r.model);
   if (!backend) return reply_error(id, backend.error());
-  auto out = (*backend)->batch_tokenize(p.value("model", std::string()), texts);
+  auto out = (*backend)->batch_tokenize(r.model, r.texts);
   if (!out) return reply_error(id, out.error());
-  // One text is the client-facing tokenize; the reply carries both shapes' data.
-  json result = {{"tokens", *out}};
-  reply(id, result);
+  std::string reply;
+  proto::worker::encode_tokens_result(reply, id, *out);
+  send(reply);
 }
 
-void WorkerRuntime::on_detokenize(std::uint64_t id, const json& p) {
-  if (!p.is_object() || !p.contains("tokens") || !p["tokens"].is_array()) {
-    return reply_error(id, bad_params("detokenize needs tokens: [int]"));
-  }
-  std::vector<std::int64_t> tokens;
-  for (const auto& t : p["tokens"]) {
-    if (!t.is_number_integer()) return reply_error(id, bad_params("tokens must be integers"));
-    tokens.push_back(t.get<std::int64_t>());
-  }
-  const auto backend = models_.find(p.value("model", std::string()));
+void WorkerRuntime::on_detokenize(std::uint64_t id, const proto::worker::DetokenizeRequest& r) {
+  const auto backend = models_.find(r.model);
   if (!backend) return reply_error(id, backend.error());
-  auto out = (*backend)->detokenize(p.value("model", std::string()), tokens);
+  auto out = (*backend)->detokenize(r.model, r.tokens);
   if (!out) return reply_error(id, out.error());
-  reply(id, json{{"text", *out}});
+  std::string reply;
+  proto::worker::encode_text_result(reply, id, *out);
+  send(reply);
 }
 
 void WorkerRuntime::on_load_model(std::uint64_t id, const json& p) {
@@ -577,8 +569,8 @@ asio::awaitable<BackendResult<json>> WorkerRuntime::load_model(ModelSpec spec) {
   report["model"] = spec.id;
   report["load_ms"] = ms;
   report["models"] = models_.ids();
-  send(proto::make_notification(wm::kModelLoaded,
-                                json{{"model", spec.id}, {"load_ms", ms}, {"warmup_ms", 0.0}, {"ok", true}}));
+  send_notification(wm::kModelLoaded,
+                    json{{"model", spec.id}, {"load_ms", ms}, {"warmup_ms", 0.0}, {"ok", true}});
   component_logger("worker")->info("worker {}: model {} loaded in {:.1f} ms", opt_.worker_id, spec.id, ms);
   co_return Result(boost::system::in_place_value, std::move(report));
 }
@@ -605,12 +597,11 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
     const double tps = secs > 0 ? static_cast<double>(tokens_since_heartbeat_) / secs : 0.0;
     tokens_since_heartbeat_ = 0;
     last = now;
-    send(proto::make_notification(wm::kHeartbeat, json{{"inflight", running_.size()},
-                                                       {"queue_depth", 0},
-                                                       {"rss_bytes", resident_bytes()},
-                                                       {"models", models_.ids()},
-                                                       {"tokens_per_s", tps},
-                                                       {"progress", progress_}}));
+    std::string beat;
+    proto::worker::encode_heartbeat(
+        beat, {static_cast<std::int64_t>(running_.size()), 0, resident_bytes(), tps, models_.ids(),
+               static_cast<std::int64_t>(progress_)});
+    send(beat);
     heartbeat_timer_.expires_after(heartbeat_interval_);
     auto [ec] = co_await heartbeat_timer_.async_wait(use_nothrow);
     if (ec) co_return;
@@ -618,11 +609,22 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
 }
 
 void WorkerRuntime::reply(std::uint64_t id, const json& result) {
-  send(proto::make_result(id, result));
+  std::string out;
+  proto::worker::encode_result(out, id, result);
+  send(out);
 }
 
 void WorkerRuntime::reply_error(std::uint64_t id, const BackendError& e) {
-  send(proto::make_error(id, e.code, e.message, e.data));
+  std::string out;
+  proto::worker::encode_error(out, id, e.code, e.message,
+                              e.data.is_null() ? std::string() : proto::dump(e.data));
+  send(out);
+}
+
+void WorkerRuntime::send_notification(std::string_view method, const json& params) {
+  std::string out;
+  proto::worker::encode_notification(out, method, params);
+  send(out);
 }
 
 void WorkerRuntime::send(const std::string& json_text) {

@@ -22,7 +22,7 @@
 #include "proto/fd_passing.hpp"
 #include "proto/framing.hpp"
 #include "proto/shm_channel.hpp"
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 #include "worker/backends/backend.hpp"
 #include "worker/runtime/model_registry.hpp"
 
@@ -57,20 +57,20 @@ class WorkerRuntime {
   asio::awaitable<bool> open_link();
   void close_link();
   void handle(std::string_view text);
-  void handle(proto::worker::WorkerMessage& m);
+  void handle(proto::worker::Message& m);
   void on_init(std::uint64_t id, const json& params);
   // Runs init's preload entries (warmup requests per model); the per-model report, or an
   // error when fail_fast and a model failed.
   asio::awaitable<BackendResult<json>> warm_up(const json& preload, double load_ms);
-  void on_generate(std::uint64_t id, const json& params);
-  void on_batch_tokenize(std::uint64_t id, const json& params);
-  void on_detokenize(std::uint64_t id, const json& params);
+  void on_generate(std::uint64_t id, GenerateRequest request);
+  void on_batch_tokenize(std::uint64_t id, const proto::worker::BatchTokenizeRequest& request);
+  void on_detokenize(std::uint64_t id, const proto::worker::DetokenizeRequest& request);
   void on_load_model(std::uint64_t id, const json& params);
   void on_unload_model(std::uint64_t id, const json& params);
   // Builds and loads the backend of a catalog model and registers it; the load report
   // ({model, load_ms, ...}) or the error (-32006 naming the model).
   asio::awaitable<BackendResult<json>> load_model(ModelSpec spec);
-  void on_inject(const json& params);
+  void on_inject(const std::string& fault);
   bool enact_fault();
   bool enact(Fault fault);
   asio::awaitable<void> heartbeat_loop();
@@ -80,6 +80,7 @@ class WorkerRuntime {
   void reply(std::uint64_t id, const json& result);
   void reply_error(std::uint64_t id, const BackendError& e);
   void send(const std::string& json_text);
+  void send_notification(std::string_view method, const json& params);
   // Reads the control socket, keeping descriptors that arrive (SCM_RIGHTS) for init.
   asio::awaitable<boost::system::result<std::size_t>> read_link(std::vector<char>& buf);
   // init's `transport`: maps the offered segment; the init reply's `transport` object.
@@ -102,6 +103,7 @@ class WorkerRuntime {
   asio::posix::stream_descriptor output_;
   WriteQueue<asio::posix::stream_descriptor> writer_;
   proto::FrameDecoder decoder_;
+  proto::worker::Decoder codec_;  // what droverd sends, read without a tree
   std::unordered_map<std::uint64_t, std::shared_ptr<CancelFlag>> running_;
   Millis heartbeat_interval_{1000};
   asio::steady_timer heartbeat_timer_;

@@ -1,5 +1,5 @@
 // AdaptiveWindow: bands, EMA smoothing and the 3-observation hysteresis (no clock involved).
-#include "supervisor/pipeline/adaptive_window.hpp"
+#include "supervisor/pool/adaptive_window.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // BatchController: every sizing rule, the sample and rate limits and the bounds, on a fake
 // clock (time points passed in).
-#include "supervisor/pipeline/batch_controller.hpp"
+#include "supervisor/pool/batch_controller.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Batcher: the flush decision (off, fast path, full, wait), the window it hands the links, and
 // what flushes and batch times do to the controller and the statistics. Time is passed in.
-#include "supervisor/pipeline/batcher.hpp"
+#include "supervisor/pool/batcher.hpp"
 
 #include <gtest/gtest.h>
 

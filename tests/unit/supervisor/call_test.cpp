@@ -1,4 +1,4 @@
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,10 +24,17 @@ struct Captured {
   }
 };
 
-std::shared_ptr<Call> make_call(Captured& c, CallKind kind = CallKind::generate, json id = 7,
-                                bool notification = false) {
-  return std::make_shared<Call>(kind, "r-1", std::move(id), notification, "generate",
-                                json::object(), c.sink());
+// `id`: the client's id as JSON text.
+std::shared_ptr<Call> make_call(Captured& c, CallKind kind = CallKind::generate,
+                                std::string id = "7", bool notification = false) {
+  WorkerRequest request = proto::worker::GenerateRequest{};
+  if (kind == CallKind::tokenize) request = proto::worker::BatchTokenizeRequest{"", {"x"}};
+  if (kind == CallKind::detokenize) request = proto::worker::DetokenizeRequest{"", {1}};
+  return std::make_shared<Call>("r-1", std::move(id), notification, std::move(request), c.sink());
+}
+
+proto::worker::GenerateResult result(std::string text) {
+  return {std::move(text), "length", {1, 1}};
 }
 
 TEST(Call, AnswersExactlyOnce) {
@@ -36,8 +43,8 @@ TEST(Call, AnswersExactlyOnce) {
   int hooks = 0;
   call->on_finish([&hooks] { ++hooks; });
   call->finish_error(RpcError::timed_out, {}, json{{"timeout_ms", 5}});
-  call->finish_from_worker(json{{"text", "late"}, {"finish_reason", "length"}}, 0);
-  call->finish_result(json{{"x", 1}});
+  call->finish_generate(result("late"), 0);
+  call->finish_text("x");
   call->finish_cancelled();
   ASSERT_EQ(c.replies.size(), 1u);
   EXPECT_EQ(c.replies[0]["error"]["code"], -32004);
@@ -48,7 +55,7 @@ TEST(Call, AnswersExactlyOnce) {
 
 TEST(Call, StreamChunksCarryClientIdAndContiguousIndex) {
   Captured c;
-  auto call = make_call(c, CallKind::generate, "abc");
+  auto call = make_call(c, CallKind::generate, R"("abc")");
   call->set_streaming(true);
   call->mark_dispatched({1, 1, 42});
   std::uint64_t i = 0;
@@ -113,7 +120,7 @@ TEST(Call, WorkerResultGetsSupervisorFields) {
   Captured c;
   auto call = make_call(c);
   call->mark_dispatched({3, 1, 9});
-  call->finish_from_worker(json{{"text", "hi"}, {"finish_reason", "length"}}, 3);
+  call->finish_generate(result("hi"), 3);
   ASSERT_EQ(c.replies.size(), 1u);
   const json& r = c.replies[0]["result"];
   EXPECT_EQ(r["text"], "hi");
@@ -143,10 +150,10 @@ TEST(Call, CancelBeforeDispatchGivesMinus32005ForTokenize) {
 
 TEST(Call, NotificationsNeverReply) {
   Captured c;
-  auto call = make_call(c, CallKind::generate, nullptr, /*notification=*/true);
+  auto call = make_call(c, CallKind::generate, "null", /*notification=*/true);
   call->set_streaming(true);
   call->deliver_chunk("x", 0);
-  call->finish_result(json{{"text", "x"}});
+  call->finish_generate(result("x"), 0);
   EXPECT_TRUE(c.chunks.empty());
   EXPECT_TRUE(c.replies.empty());
   EXPECT_TRUE(call->done());
@@ -164,11 +171,40 @@ TEST(Call, RequeueClearsAssignmentButCountsAttempts) {
   EXPECT_EQ(call->last_worker(), 1);
 }
 
+TEST(Call, IdsAreEchoedAsTheClientWroteThem) {
+  for (const std::string id : {"1e2", "123456789012345678901234567890", R"("a\u0062")", "-0"}) {
+    std::vector<std::string> replies;
+    CallSink sink;
+    sink.reply = [&replies](std::string&& r) { replies.push_back(std::move(r)); };
+    Call call("r-1", id, false, proto::worker::DetokenizeRequest{"", {1}}, std::move(sink));
+    call.finish_text("t");
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_EQ(replies[0], R"({"jsonrpc":"2.0","id":)" + id + R"(,"result":{"text":"t"}})");
+  }
+}
+
+TEST(Call, TokenizeAnswersItsOneTokenList) {
+  Captured c;
+  auto call = make_call(c, CallKind::tokenize);
+  call->finish_tokens({5, 6});
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0]["result"], (json{{"tokens", {5, 6}}}));
+}
+
+TEST(Call, WorkerErrorDataIsPassedOnAsReceived) {
+  Captured c;
+  auto call = make_call(c);
+  call->finish_error_text(RpcError::unknown_model, "Unknown model", R"({"model":"m","n":1.50})");
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0]["error"]["code"], -32006);
+  EXPECT_EQ(c.replies[0]["error"]["data"]["model"], "m");
+}
+
 TEST(Call, DetachedSinkDropsOutput) {
   Captured c;
   auto call = make_call(c);
   call->detach_sink();
-  call->finish_result(json{{"x", 1}});
+  call->finish_generate(result("x"), 0);
   EXPECT_TRUE(c.replies.empty());
   EXPECT_TRUE(call->done());
 }

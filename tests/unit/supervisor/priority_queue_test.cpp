@@ -1,6 +1,6 @@
 // PriorityQueue: lane order, aging (high never starved behind low, low not starved forever),
 // push_front, erase, and FIFO when priorities are off. Time is passed in.
-#include "supervisor/pipeline/priority_queue.hpp"
+#include "supervisor/pool/priority_queue.hpp"
 
 #include <gtest/gtest.h>
 

@@ -15,7 +15,7 @@ using TimePoint = PromptCache::Clock::time_point;
 const TimePoint kT0 = TimePoint(std::chrono::hours(1));
 
 CachedResult result(const std::string& text, std::vector<std::string> chunks = {}) {
-  return {json{{"text", text}, {"finish_reason", "length"}}, std::move(chunks)};
+  return {proto::worker::GenerateResult{text, "length", {}}, std::move(chunks)};
 }
 
 PromptCache::Limits limits(std::size_t entries, std::size_t bytes,
@@ -29,7 +29,7 @@ TEST(PromptCache, HitReturnsTheStoredResultAndCountsHitsAndMisses) {
   ASSERT_TRUE(cache.insert("k", result("hello", {"hel", "lo"}), kT0));
   const CachedResult* hit = cache.find("k", kT0 + 1s);
   ASSERT_NE(hit, nullptr);
-  EXPECT_EQ(hit->result["text"], "hello");
+  EXPECT_EQ(hit->result.text, "hello");
   EXPECT_EQ(hit->chunks, (std::vector<std::string>{"hel", "lo"}));
   EXPECT_EQ(cache.stats().hits, 1u);
   EXPECT_EQ(cache.stats().misses, 1u);
@@ -119,7 +119,7 @@ TEST(PromptCache, ReinsertReplacesWithoutDoubleCountingBytes) {
   cache.insert("k", result("second!"), kT0);
   EXPECT_EQ(cache.entries(), 1u);
   EXPECT_EQ(cache.bytes(), PromptCache::size_of("k", result("second!")));
-  EXPECT_EQ(cache.find("k", kT0)->result["text"], "second!");
+  EXPECT_EQ(cache.find("k", kT0)->result.text, "second!");
 }
 
 TEST(PromptCache, ShrinkingLimitsEvictsAtOnce) {

@@ -36,23 +36,22 @@ struct Client {
   }
 };
 
-std::shared_ptr<Call> client_call(Client& c, json id, bool stream) {
-  auto call = std::make_shared<Call>(CallKind::generate, "r-" + id.dump(), id, false, "generate",
-                                     json::object(), c.sink());
+// `id`: the client's id (a tree here, for readable tests; its JSON text goes to the Call).
+std::shared_ptr<Call> client_call(Client& c, const json& id, bool stream) {
+  auto call = std::make_shared<Call>("r-" + id.dump(), id.dump(), false,
+                                     proto::worker::GenerateRequest{}, c.sink());
   call->set_streaming(stream);
   return call;
 }
 
 std::shared_ptr<Call> execution_call(bool stream) {
-  auto call = std::make_shared<Call>(CallKind::generate, "r-exec", nullptr, false, "generate",
-                                     json::object(), CallSink{});
+  auto call = std::make_shared<Call>("r-exec", "null", false, proto::worker::GenerateRequest{},
+                                     CallSink{});
   call->set_streaming(stream);
   return call;
 }
 
-const json kResult = {{"text", "abc"},
-                      {"finish_reason", "length"},
-                      {"usage", {{"prompt_tokens", 1}, {"completion_tokens", 3}}}};
+const proto::worker::GenerateResult kResult{"abc", "length", {1, 3}};
 
 TEST(SharedExecution, IdenticalRequestsShareOneRunAndEachGetsItsOwnAnswer) {
   auto exec = execution_call(false);
@@ -64,14 +63,14 @@ TEST(SharedExecution, IdenticalRequestsShareOneRunAndEachGetsItsOwnAnswer) {
   ASSERT_TRUE(run->joinable());
   run->subscribe(b, "coalesced");
   int finished = 0;
-  run->on_finished([&finished](const json* r, int slot) {
+  run->on_finished([&finished](const proto::worker::GenerateResult* r, int slot) {
     ASSERT_NE(r, nullptr);
     EXPECT_EQ(slot, 3);
     ++finished;
   });
   exec->mark_dispatched({3, 1, 99});
   // The pool finishes the execution call; the relay answers both clients.
-  exec->finish_from_worker(kResult, 3);
+  exec->finish_generate(kResult, 3);
   EXPECT_EQ(finished, 1);
   ASSERT_EQ(leader.replies.size(), 1u);
   ASSERT_EQ(follower.replies.size(), 1u);
@@ -95,7 +94,7 @@ TEST(SharedExecution, ErrorGoesToTheRequestsWaitingAndTheRunIsForgotten) {
   const auto now = InFlightTable::Clock::now();
   ASSERT_TRUE(table.add_running("k", false, run, limits, now));
   bool saw_error = false;
-  run->on_finished([&](const json* r, int) {
+  run->on_finished([&](const proto::worker::GenerateResult* r, int) {
     saw_error = r == nullptr;
     table.remove_running("k", false, run.get());
   });
@@ -130,7 +129,7 @@ TEST(SharedExecution, LateJoinerGetsMissedChunksThenLiveOnesUnderItsOwnIdAndIndi
   run->subscribe(client_call(joiner, 9, true), "coalesced");
   ASSERT_EQ(joiner.chunks.size(), 2u) << "the joiner first gets the chunks it missed";
   EXPECT_EQ(exec->deliver_chunk("c", 2), Call::ChunkResult::delivered);
-  exec->finish_from_worker(kResult, 0);
+  exec->finish_generate(kResult, 0);
 
   EXPECT_EQ(leader.chunk_text(), "abc");
   EXPECT_EQ(joiner.chunk_text(), "abc");
@@ -162,7 +161,7 @@ TEST(SharedExecution, LeaderLeavingDoesNotEndTheRunForTheOthers) {
   EXPECT_EQ(run->subscribers(), 1u);
   exec->deliver_chunk("b", 1);
   exec->deliver_chunk("c", 2);
-  exec->finish_from_worker(kResult, 0);
+  exec->finish_generate(kResult, 0);
   ASSERT_EQ(leader.replies.size(), 1u);
   EXPECT_EQ(leader.replies[0]["result"]["finish_reason"], "cancelled");
   EXPECT_EQ(leader.chunk_text(), "a");
@@ -196,7 +195,7 @@ TEST(SharedExecution, LastSubscriberLeavingAbandonsTheRunOnce) {
   EXPECT_EQ(last->code, -32004) << "the pipeline tells the worker's breaker of the timeout";
   EXPECT_FALSE(run->joinable());
   // The cancelled run's late answer reaches nobody.
-  exec->finish_from_worker(kResult, 0);
+  exec->finish_generate(kResult, 0);
   EXPECT_EQ(one.replies.size(), 1u);
   EXPECT_EQ(two.replies.size(), 1u);
 }
@@ -213,7 +212,7 @@ TEST(SharedExecution, SlowJoinerFailsAloneDuringReplay) {
   ASSERT_EQ(slow.replies.size(), 1u);
   EXPECT_EQ(slow.replies[0]["error"]["code"], -32010);
   EXPECT_EQ(run->subscribers(), 1u);
-  exec->finish_from_worker(kResult, 0);
+  exec->finish_generate(kResult, 0);
   ASSERT_EQ(leader.replies.size(), 1u);
   EXPECT_TRUE(leader.replies[0].contains("result"));
 }
@@ -229,7 +228,7 @@ TEST(SharedExecution, StreamBeyondMaxReplayBytesTakesNoMoreJoiners) {
   EXPECT_FALSE(run->joinable());
   EXPECT_FALSE(run->replay_complete());
   EXPECT_TRUE(run->chunks().empty());
-  exec->finish_from_worker(kResult, 0);
+  exec->finish_generate(kResult, 0);
   EXPECT_EQ(leader.chunk_text(), "abcde") << "the subscribers' streams are not affected";
 }
 

@@ -55,11 +55,11 @@ TEST(StreamFlow, AboveTheHighWatermarkChunksLeaveAsOneFramePerInterval) {
   StreamFlow flow(limits());
   Frames out;
   // 1000 unsent bytes: the high watermark. The stream's first frame is not delayed.
-  flow.on_chunk(A, 1, "t0", true, 1000, t0, out);
+  flow.on_chunk(A, "1", "t0", true, 1000, t0, out);
   EXPECT_TRUE(flow.coalescing());
   ASSERT_EQ(out.size(), 1u);
   out.clear();
-  for (int i = 1; i < 10; ++i) flow.on_chunk(A, 1, " t" + std::to_string(i), true, 1000, t0 + 2ms * i, out);
+  for (int i = 1; i < 10; ++i) flow.on_chunk(A, "1", " t" + std::to_string(i), true, 1000, t0 + 2ms * i, out);
   EXPECT_TRUE(out.empty()) << "held within the interval";
   EXPECT_EQ(flow.held_bytes(), 27u);
   flow.on_tick(1000, t0 + 19ms, out);
@@ -74,7 +74,7 @@ TEST(StreamFlow, AboveTheHighWatermarkChunksLeaveAsOneFramePerInterval) {
   EXPECT_EQ(flow.counters().merged_chunks, 9u);
   // A chunk arriving a full interval after the last frame leaves at once.
   out.clear();
-  flow.on_chunk(A, 1, "x", true, 1000, t0 + 40ms, out);
+  flow.on_chunk(A, "1", "x", true, 1000, t0 + 40ms, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].index, 2u);
 }
@@ -82,13 +82,13 @@ TEST(StreamFlow, AboveTheHighWatermarkChunksLeaveAsOneFramePerInterval) {
 TEST(StreamFlow, ACoalescedFrameHoldsWholeChunksUpToTheMaximum) {
   StreamFlow flow(limits());  // coalesce_max_bytes 64
   Frames out;
-  flow.on_chunk(A, 1, "first", true, 5000, t0, out);
+  flow.on_chunk(A, "1", "first", true, 5000, t0, out);
   out.clear();
   const std::string c30(30, 'x'), big(100, 'y');
-  flow.on_chunk(A, 1, c30, true, 5000, t0 + 1ms, out);
-  flow.on_chunk(A, 1, c30, true, 5000, t0 + 2ms, out);
-  flow.on_chunk(A, 1, c30, true, 5000, t0 + 3ms, out);  // 90 > 64: not in the same frame
-  flow.on_chunk(A, 1, big, true, 5000, t0 + 4ms, out);
+  flow.on_chunk(A, "1", c30, true, 5000, t0 + 1ms, out);
+  flow.on_chunk(A, "1", c30, true, 5000, t0 + 2ms, out);
+  flow.on_chunk(A, "1", c30, true, 5000, t0 + 3ms, out);  // 90 > 64: not in the same frame
+  flow.on_chunk(A, "1", big, true, 5000, t0 + 4ms, out);
   flow.on_tick(5000, t0 + 20ms, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].text.size(), 60u);
@@ -106,10 +106,10 @@ TEST(StreamFlow, ACoalescedFrameHoldsWholeChunksUpToTheMaximum) {
 TEST(StreamFlow, FallingToTheLowWatermarkFlushesWhatIsHeldAndStopsCoalescing) {
   StreamFlow flow(limits());
   Frames out;
-  flow.on_chunk(A, 1, "a", true, 1500, t0, out);
-  flow.on_chunk(A, 1, "b", true, 1500, t0 + 1ms, out);
-  flow.on_chunk(B, 2, "c", true, 1500, t0 + 1ms, out);
-  flow.on_chunk(B, 2, "d", true, 1500, t0 + 2ms, out);
+  flow.on_chunk(A, "1", "a", true, 1500, t0, out);
+  flow.on_chunk(A, "1", "b", true, 1500, t0 + 1ms, out);
+  flow.on_chunk(B, "2", "c", true, 1500, t0 + 1ms, out);
+  flow.on_chunk(B, "2", "d", true, 1500, t0 + 2ms, out);
   out.clear();
   // Between the watermarks: still coalescing (hysteresis).
   flow.on_tick(500, t0 + 5ms, out);
@@ -126,7 +126,7 @@ TEST(StreamFlow, FallingToTheLowWatermarkFlushesWhatIsHeldAndStopsCoalescing) {
   EXPECT_FALSE(flow.active());
   out.clear();
   // Direct again, and still below high it stays direct.
-  flow.on_chunk(A, 1, "e", true, 999, t0 + 7ms, out);
+  flow.on_chunk(A, "1", "e", true, 999, t0 + 7ms, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].index, 2u);
   EXPECT_FALSE(flow.coalescing());
@@ -138,25 +138,25 @@ TEST(StreamFlow, PastTheHardLimitTheChunkIsRefusedAndOtherStreamsGoOn) {
   l.hard_limit_bytes = 4096;
   StreamFlow flow(l);
   Frames out;
-  flow.on_chunk(A, 1, "held", true, 3000, t0, out);
-  flow.on_chunk(A, 1, "more", true, 3000, t0 + 1ms, out);
+  flow.on_chunk(A, "1", "held", true, 3000, t0, out);
+  flow.on_chunk(A, "1", "more", true, 3000, t0 + 1ms, out);
   EXPECT_EQ(flow.held_bytes(), 4u);
   // 3990 unsent + 4 held + 10 + frame overhead > 4096.
-  EXPECT_EQ(flow.on_chunk(A, 1, "0123456789", true, 3990, t0 + 2ms, out),
+  EXPECT_EQ(flow.on_chunk(A, "1", "0123456789", true, 3990, t0 + 2ms, out),
             StreamFlow::Verdict::slow_consumer);
   EXPECT_EQ(flow.held_bytes(), 0u) << "the failed stream's held text is dropped";
   EXPECT_EQ(flow.counters().refused, 1u);
   out.clear();
-  EXPECT_EQ(flow.on_chunk(B, 2, "ok", true, 100, t0 + 3ms, out), StreamFlow::Verdict::accepted);
+  EXPECT_EQ(flow.on_chunk(B, "2", "ok", true, 100, t0 + 3ms, out), StreamFlow::Verdict::accepted);
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].client_id, 2);
+  EXPECT_EQ(out[0].client_id, "2");
 }
 
 TEST(StreamFlow, AStreamOutsideTheRolloutIsNeverHeld) {
   StreamFlow flow(limits());
   Frames out;
-  flow.on_chunk(A, 1, "a", false, 5000, t0, out);
-  flow.on_chunk(A, 1, "b", false, 5000, t0 + 1ms, out);
+  flow.on_chunk(A, "1", "a", false, 5000, t0, out);
+  flow.on_chunk(A, "1", "b", false, 5000, t0 + 1ms, out);
   EXPECT_TRUE(flow.coalescing());
   EXPECT_EQ(out.size(), 2u);
   EXPECT_EQ(flow.held_bytes(), 0u);
@@ -165,8 +165,8 @@ TEST(StreamFlow, AStreamOutsideTheRolloutIsNeverHeld) {
 TEST(StreamFlow, EndAndFlushEmitEverythingHeldSoTheReplyFollowsTheChunks) {
   StreamFlow flow(limits());
   Frames out;
-  for (int i = 0; i < 5; ++i) flow.on_chunk(A, 1, std::string(20, 'a' + i), true, 5000, t0 + 1ms * i, out);
-  for (int i = 0; i < 3; ++i) flow.on_chunk(B, 2, "b", true, 5000, t0 + 1ms * i, out);
+  for (int i = 0; i < 5; ++i) flow.on_chunk(A, "1", std::string(20, 'a' + i), true, 5000, t0 + 1ms * i, out);
+  for (int i = 0; i < 3; ++i) flow.on_chunk(B, "2", "b", true, 5000, t0 + 1ms * i, out);
   out.clear();
   flow.end_stream(A, out);
   EXPECT_EQ(texts(out), std::string(20, 'b') + std::string(20, 'c') + std::string(20, 'd') + std::string(20, 'e'));
@@ -190,7 +190,7 @@ TEST(StreamFlow, TheClientSeesContiguousIndicesAndExactlyTheWorkersText) {
       const std::string t = " w" + std::to_string(n);
       sent += t;
       const auto now = t0 + 3ms * n;
-      ASSERT_EQ(flow.on_chunk(A, 1, t, true, unsent[round], now, out), StreamFlow::Verdict::accepted);
+      ASSERT_EQ(flow.on_chunk(A, "1", t, true, unsent[round], now, out), StreamFlow::Verdict::accepted);
       flow.on_tick(unsent[round], now, out);
     }
   }
@@ -217,10 +217,10 @@ TEST(StreamFlow, WatermarksAreCappedBelowASmallHardLimit) {
 }
 
 TEST(StreamFlow, AMergedFrameSaysHowManyChunksItCarries) {
-  const auto single = proto::json::parse(StreamFlow::Frame{7, 3, "x", 1}.notification());
+  const auto single = proto::json::parse(StreamFlow::Frame{"7", 3, "x", 1}.notification());
   EXPECT_EQ(single["method"], "generate.chunk");
   EXPECT_EQ(single["params"], (proto::json{{"id", 7}, {"index", 3}, {"text", "x"}}));
-  const auto merged = proto::json::parse(StreamFlow::Frame{"r", 4, "xy", 2}.notification());
+  const auto merged = proto::json::parse(StreamFlow::Frame{R"("r")", 4, "xy", 2}.notification());
   EXPECT_EQ(merged["params"]["coalesced"], 2);
 }
 

@@ -1,6 +1,6 @@
 // StreamLimiter: fixed and adaptive stream concurrency limits, places held and moved, and the
 // throughput-gradient rule with the worked examples of its header.
-#include "supervisor/pipeline/stream_limiter.hpp"
+#include "supervisor/pool/stream_limiter.hpp"
 
 #include <gtest/gtest.h>
 

@@ -8,7 +8,6 @@
 // after a timeout or cancel cannot produce a second answer.
 #pragma once
 
-#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -16,10 +15,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "common/error_codes.hpp"
 #include "proto/client_params.hpp"
 #include "proto/jsonrpc.hpp"
+#include "proto/worker_codec.hpp"
+#include "supervisor/pool/deadline_queue.hpp"
 
 namespace drover::supervisor {
 
@@ -28,13 +30,18 @@ using Clock = std::chrono::steady_clock;
 
 enum class CallKind { generate, tokenize, detokenize };
 
+// What a Call asks a worker to do, typed; written into the outgoing buffer at dispatch. A
+// tokenize call is a batch_tokenize of its one text (several may be merged into one request).
+using WorkerRequest = std::variant<proto::worker::GenerateRequest, proto::worker::BatchTokenizeRequest,
+                                   proto::worker::DetokenizeRequest>;
+
 // One chunk of a streamed generate on its way to the client. The references live as long as
 // the sink call.
 struct StreamChunk {
   const void* stream;  // the Call: tells the streams of one connection apart (flow control)
   const std::string& request_id;
-  const json& client_id;
-  std::uint64_t index;  // contiguous within the stream, from 0
+  std::string_view client_id;  // JSON text of the client's request id
+  std::uint64_t index;         // contiguous within the stream, from 0
   const std::string& text;
   // The generate.chunk notification carrying this chunk alone.
   std::string notification() const;
@@ -62,8 +69,9 @@ class CallRelay {
   // A new chunk of the stream, in order (index 0, 1, ...; failover replays are not repeated).
   virtual void on_chunk(const std::string& text, std::uint64_t index) = 0;
   // The worker's result, before the client-facing fields (worker, cache, timing) are added.
-  virtual void on_result(const json& worker_result, int worker_slot) = 0;
-  virtual void on_error(RpcError code, std::string_view message, const json& data) = 0;
+  virtual void on_result(const proto::worker::GenerateResult& result, int worker_slot) = 0;
+  // `data`: JSON text, or empty.
+  virtual void on_error(RpcError code, std::string_view message, std::string_view data) = 0;
 };
 
 // How a call ended, for metrics; filled in when it finishes.
@@ -78,15 +86,19 @@ class Call : public std::enable_shared_from_this<Call> {
  public:
   enum class State { queued, dispatched, done };
 
-  Call(CallKind kind, std::string request_id, json client_id, bool notification,
-       std::string worker_method, json worker_params, CallSink sink);
+  // `client_id`: the JSON text of the client's id ("null" for a notification or a call no client
+  // owns). The kind follows from `request`.
+  Call(std::string request_id, proto::RpcId client_id, bool notification, WorkerRequest request,
+       CallSink sink);
 
   CallKind kind() const { return kind_; }
   const std::string& request_id() const { return request_id_; }
-  const json& client_id() const { return client_id_; }
+  const proto::RpcId& client_id() const { return client_id_; }
   bool is_notification() const { return notification_; }
-  const std::string& worker_method() const { return worker_method_; }
-  const json& worker_params() const { return worker_params_; }
+  std::string_view worker_method() const;
+  const WorkerRequest& request() const { return request_; }
+  // Appends the worker request for this call alone, under the worker-side id `id`.
+  void encode_request(std::string& out, std::uint64_t id) const;
   State state() const { return state_; }
   bool done() const { return state_ == State::done; }
   bool streaming() const { return stream_; }
@@ -150,19 +162,27 @@ class Call : public std::enable_shared_from_this<Call> {
   // with -32010); diverged: the replay differs, so the stream cannot continue seamlessly.
   ChunkResult deliver_chunk(const std::string& text, std::uint64_t worker_index);
 
-  // The worker's result for this call, turned into the client's result.
-  void finish_from_worker(const json& worker_result, int worker_slot);
-  void finish_result(const json& result);
+  // The worker's result for this call, turned into the client's result (generate: plus
+  // worker, cache and timing; tokenize: the one token list of its text; detokenize: the text).
+  void finish_generate(const proto::worker::GenerateResult& result, int worker_slot);
+  void finish_tokens(const std::vector<std::int64_t>& tokens);
+  void finish_text(std::string_view text);
   // Cancelled before any worker answered: generate gets a result with finish_reason
   // "cancelled" (what a worker answers for a cancel mid-run), other methods -32005.
   void finish_cancelled();
   void finish_error(RpcError code, std::string_view message = {}, const json& data = nullptr);
+  // The same with `data` as JSON text (a worker's error data, passed on as received).
+  void finish_error_text(RpcError code, std::string_view message, std::string_view data);
 
   // The client went away: output is dropped from now on.
   void detach_sink() { sink_ = {}; }
 
-  // Deadline timer, armed by whoever admits the call; cancelled when the call finishes.
-  void set_deadline(std::unique_ptr<boost::asio::steady_timer> timer) { deadline_ = std::move(timer); }
+  // The call's deadline, armed in a DeadlineQueue by whoever admits the call; cancelled when
+  // the call finishes.
+  Deadline& deadline() { return deadline_; }
+  // The timeout the deadline was armed with (the -32004 error's timeout_ms).
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
 
   // Released when the call finishes (admission slot, cancel-index entry...).
   void on_finish(std::function<void()> hook) { finish_hooks_.push_back(std::move(hook)); }
@@ -172,14 +192,15 @@ class Call : public std::enable_shared_from_this<Call> {
   const CallOutcome& outcome() const { return outcome_; }
 
  private:
+  // Sends `result` (JSON text) as the client's result.
+  void finish_result_text(std::string_view result);
   void complete(std::string&& reply);
 
   CallKind kind_;
   std::string request_id_;
-  json client_id_;
+  proto::RpcId client_id_;
   bool notification_;
-  std::string worker_method_;
-  json worker_params_;
+  WorkerRequest request_;
   CallSink sink_;
   std::weak_ptr<CallRelay> relay_;
   std::string cache_status_ = "miss";
@@ -199,7 +220,8 @@ class Call : public std::enable_shared_from_this<Call> {
   Clock::time_point accepted_at_ = Clock::now();
   std::optional<Clock::time_point> dispatched_at_;
   std::optional<Clock::time_point> first_output_at_;
-  std::unique_ptr<boost::asio::steady_timer> deadline_;
+  Deadline deadline_;
+  std::chrono::milliseconds timeout_{0};
   std::vector<std::function<void()>> finish_hooks_;
   CallOutcome outcome_;
 };

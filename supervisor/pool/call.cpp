@@ -1,6 +1,6 @@
-#include "supervisor/pipeline/call.hpp"
+#include "supervisor/pool/call.hpp"
 
-#include "proto/worker_messages.hpp"
+#include "proto/worker_codec.hpp"
 
 namespace drover::supervisor {
 namespace {
@@ -11,15 +11,37 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-Call::Call(CallKind kind, std::string request_id, json client_id, bool notification,
-           std::string worker_method, json worker_params, CallSink sink)
-    : kind_(kind),
+Call::Call(std::string request_id, proto::RpcId client_id, bool notification,
+           WorkerRequest request, CallSink sink)
+    : kind_(static_cast<CallKind>(request.index())),
       request_id_(std::move(request_id)),
       client_id_(std::move(client_id)),
       notification_(notification),
-      worker_method_(std::move(worker_method)),
-      worker_params_(std::move(worker_params)),
-      sink_(std::move(sink)) {}
+      request_(std::move(request)),
+      sink_(std::move(sink)) {
+  deadline_.call = this;
+}
+
+std::string_view Call::worker_method() const {
+  namespace wm = proto::worker::method;
+  switch (kind_) {
+    case CallKind::generate: return wm::kGenerate;
+    case CallKind::tokenize: return wm::kBatchTokenize;
+    case CallKind::detokenize: return wm::kDetokenize;
+  }
+  return wm::kGenerate;
+}
+
+void Call::encode_request(std::string& out, std::uint64_t id) const {
+  namespace w = proto::worker;
+  if (const auto* g = std::get_if<w::GenerateRequest>(&request_)) return w::encode_generate(out, id, *g);
+  if (const auto* d = std::get_if<w::DetokenizeRequest>(&request_)) {
+    return w::encode_detokenize(out, id, *d);
+  }
+  const auto& t = std::get<w::BatchTokenizeRequest>(request_);
+  w::encode_batch_tokenize(out, id, t.model,
+                           std::vector<std::string_view>(t.texts.begin(), t.texts.end()));
+}
 
 void Call::mark_dispatched(const Assignment& a) {
   state_ = State::dispatched;
@@ -56,41 +78,48 @@ Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t wor
 }
 
 std::string StreamChunk::notification() const {
-  const json params = {{"id", client_id}, {"index", index}, {"text", text}};
-  return proto::make_notification(proto::worker::method::kChunk, params);
+  std::string out;
+  out.reserve(80 + client_id.size() + text.size());
+  proto::encode_chunk_notification(out, client_id, index, text);
+  return out;
 }
 
-void Call::finish_from_worker(const json& worker_result, int worker_slot) {
+void Call::finish_generate(const proto::worker::GenerateResult& result, int worker_slot) {
   if (done()) return;
   const auto now = Clock::now();
   if (!first_output_at_) first_output_at_ = now;
-  if (auto relay = relay_.lock()) relay->on_result(worker_result, worker_slot);
-  json result = worker_result.is_object() ? worker_result : json{{"value", worker_result}};
-  if (const auto r = result.find("finish_reason"); r != result.end() && *r == "cancelled") {
-    outcome_.cancelled = true;
-  }
-  if (kind_ == CallKind::generate) {
-    result["worker"] = worker_slot >= 0 ? json(worker_slot) : json(nullptr);
-    result["cache"] = cache_status_;
-    const auto dispatched = dispatched_at_.value_or(now);
-    result["timing"] = {{"queue_ms", ms_between(accepted_at_, dispatched)},
-                        {"ttft_ms", ms_between(accepted_at_, *first_output_at_)},
-                        {"total_ms", ms_between(accepted_at_, now)}};
-  }
-  if (kind_ == CallKind::tokenize) {
-    // The worker answered batch_tokenize for a batch of this one text ({"tokens": [[...]]});
-    // the client's tokenize result is that one list ({"tokens": [...]}, DESIGN.md section 4).
-    if (const auto t = result.find("tokens");
-        t != result.end() && t->is_array() && t->size() == 1 && (*t)[0].is_array()) {
-      json tokens = std::move((*t)[0]);
-      result["tokens"] = std::move(tokens);
-    }
-  }
-  finish_result(result);
+  if (auto relay = relay_.lock()) relay->on_result(result, worker_slot);
+  outcome_.cancelled = result.finish_reason == "cancelled";
+  if (notification_) return complete({});
+  const auto dispatched = dispatched_at_.value_or(now);
+  const proto::GenerateTiming timing{ms_between(accepted_at_, dispatched),
+                                     ms_between(accepted_at_, *first_output_at_),
+                                     ms_between(accepted_at_, now)};
+  std::string reply;
+  reply.reserve(200 + client_id_.size() + result.text.size());
+  proto::open_result(reply, client_id_);
+  proto::encode_generate_result(reply, result, worker_slot, cache_status_, timing);
+  reply += '}';
+  complete(std::move(reply));
 }
 
-void Call::finish_result(const json& result) {
+void Call::finish_tokens(const std::vector<std::int64_t>& tokens) {
   if (done()) return;
+  if (!first_output_at_) first_output_at_ = Clock::now();
+  std::string result;
+  proto::encode_tokens_result(result, tokens);
+  finish_result_text(result);
+}
+
+void Call::finish_text(std::string_view text) {
+  if (done()) return;
+  if (!first_output_at_) first_output_at_ = Clock::now();
+  std::string result;
+  proto::encode_text_result(result, text);
+  finish_result_text(result);
+}
+
+void Call::finish_result_text(std::string_view result) {
   complete(notification_ ? std::string() : proto::make_result(client_id_, result));
 }
 
@@ -104,13 +133,17 @@ void Call::finish_cancelled() {
   // is what it received, one token per chunk as the workers send them.
   std::string text;
   for (const auto& c : sent_chunks_) text += c;
-  finish_from_worker({{"text", std::move(text)},
-                      {"finish_reason", "cancelled"},
-                      {"usage", {{"prompt_tokens", 0}, {"completion_tokens", chunks_sent_}}}},
-                     last_worker_);
+  proto::worker::GenerateResult result{std::move(text), "cancelled",
+                                       {0, static_cast<std::int64_t>(chunks_sent_)}};
+  finish_generate(result, last_worker_);
 }
 
 void Call::finish_error(RpcError code, std::string_view message, const json& data) {
+  if (done()) return;
+  finish_error_text(code, message, data.is_null() ? std::string() : proto::dump(data));
+}
+
+void Call::finish_error_text(RpcError code, std::string_view message, std::string_view data) {
   if (done()) return;
   if (auto relay = relay_.lock()) relay->on_error(code, message, data);
   outcome_.code = code_of(code);
@@ -122,7 +155,7 @@ void Call::complete(std::string&& reply) {
   state_ = State::done;
   outcome_.total = Clock::now() - accepted_at_;
   if (first_output_at_) outcome_.ttft = *first_output_at_ - accepted_at_;
-  if (deadline_) deadline_->cancel();
+  deadline_.cancel();
   relay_.reset();
   if (!reply.empty() && sink_.reply) sink_.reply(std::move(reply));
   sink_ = {};

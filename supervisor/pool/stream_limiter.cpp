@@ -1,4 +1,4 @@
-#include "supervisor/pipeline/stream_limiter.hpp"
+#include "supervisor/pool/stream_limiter.hpp"
 
 #include <algorithm>
 #include <cmath>

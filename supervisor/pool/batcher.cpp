@@ -1,4 +1,4 @@
-#include "supervisor/pipeline/batcher.hpp"
+#include "supervisor/pool/batcher.hpp"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "supervisor/pipeline/batch_controller.hpp"
+#include "supervisor/pool/batch_controller.hpp"
 
 #include <algorithm>
 #include <cmath>

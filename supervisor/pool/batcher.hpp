@@ -30,8 +30,8 @@
 #include "common/config.hpp"
 #include "common/metrics.hpp"
 #include "proto/jsonrpc.hpp"
-#include "supervisor/pipeline/adaptive_window.hpp"
-#include "supervisor/pipeline/batch_controller.hpp"
+#include "supervisor/pool/adaptive_window.hpp"
+#include "supervisor/pool/batch_controller.hpp"
 
 namespace drover::supervisor {
 

@@ -1,4 +1,4 @@
-#include "supervisor/pipeline/adaptive_window.hpp"
+#include "supervisor/pool/adaptive_window.hpp"
 
 #include <cmath>
 
