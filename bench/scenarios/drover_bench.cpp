@@ -185,6 +185,14 @@ int main(int argc, char** argv) {
       ->excludes(duration);
   add_request_options(tp, opt, framing, timeout_s, warmup_s);
   tp->add_flag("--stream", opt.stream, "streamed generate (chunks, then the final reply)");
+  tp->add_option("--idle-connections", opt.idle_connections,
+                 "also hold N connections open and silent over the run (each answered one health "
+                 "request first; NDJSON, not with --direct)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  tp->add_option("--supervisor-pid", opt.supervisor_pid,
+                 "report this process's CPU time over the load (from /proc/PID/stat), connection "
+                 "set-up excluded");
 
   std::int64_t samples = 1000;
   CLI::App* ttft = app.add_subcommand(
@@ -297,6 +305,10 @@ int main(int argc, char** argv) {
   opt.framing = framing == "content-length" ? drover::proto::Framing::content_length
                                             : drover::proto::Framing::ndjson;
   opt.progress = progress || ::isatty(STDERR_FILENO);
+  if (target.direct && opt.idle_connections > 0) {
+    std::cerr << "drover-bench: --idle-connections needs a supervisor's socket, not --direct\n";
+    return 2;
+  }
   if (target.direct && opt.framing != drover::proto::Framing::ndjson) {
     std::cerr << "drover-bench: --direct speaks the worker protocol, which is NDJSON only\n";
     return 2;

@@ -84,6 +84,8 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
                                   *o.requests, seconds(o.warmup), seconds(r.elapsed))
                     : fmt::format("window:      {:.2f} s after {:.1f} s warm-up\n",
                                   seconds(r.elapsed), seconds(o.warmup));
+  if (r.idle_connections > 0)
+    out += fmt::format("idle:        {} connections held open\n", r.idle_connections);
   out += fmt::format("requests:    {} ok, {} errors\n", r.ok, r.errors());
   out += fmt::format("throughput:  {:.0f} req/s, {:.0f} tokens/s\n", r.requests_per_s(),
                      r.tokens_per_s());
@@ -94,6 +96,13 @@ std::string format_text(const ThroughputOptions& o, const ThroughputResult& r) {
   }
   out += fmt::format("client cpu:  {:.2f} s over a {:.2f} s run ({:.0f} % of one core)\n",
                      seconds(r.client_cpu), seconds(r.run_wall), cpu_percent(r));
+  if (r.supervisor_cpu) {
+    out += fmt::format("supervisor:  {:.2f} s of CPU (pid {}), {:.2f} us per reply\n",
+                       seconds(*r.supervisor_cpu), o.supervisor_pid.value_or(0),
+                       r.replies_total
+                           ? 1e6 * seconds(*r.supervisor_cpu) / static_cast<double>(r.replies_total)
+                           : 0.0);
+  }
   return out + error_lines(r);
 }
 
@@ -128,6 +137,7 @@ json to_json(const ThroughputOptions& o, const ThroughputResult& r, const std::s
     options["duration_s"] = seconds(o.duration);
   }
   if (!o.model.empty()) options["model"] = o.model;
+  if (o.idle_connections > 0) options["idle_connections"] = o.idle_connections;
   options["direct"] = !o.direct_transport.empty();
   if (!o.direct_transport.empty()) {
     options["transport"] = o.direct_transport;
@@ -152,8 +162,10 @@ json to_json(const ThroughputOptions& o, const ThroughputResult& r, const std::s
               {"client_cpu_s", seconds(r.client_cpu)},
               {"latency_ms", percentiles_ms(r.latency)}};
   if (r.client_failures > 0) out["first_client_failure"] = r.first_client_failure;
+  if (r.supervisor_cpu) out["supervisor_cpu_s"] = seconds(*r.supervisor_cpu);
   if (o.stream) {
     out["chunks"] = r.chunks;
+    out["chunks_total"] = r.chunks_total;
     out["first_chunk_ms"] = percentiles_ms(r.first_chunk);
   }
   return out;

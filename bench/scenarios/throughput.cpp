@@ -1,15 +1,24 @@
 #include "bench/scenarios/throughput.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -161,7 +170,9 @@ class Connection {
       case ReplyInfo::Kind::notification: {
         if (reply.method != kChunk || !reply.params_id) return true;
         const auto it = pending_.find(*reply.params_id);
-        if (it == pending_.end() || !it->second.counted) return true;
+        if (it == pending_.end()) return true;
+        ++r.chunks_total;
+        if (!it->second.counted) return true;
         ++r.chunks;
         if (!it->second.chunk_seen) {
           it->second.chunk_seen = true;
@@ -225,6 +236,116 @@ std::chrono::nanoseconds process_cpu() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(tv(u.ru_utime) + tv(u.ru_stime));
 }
 
+// utime + stime of another process (all its threads), from /proc/PID/stat; nullopt when it
+// cannot be read.
+std::optional<std::chrono::nanoseconds> other_process_cpu(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  long long utime = 0, stime = 0;
+  // After the name: state is field 3 of proc(5); utime and stime are fields 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  const long tick = ::sysconf(_SC_CLK_TCK);
+  if (!fields || tick <= 0) return std::nullopt;
+  return std::chrono::nanoseconds((utime + stime) * 1'000'000'000LL / tick);
+}
+
+// options.idle_connections sockets: opened, each answered once (`health`), then held silent
+// until the run ends. Owns the descriptors.
+class IdleConnections {
+ public:
+  explicit IdleConnections(const ThroughputOptions& opt) {
+    if (opt.idle_connections == 0) return;
+    raise_fd_limit(static_cast<rlim_t>(opt.idle_connections + opt.connections) + 64);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (opt.socket.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long");
+    std::memcpy(addr.sun_path, opt.socket.c_str(), opt.socket.size() + 1);
+    constexpr std::string_view kHealth = R"({"jsonrpc":"2.0","id":0,"method":"health"})"
+                                         "\n";
+    fds_.reserve(static_cast<std::size_t>(opt.idle_connections));
+    for (int i = 0; i < opt.idle_connections; ++i) {
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) fail(fmt::format("idle connection {}: socket", i + 1));
+      fds_.push_back(fd);
+      // Blocking: a full accept backlog makes connect wait until the server catches up.
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+        fail(fmt::format("idle connection {}: connect {}", i + 1, opt.socket));
+      if (::send(fd, kHealth.data(), kHealth.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(kHealth.size()))
+        fail(fmt::format("idle connection {}: send", i + 1));
+    }
+    // Every answer, in order: the server works on all of them meanwhile.
+    const auto deadline = Clock::now() + opt.reply_timeout;
+    std::string reply;
+    for (std::size_t i = 0; i < fds_.size(); ++i) {
+      reply.clear();
+      while (reply.find('\n') == std::string::npos) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        pollfd p{fds_[i], POLLIN, 0};
+        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0)
+          throw std::runtime_error(
+              fmt::format("idle connection {}: no answer to health in time", i + 1));
+        char buf[4096];
+        const ssize_t n = ::read(fds_[i], buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail(fmt::format("idle connection {}: closed by the server", i + 1));
+        reply.append(buf, static_cast<std::size_t>(n));
+      }
+      if (reply.find("\"result\"") == std::string::npos || reply.find('\n') + 1 != reply.size())
+        throw std::runtime_error(
+            fmt::format("idle connection {}: health answered {}", i + 1, reply.substr(0, 300)));
+    }
+  }
+  IdleConnections(const IdleConnections&) = delete;
+  IdleConnections& operator=(const IdleConnections&) = delete;
+
+  std::size_t size() const { return fds_.size(); }
+
+  // Connections on which something arrived since the health answer: the server closed them
+  // (or wrote to an idle client, which it must not).
+  std::uint64_t disturbed() const {
+    std::vector<pollfd> p;
+    for (int fd : fds_) p.push_back({fd, POLLIN, 0});
+    if (p.empty() || ::poll(p.data(), p.size(), 0) <= 0) return 0;
+    return static_cast<std::uint64_t>(
+        std::count_if(p.begin(), p.end(), [](const pollfd& x) { return x.revents != 0; }));
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error(fmt::format("{}: {}", what, std::strerror(errno)));
+  }
+
+  // The soft limit up to `want` (at most the hard limit): idle connections are descriptors.
+  static void raise_fd_limit(rlim_t want) {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= want) return;
+    r.rlim_cur = std::min(want, r.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &r);
+    if (r.rlim_cur < want) {
+      throw std::runtime_error(fmt::format(
+          "{} descriptors needed, the hard limit (ulimit -Hn) is {}", want, r.rlim_max));
+    }
+  }
+
+  // A member, so the descriptors are closed also when the constructor throws.
+  struct Fds : std::vector<int> {
+    Fds() = default;
+    Fds(const Fds&) = delete;
+    ~Fds() {
+      for (int fd : *this) ::close(fd);
+    }
+  } fds_;
+};
+
 }  // namespace
 
 std::uint64_t ThroughputResult::errors() const {
@@ -244,13 +365,25 @@ double ThroughputResult::tokens_per_s() const {
 }
 
 ThroughputResult run_throughput(const ThroughputOptions& opt) {
+  if (opt.idle_connections > 0 && opt.framing != proto::Framing::ndjson) {
+    throw std::runtime_error("idle connections speak NDJSON only");
+  }
   // Connect everything first, so the window does not include connection set-up.
+  IdleConnections idle(opt);
   std::vector<client::RpcClient> clients;
   clients.reserve(static_cast<std::size_t>(opt.connections));
   for (int i = 0; i < opt.connections; ++i) clients.emplace_back(opt.socket, opt.framing);
   std::vector<client::RpcClient*> links;
   for (auto& c : clients) links.push_back(&c);
-  return run_throughput_on(opt, links);
+  ThroughputResult r = run_throughput_on(opt, links);
+  r.idle_connections = idle.size();
+  if (const std::uint64_t gone = idle.disturbed(); gone > 0) {
+    if (r.client_failures == 0) {
+      r.first_client_failure = fmt::format("{} idle connection(s) closed by the server", gone);
+    }
+    r.client_failures += gone;
+  }
+  return r;
 }
 
 ThroughputResult run_throughput_on(const ThroughputOptions& opt,
@@ -258,6 +391,8 @@ ThroughputResult run_throughput_on(const ThroughputOptions& opt,
   RunPlan plan(opt);
   const auto run_start = Clock::now();
   const auto cpu_start = process_cpu();
+  const auto supervisor_start =
+      opt.supervisor_pid ? other_process_cpu(*opt.supervisor_pid) : std::nullopt;
 
   std::vector<std::unique_ptr<Connection>> connections;
   connections.reserve(links.size());
@@ -296,6 +431,11 @@ ThroughputResult run_throughput_on(const ThroughputOptions& opt,
       std::fprintf(stderr, "\r%*s\r", 72, "");
     }
   }  // jthreads join here
+  std::optional<std::chrono::nanoseconds> supervisor_cpu;
+  if (supervisor_start) {
+    const auto end = other_process_cpu(*opt.supervisor_pid);
+    if (end) supervisor_cpu = *end - *supervisor_start;
+  }
 
   ThroughputResult total;
   std::optional<Clock::time_point> last;
@@ -305,6 +445,7 @@ ThroughputResult run_throughput_on(const ThroughputOptions& opt,
     total.replies_total += r.replies_total;
     total.completion_tokens += r.completion_tokens;
     total.chunks += r.chunks;
+    total.chunks_total += r.chunks_total;
     for (const auto& [code, count] : r.error_codes) total.error_codes[code] += count;
     if (r.client_failures > 0 && total.client_failures == 0) {
       total.first_client_failure = r.first_client_failure;
@@ -318,6 +459,7 @@ ThroughputResult run_throughput_on(const ThroughputOptions& opt,
   if (last) total.elapsed = *last - plan.window_start;
   total.run_wall = Clock::now() - run_start;
   total.client_cpu = process_cpu() - cpu_start;
+  total.supervisor_cpu = supervisor_cpu;
   return total;
 }
 

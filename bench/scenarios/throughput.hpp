@@ -56,6 +56,15 @@ struct ThroughputOptions {
   // "stdio"); empty when the target is droverd's client socket. For reports only.
   std::string direct_transport;
   int direct_workers = 1;
+  // Connections opened before the load and held, idle, until it ends (the "10,000 connections,
+  // 64 active" shape): each sends one `health` request and must get its answer before the run
+  // starts (so the server has accepted it), then sends nothing; one the server closes during
+  // the run is a client failure. NDJSON only; not with --direct.
+  int idle_connections = 0;
+  // When set, the CPU time (utime + stime) of this process over the load itself (from the
+  // moment every connection is open to the last reply) is reported: the supervisor's CPU
+  // without the cost of opening the connections (scripts/bench's connection sweep).
+  std::optional<int> supervisor_pid;
 };
 
 struct ThroughputResult {
@@ -76,6 +85,12 @@ struct ThroughputResult {
   // Every final reply of the run, warm-up and drain included: the denominator for CPU per
   // request when a script samples the supervisor's CPU time over the whole invocation.
   std::uint64_t replies_total = 0;
+  // Every generate.chunk of the run, warm-up and drain included: the denominator for CPU per
+  // chunk, as replies_total is for CPU per request.
+  std::uint64_t chunks_total = 0;
+  std::uint64_t idle_connections = 0;  // held open over the run (options.idle_connections)
+  // options.supervisor_pid's CPU time over the load; nullopt when not asked or not readable.
+  std::optional<std::chrono::nanoseconds> supervisor_cpu;
   LatencyHistogram latency;      // send -> final reply, successful requests
   LatencyHistogram first_chunk;  // send -> first generate.chunk, streamed requests
 
