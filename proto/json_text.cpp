@@ -153,34 +153,16 @@ std::string_view trim_token(std::string_view token) {
   return token;
 }
 
-const char* container_end(const char* p) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  for (;; ++p) {
-    const char c = *p;
-    if (in_string) {
-      if (c == '\\') {
-        ++p;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      ++depth;
-    } else if (c == ']' || c == '}') {
-      if (--depth == 0) return p + 1;
-    }
-  }
-}
-
 namespace {
 
 // The same walk for a value and for a document's root (simdjson gives them different types).
 template <typename V>
-simdjson::error_code skip_any(V& v) {
+simdjson::error_code skip_any(V& v, std::size_t depth) {
   od::json_type type;
   if (auto e = v.type().get(type)) return e;
+  if ((type == od::json_type::object || type == od::json_type::array) && depth > kMaxJsonDepth) {
+    return simdjson::DEPTH_ERROR;
+  }
   switch (type) {
     case od::json_type::object: {
       od::object obj;
@@ -192,7 +174,7 @@ simdjson::error_code skip_any(V& v) {
         if (auto e = f.unescaped_key().get(key)) return e;
         od::value value;
         value = f.value();
-        if (auto e = skip_value(value)) return e;
+        if (auto e = skip_value(value, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -202,7 +184,7 @@ simdjson::error_code skip_any(V& v) {
       for (auto item : arr) {
         od::value element;
         if (auto e = std::move(item).get(element)) return e;
-        if (auto e = skip_value(element)) return e;
+        if (auto e = skip_value(element, depth + 1)) return e;
       }
       return simdjson::SUCCESS;
     }
@@ -230,7 +212,27 @@ simdjson::error_code skip_any(V& v) {
 
 }  // namespace
 
-simdjson::error_code skip_value(od::value value) { return skip_any(value); }
+simdjson::error_code skip_value(od::value value, std::size_t depth) {
+  return skip_any(value, depth);
+}
+
+simdjson::error_code skip_document(od::document& doc, std::string_view text) {
+  od::json_type type;
+  if (auto e = doc.type().get(type)) return e;
+  if (type != od::json_type::object && type != od::json_type::array) {
+    return valid_root_scalar(doc, text) ? simdjson::SUCCESS : simdjson::TAPE_ERROR;
+  }
+  if (auto e = skip_any(doc, 1)) return e;
+  return at_end(doc) ? simdjson::SUCCESS : simdjson::TRAILING_CONTENT;
+}
+
+std::string_view walked_span(od::document& doc, std::string_view token, std::string_view buffer) {
+  if (token.empty() || (token[0] != '{' && token[0] != '[')) return trim_token(token);
+  // The walk left the document at the token after the value (or past the end).
+  const char* end = nullptr;
+  if (doc.current_location().get(end)) end = buffer.data() + buffer.size();
+  return trim_token(std::string_view(token.data(), static_cast<std::size_t>(end - token.data())));
+}
 
 bool finite_number(std::string_view token) {
   if (!valid_number(token)) return false;

@@ -10,8 +10,8 @@
 //    once, taking the fields they know and validating every other value with skip_value(), so
 //    text that nlohmann would refuse is refused here too (the fuzz targets check this against
 //    nlohmann), and nothing throws.
-//  - Raw values: container_end() finds where an already-validated object or array ends, so a
-//    value can be carried onward as the bytes received (ids, params, error data).
+//  - Raw values: walked_span() gives the bytes of a value just walked, so it can be carried
+//    onward as received (ids, params, results, error data).
 //
 // Pure functions and per-instance state; a JsonScanner is used by one thread at a time.
 #pragma once
@@ -48,13 +48,19 @@ bool valid_number(std::string_view token);
 // The token without the whitespace simdjson's raw_json_token() keeps after it.
 std::string_view trim_token(std::string_view token);
 
-// REQUIRES: `from` points at the '{' or '[' of a value that has been validated. Returns one past
-// its closing bracket.
-const char* container_end(const char* from);
-
 // Validates one value completely (every nested scalar parsed, every string unescaped) and moves
 // past it. SUCCESS or the simdjson error that made the text invalid.
-simdjson::error_code skip_value(od::value value);
+// `depth`: the nesting level of `value` (a member of the root object or array is at 2); a
+// container deeper than kMaxJsonDepth is DEPTH_ERROR, so the recursion is bounded.
+simdjson::error_code skip_value(od::value value, std::size_t depth);
+
+// The JSON text of the value whose first token is `token`, just walked completely in `doc`,
+// whose input is `buffer` (JsonScanner::buffer() or the caller's padded copy).
+std::string_view walked_span(od::document& doc, std::string_view token, std::string_view buffer);
+
+// Validates a whole document (`text` is its input): an object or array walked to its end with
+// nothing after it, or a single scalar. SUCCESS, DEPTH_ERROR past kMaxJsonDepth, or another error.
+simdjson::error_code skip_document(od::document& doc, std::string_view text);
 
 // valid_number() and within a double's range, as nlohmann requires.
 bool finite_number(std::string_view token);

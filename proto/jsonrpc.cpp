@@ -44,11 +44,16 @@ struct Envelope {
 
 // Walks one value that should be a request object, validating all of it. An error is a parse
 // error of the whole message.
+// `depth`: the nesting level of `v` (1: the message itself, 2: a batch member).
 template <typename V>
-simdjson::error_code read_envelope(V& v, Envelope& env) {
+simdjson::error_code read_envelope(V& v, Envelope& env, od::document& doc, std::string_view buffer,
+                                   std::size_t depth) {
   od::json_type type;
   if (auto e = v.type().get(type)) return e;
-  if (type != od::json_type::object) return skip_value(v);
+  if (type != od::json_type::object) {
+    if constexpr (std::is_same_v<V, od::value>) return skip_value(v, depth);
+    return simdjson::INCORRECT_TYPE;  // a root scalar is judged by the caller
+  }
   env.object = true;
   od::object obj;
   if (auto e = v.get_object().get(obj)) return e;
@@ -68,7 +73,7 @@ simdjson::error_code read_envelope(V& v, Envelope& env) {
                   vt == od::json_type::null;
       std::string_view token;
       token = token_of(value);
-      if (auto e = skip_value(value)) return e;
+      if (auto e = skip_value(value, depth + 1)) return e;
       if (env.id_ok) env.id = trim_token(token);
     } else if (key == "jsonrpc") {
       env.has_version = true;
@@ -77,7 +82,7 @@ simdjson::error_code read_envelope(V& v, Envelope& env) {
         std::string_view s;
         if (auto e = value.get_string().get(s)) return e;
         env.version_ok = s == "2.0";
-      } else if (auto e = skip_value(value)) {
+      } else if (auto e = skip_value(value, depth + 1)) {
         return e;
       }
     } else if (key == "method") {
@@ -88,7 +93,7 @@ simdjson::error_code read_envelope(V& v, Envelope& env) {
         if (auto e = value.get_string().get(s)) return e;
         env.method_ok = true;
         env.method.assign(s);
-      } else if (auto e = skip_value(value)) {
+      } else if (auto e = skip_value(value, depth + 1)) {
         return e;
       }
     } else if (key == "params") {
@@ -96,9 +101,9 @@ simdjson::error_code read_envelope(V& v, Envelope& env) {
       env.params_ok = vt == od::json_type::object || vt == od::json_type::array;
       std::string_view token;
       token = token_of(value);
-      if (auto e = skip_value(value)) return e;
-      if (env.params_ok) env.params = std::string_view(token.data(), container_end(token.data()));
-    } else if (auto e = skip_value(value)) {
+      if (auto e = skip_value(value, depth + 1)) return e;
+      if (env.params_ok) env.params = walked_span(doc, token, buffer);
+    } else if (auto e = skip_value(value, depth + 1)) {
       return e;
     }
   }
@@ -126,13 +131,16 @@ ParsedMessage parse_message(std::string_view text, std::size_t max_batch_length)
     out.entries.emplace_back(std::move(e));
     return std::move(out);
   };
-  if (nests_deeper_than(text, kMaxJsonDepth)) {
-    return fail(parse_error("arrays and objects nested deeper than " +
-                            std::to_string(kMaxJsonDepth) + " levels"));
-  }
+  auto walk_failed = [&](simdjson::error_code e) {
+    return fail(e == simdjson::DEPTH_ERROR
+                    ? parse_error("arrays and objects nested deeper than " +
+                                  std::to_string(kMaxJsonDepth) + " levels")
+                    : parse_error());
+  };
   // The message's own padded copy: params point into it after this returns.
   out.text.resize(text.size() + simdjson::SIMDJSON_PADDING);
   std::memcpy(out.text.data(), text.data(), text.size());
+  const std::string_view text_view(out.text.data(), text.size());
   static thread_local od::parser parser;
   od::document doc;
   if (parser.iterate(out.text.data(), text.size(), out.text.size()).get(doc)) return fail(parse_error());
@@ -158,12 +166,12 @@ ParsedMessage parse_message(std::string_view text, std::size_t max_batch_length)
       od::value member;
       if (std::move(item).get(member)) return fail(parse_error());
       Envelope env;
-      if (read_envelope(member, env)) return fail(parse_error());
+      if (auto e = read_envelope(member, env, doc, text_view, 2)) return walk_failed(e);
       out.entries.push_back(std::move(env).entry());
     }
   } else if (type == od::json_type::object) {
     Envelope env;
-    if (read_envelope(doc, env)) return fail(parse_error());
+    if (auto e = read_envelope(doc, env, doc, text_view, 1)) return walk_failed(e);
     out.entries.push_back(std::move(env).entry());
   } else {
     if (!valid_root_scalar(doc, text)) return fail(parse_error());

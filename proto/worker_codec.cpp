@@ -114,7 +114,7 @@ std::string read_ints(od::value& v, std::vector<std::int64_t>& out, std::string_
 }
 
 std::string skip(od::value& v, std::string_view what) {
-  return skip_value(v) ? fmt::format("{} is not JSON", what) : std::string();
+  return skip_value(v, 2) ? fmt::format("{} is not JSON", what) : std::string();
 }
 
 }  // namespace
@@ -523,14 +523,6 @@ Decoder::~Decoder() = default;
 
 namespace {
 
-// The raw text of a value just validated by skip_value, from its first token.
-std::string_view raw_of(std::string_view token) {
-  if (!token.empty() && (token[0] == '{' || token[0] == '[')) {
-    return {token.data(), static_cast<std::size_t>(container_end(token.data()) - token.data())};
-  }
-  return trim_token(token);
-}
-
 bool int_code(std::string_view token, int& out) {
   std::int64_t v = 0;
   const auto r = std::from_chars(token.data(), token.data() + token.size(), v);
@@ -540,14 +532,21 @@ bool int_code(std::string_view token, int& out) {
   return true;
 }
 
+// `depth`: the nesting level of `v` (1: the message itself, 2: a batch member).
 template <typename V>
-Decoded<Message> classify(V& v) {
+Decoded<Message> classify(V& v, od::document& doc, std::string_view buffer, std::size_t depth) {
+  auto bad = [](simdjson::error_code e) {
+    return fail<Message>(e == simdjson::DEPTH_ERROR ? "arrays and objects nested deeper than " +
+                                                          std::to_string(kMaxJsonDepth) + " levels"
+                                                    : std::string("not JSON"));
+  };
+  auto raw_of = [&doc, buffer](std::string_view token) { return walked_span(doc, token, buffer); };
   od::object obj;
   if (auto e = v.get_object().get(obj)) {
     // Only a batch member gets here with another type: validate it to tell which error.
     if (e != simdjson::INCORRECT_TYPE) return fail<Message>("not JSON");
     if constexpr (std::is_same_v<V, od::value>) {
-      if (skip_value(v)) return fail<Message>("not JSON");
+      if (auto e2 = skip_value(v, depth)) return bad(e2);
     }
     return fail<Message>("not a JSON object");
   }
@@ -588,12 +587,12 @@ Decoded<Message> classify(V& v) {
       has_id = true;
       id_ok = type == od::json_type::number && read_uint(value, m.id);
     } else if (key == "params") {
-      if (skip_value(value)) return fail<Message>("not JSON");
+      if (auto e = skip_value(value, depth + 1)) return bad(e);
       m.params = raw_of(token);
       continue;
     } else if (key == "result") {
       has_result = true;
-      if (skip_value(value)) return fail<Message>("not JSON");
+      if (auto e = skip_value(value, depth + 1)) return bad(e);
       m.result = raw_of(token);
       continue;
     } else if (key == "error") {
@@ -602,7 +601,7 @@ Decoded<Message> classify(V& v) {
       error_ok = false;
       od::object eo;
       if (value.get_object().get(eo)) {
-        if (skip_value(value)) return fail<Message>("not JSON");
+        if (auto e = skip_value(value, depth + 1)) return bad(e);
         continue;
       }
       bool code = false, message_ok = true;
@@ -625,18 +624,18 @@ Decoded<Message> classify(V& v) {
           if (message_ok) err.message.assign(s);
           continue;
         } else if (ek == "data") {
-          if (skip_value(ev)) return fail<Message>("not JSON");
+          if (auto e = skip_value(ev, depth + 2)) return bad(e);
           err.data = raw_of(et);
           continue;
         }
-        if (skip_value(ev)) return fail<Message>("not JSON");
+        if (auto e = skip_value(ev, depth + 2)) return bad(e);
       }
       error_ok = code && message_ok;
       if (!code) error_problem = "error is not an object with an integer code";
       if (!message_ok) error_problem = "error message is not a string";
       continue;
     }
-    if (skip_value(value)) return fail<Message>("not JSON");
+    if (auto e = skip_value(value, depth + 1)) return bad(e);
   }
   if (!version_ok) return fail<Message>(R"(jsonrpc is not "2.0")");
   if (has_method) {
@@ -666,10 +665,6 @@ Decoded<Message> classify(V& v) {
 
 Decoded<std::vector<Message>> Decoder::decode(std::string_view text) {
   using R = Decoded<std::vector<Message>>;
-  if (nests_deeper_than(text, kMaxJsonDepth)) {
-    return fail<std::vector<Message>>("arrays and objects nested deeper than " +
-                                      std::to_string(kMaxJsonDepth) + " levels");
-  }
   od::document doc;
   if (impl_->scanner.iterate(text).get(doc)) return fail<std::vector<Message>>("not JSON");
   od::json_type type;
@@ -682,14 +677,14 @@ Decoded<std::vector<Message>> Decoder::decode(std::string_view text) {
     for (auto item : arr) {
       od::value member;
       if (std::move(item).get(member)) return fail<std::vector<Message>>("not JSON");
-      auto m = classify(member);
+      auto m = classify(member, doc, impl_->scanner.buffer(), 2);
       if (!m) return fail<std::vector<Message>>(fmt::format("batch member {}: {}", i, m.error()));
       out.push_back(std::move(*m));
       ++i;
     }
     if (out.empty()) return fail<std::vector<Message>>("empty batch");
   } else if (type == od::json_type::object) {
-    auto m = classify(doc);
+    auto m = classify(doc, doc, impl_->scanner.buffer(), 1);
     if (!m) return R(boost::system::in_place_error, m.error());
     out.push_back(std::move(*m));
   } else {

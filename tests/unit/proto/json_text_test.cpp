@@ -225,16 +225,6 @@ TEST(NestsDeeperThan, TheMessageLimitIsBoundedByAByteScan) {
   EXPECT_TRUE(nests_deeper_than(std::string(1 << 20, '{'), kMaxJsonDepth));
 }
 
-TEST(ContainerEnd, FindsTheMatchingBracketPastStringsAndEscapes) {
-  const std::string text = R"({"a":"}]","b":[1,{"c":"\"}"}],"d":"\\"}, "rest")";
-  const char* end = container_end(text.data());
-  EXPECT_EQ(std::string_view(text.data(), end - text.data()),
-            R"({"a":"}]","b":[1,{"c":"\"}"}],"d":"\\"})");
-  const std::string arr = R"([[], [[]], "]"] tail)";
-  EXPECT_EQ(std::string_view(arr.data(), container_end(arr.data()) - arr.data()),
-            R"([[], [[]], "]"])");
-}
-
 TEST(TrimToken, DropsOnlyTrailingJsonWhitespace) {
   EXPECT_EQ(trim_token("1 \t\r\n"), "1");
   EXPECT_EQ(trim_token(R"("a b" )"), R"("a b")");
@@ -243,19 +233,22 @@ TEST(TrimToken, DropsOnlyTrailingJsonWhitespace) {
   EXPECT_EQ(trim_token("1\f"), "1\f") << "form feed is not JSON whitespace";
 }
 
-// skip_value on the root of `text`, and whether the whole text was consumed: the validation
-// every decoder runs over the values it does not read.
+// The validation every decoder runs over the values it does not read, over a whole text.
 bool validates(std::string_view text) {
   JsonScanner scanner;
   od::document doc;
   if (scanner.iterate(text).get(doc)) return false;
-  od::json_type type;
-  if (doc.type().get(type)) return false;
-  // A root scalar is not consumed by the walk (simdjson reads it in place): check it alone.
-  if (type != od::json_type::object && type != od::json_type::array) {
-    return skip_value(doc) == simdjson::SUCCESS;
-  }
-  return skip_value(doc) == simdjson::SUCCESS && at_end(doc);
+  return skip_document(doc, scanner.buffer()) == simdjson::SUCCESS;
+}
+
+TEST(SkipValue, NestingIsBoundedAtTheMessageLimit) {
+  const auto nested = [](std::size_t n) { return std::string(n, '[') + std::string(n, ']'); };
+  EXPECT_TRUE(validates(nested(kMaxJsonDepth)));
+  JsonScanner scanner;
+  od::document doc;
+  const std::string deep = nested(kMaxJsonDepth + 1);
+  ASSERT_FALSE(scanner.iterate(deep).get(doc));
+  EXPECT_EQ(skip_document(doc, scanner.buffer()), simdjson::DEPTH_ERROR);
 }
 
 TEST(SkipValue, AcceptsWhatNlohmannAccepts) {
