@@ -47,20 +47,17 @@ std::string source_dir() {
   return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path().string();
 }
 
-// A port that was free a moment ago (bind to port 0, read it back, release it).
-int free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
+// The metrics listener binds port 0 (the kernel picks a free port) and droverd logs the port it
+// got. Asking the kernel for a free port, releasing it and handing it to droverd would race with
+// every other test (and anything else on the machine) that binds a port meanwhile.
+constexpr const char* kMetricsAnyPortYaml = "metrics:\n  listen: 127.0.0.1:0\n";
+constexpr std::string_view kListeningLine = "metrics and probes on http://127.0.0.1:";
+
+// The port in droverd's "metrics and probes on http://127.0.0.1:PORT" log line, or 0.
+int logged_metrics_port(const std::string& log) {
+  const auto at = log.find(kListeningLine);
+  if (at == std::string::npos) return 0;
+  return std::atoi(log.c_str() + at + kListeningLine.size());
 }
 
 std::string metrics_yaml(int port) {
@@ -250,9 +247,12 @@ json gen_params(const std::string& prompt, int max_tokens, bool stream = false) 
 class HttpTest : public DroverTest {
  protected:
   bool start_with_metrics(DroverOptions o = {}) {
-    port_ = free_tcp_port();
-    o.extra_yaml += metrics_yaml(port_);
-    return start(std::move(o));
+    o.extra_yaml += kMetricsAnyPortYaml;
+    if (!start(std::move(o))) return false;
+    // The listener is bound and logged before the workers start, so before start() returns.
+    port_ = logged_metrics_port(d().log());
+    EXPECT_GT(port_, 0) << "no '" << kListeningLine << "' line in the log:\n" << d().log();
+    return port_ > 0;
   }
   std::string scrape() {
     const auto r = http_get(port_, "/metrics");
@@ -582,29 +582,21 @@ TEST(HttpStandalone, PermanentlyNotReadyWhenNoWorkerCanStart) {
   // DroverProcess::start() waits for readiness, so this droverd is started directly.
   std::string dir = "/tmp/drover-http-XXXXXX";
   ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  const int port = free_tcp_port();
   {
     std::ofstream cfg(dir + "/droverd.yaml");
     cfg << "server:\n  socket: " << dir << "/c.sock\n  admin_socket: " << dir << "/a.sock\n"
         << "  run_dir: " << dir << "/run\n"
         << "workers:\n  count: 2\n  command: [/bin/false]\n  restart_backoff_base_ms: 10\n"
         << "  restart_backoff_max_ms: 50\n"
-        << metrics_yaml(port);
+        << kMetricsAnyPortYaml;
   }
   {
     Child droverd({droverd_bin(), "--config", dir + "/droverd.yaml"}, dir + "/log", dir + "/log");
-    HttpReply health;
-    ASSERT_TRUE(wait_until(
-        [&] {
-          try {
-            health = http_get(port, "/healthz");
-            return true;
-          } catch (const std::exception&) {
-            return false;  // not listening yet
-          }
-        },
-        kStartTimeout))
+    int port = 0;
+    ASSERT_TRUE(wait_until([&] { return (port = logged_metrics_port(read_file(dir + "/log"))) > 0; },
+                           kStartTimeout))
         << read_file(dir + "/log");
+    const HttpReply health = http_get(port, "/healthz");
     EXPECT_EQ(health.status, 200u);
     // Wait until both slots are parked (crash loop), then readiness is 503 for good.
     std::string text;
@@ -629,11 +621,11 @@ TEST(HttpStandalone, PermanentlyNotReadyWhenNoWorkerCanStart) {
 }
 
 TEST_F(HttpTest, DisabledMeansNoListener) {
-  port_ = free_tcp_port();
   DroverOptions o;
-  o.extra_yaml = "metrics:\n  enabled: false\n  listen: 127.0.0.1:" + std::to_string(port_) + "\n";
+  o.extra_yaml = "metrics:\n  enabled: false\n  listen: 127.0.0.1:0\n";
   ASSERT_TRUE(start(std::move(o)));
-  EXPECT_THROW(http_get(port_, "/healthz"), std::runtime_error);
+  EXPECT_EQ(d().log().find("metrics and probes on"), std::string::npos) << d().log();
+  EXPECT_EQ(d().log().find("metrics.listen"), std::string::npos) << d().log();
 }
 
 TEST_F(HttpTest, AnAddressInUseDoesNotStopTheService) {
