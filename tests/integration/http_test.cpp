@@ -41,6 +41,8 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr Millis kHttpTimeout = 10s;
+// supervisor/admin/http_server.hpp: HttpServer::kHeaderTimeout.
+constexpr Millis kHeaderTimeout = 5s;
 
 // The repository root, from this file's path (CMake compiles it by absolute path).
 std::string source_dir() {
@@ -510,6 +512,76 @@ TEST_F(HttpTest, HttpProtocolAndLimits) {
     EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << got;
   }
   // The endpoint still works after all that.
+  EXPECT_EQ(http_get(port_, "/healthz").status, 200u);
+}
+
+// A raw TCP connection to the listener that sends `bytes` (possibly nothing) and then idles.
+class IdleConnection {
+ public:
+  IdleConnection(int port, const std::string& bytes = {}) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      throw std::runtime_error(std::string("connect: ") + std::strerror(errno));
+    }
+    if (!bytes.empty() &&
+        ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
+      throw std::runtime_error(std::string("send: ") + std::strerror(errno));
+    }
+  }
+  ~IdleConnection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  IdleConnection(const IdleConnection&) = delete;
+  IdleConnection& operator=(const IdleConnection&) = delete;
+
+  // True when the server closes the connection within `timeout` (EOF or reset).
+  bool closed_by_server(Millis timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) != 1) continue;
+      char buf[512];
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(HttpTest, ProbesAnswerWhileIdleConnectionsFillEverySlot) {
+  // Issue 15 item 9: the listener has kMaxConnections (64) slots; any local user could fill
+  // them with connections that never send a request and so starve the kubelet's probes. Idle
+  // connections are evicted, oldest first, when a new one needs the slot.
+  ASSERT_TRUE(start_with_metrics());
+  std::vector<std::unique_ptr<IdleConnection>> idle;
+  for (int i = 0; i < 100; ++i) idle.push_back(std::make_unique<IdleConnection>(port_));
+  for (int i = 0; i < 3; ++i) {
+    HttpReply r;
+    ASSERT_NO_THROW(r = http_get(port_, "/healthz")) << "probe " << i << " not answered";
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_EQ(r.body, "ok\n");
+  }
+  EXPECT_EQ(http_get(port_, "/readyz").status, 200u);
+  // The oldest idle connections made room (the newest are still open: no timeout was needed).
+  EXPECT_TRUE(idle.front()->closed_by_server(kHttpTimeout));
+  EXPECT_NE(d().log().find("evicted idle HTTP connection"), std::string::npos) << d().log();
+}
+
+TEST_F(HttpTest, ARequestHeaderNotCompletedWithinTheHeaderTimeoutClosesTheConnection) {
+  // Slow-loris: a request line and then nothing. The connection is closed after the header
+  // timeout (5 s), well before the keep-alive idle limit (30 s) that used to apply.
+  ASSERT_TRUE(start_with_metrics());
+  IdleConnection slow(port_, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+  static_assert(kHeaderTimeout < kHttpTimeout);
+  EXPECT_TRUE(slow.closed_by_server(kHttpTimeout)) << "still open after " << kHttpTimeout.count() << " ms";
   EXPECT_EQ(http_get(port_, "/healthz").status, 200u);
 }
 
