@@ -236,6 +236,41 @@ TEST_F(DroverTest, KilledStreamFailsOverByteForByte) {
   EXPECT_NE(reply["result"]["worker"], victim["id"]);
 }
 
+// Issue 15 item 14. The budget (here: none at all) limits retries, not failover: the work a
+// worker held when its process died is re-dispatched whatever the budget says.
+TEST_F(DroverTest, AKilledWorkersWorkFailsOverOutsideTheRetryBudget) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .extra_yaml = "retry:\n  budget_percent: 0\n  min_retry_concurrency: 0\n"}));
+  auto c = d().client();
+  c.send(request("k", "generate", gen("held by the victim", 5, 3)));
+  json victim;
+  ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGKILL), 0);
+  const json reply = read_reply(c, "k");
+  ASSERT_TRUE(is_result(reply)) << "the killed worker's request was not failed over: " << reply.dump();
+  EXPECT_EQ(reply["result"]["text"], sim_text("held by the victim", 5, 3));
+  EXPECT_NE(reply["result"]["worker"], victim["id"]);
+}
+
+// ...while a worker that stops answering (a hang: no heartbeat) has its work retried under the
+// budget, which here refuses it.
+TEST_F(DroverTest, TheRetryBudgetStillLimitsRetriesOfAHungWorkersWork) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .workers_yaml = {"heartbeat_interval_ms: 50", "heartbeat_timeout_ms: 400"},
+                     .extra_yaml = "retry:\n  budget_percent: 0\n  min_retry_concurrency: 0\n"}));
+  auto c = d().client();
+  c.send(request("h", "generate", gen("held by a hung worker", 6, 3)));
+  json victim;
+  ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGSTOP), 0);
+  const json reply = read_reply(c, "h");
+  ASSERT_EQ(error_code(reply), -32003) << reply.dump();
+  EXPECT_EQ(reply["error"]["data"].value("reason", std::string()), "retry budget exhausted");
+  EXPECT_NE(d().log().find("no heartbeat for"), std::string::npos);
+}
+
 // The admin socket is mode 0600; SO_PEERCRED is the second check, for peers that can reach the
 // file anyway. Opening the file up lets an unprivileged uid connect, and it must be refused.
 TEST_F(DroverTest, AdminSocketRefusesPeersOutsideTheUidAllowList) {
