@@ -217,6 +217,13 @@ void ShmChannel::write_garbage_record() {
   close();
 }
 
+void ShmChannel::publish_without_wakeup() {
+  if (closed_) return;
+  producer_.set_notify_fd(-1);  // the peer awaits its eventfd, never the futex word
+  producer_.publish();
+  close();
+}
+
 // ------------------------------------------------------------------ receiving
 
 void ShmChannel::deliver(std::string_view message) {

@@ -144,6 +144,10 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // in this side's outgoing ring and rings the peer, then stops sending. The peer's consumer
   // must find it corrupt.
   void write_garbage_record();
+  // Fault drill (workers.inject "exit_after_reply"): publishes what is staged without ringing
+  // the peer, so the peer finds it only by draining (as when it was busy at the time), then
+  // stops sending.
+  void publish_without_wakeup();
 
   std::size_t max_payload_bytes() const { return producer_.max_payload_bytes(); }
   std::size_t ring_bytes() const { return producer_.capacity(); }

@@ -145,6 +145,9 @@ void WorkerLink::on_process_exit(const ExitStatus& status) {
   const bool outside_kill = status.signal == SIGKILL || status.signal == SIGTERM ||
                             status.signal == SIGINT || status.signal == SIGHUP;
   const bool at_fault = !operator_caused_ && !outside_kill && !(asked_to_exit && status.code == 0);
+  // Replies the worker published in the ring before it died come first, as on socket EOF: the
+  // exit notice may arrive before the ring's doorbell or the socket's end is handled.
+  if (channel_ && state_ != State::dead) channel_->drain_now();
   process_exited_ = true;
   fail("process " + status.describe(), at_fault);
   observer_.on_reaped(*this, status);

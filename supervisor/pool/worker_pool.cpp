@@ -10,8 +10,9 @@
 namespace drover::supervisor {
 namespace {
 
-constexpr std::array<std::string_view, 6> kFaults = {"crash", "hang",  "stall",
-                                                     "garbage", "slow", "ring_garbage"};
+constexpr std::array<std::string_view, 7> kFaults = {"crash", "hang",  "stall",
+                                                     "garbage", "slow", "ring_garbage",
+                                                     "exit_after_reply"};
 
 }  // namespace
 

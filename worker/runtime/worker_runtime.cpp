@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -281,6 +282,19 @@ void WorkerRuntime::on_inject(const json& params) {
     } else {
       log->warn("worker {}: injected ring_garbage", opt_.worker_id);
       channel_->write_garbage_record();
+    }
+    return;
+  }
+  if (fault == "exit_after_reply") {
+    // The next reply is published in the ring without waking droverd, then the worker exits
+    // while a helper holds the control socket open: droverd learns of the exit before any
+    // doorbell or end of stream, the order in which a reply published just before a crash used
+    // to be lost (it must drain the ring on the exit too).
+    if (!channel_ || channel_->closed()) {
+      log->warn("worker {}: fault 'exit_after_reply' needs the shm transport; ignored", opt_.worker_id);
+    } else {
+      log->warn("worker {}: injected exit_after_reply", opt_.worker_id);
+      exit_after_reply_ = true;
     }
     return;
   }
@@ -619,6 +633,23 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
 
 void WorkerRuntime::reply(std::uint64_t id, const json& result) {
   send(proto::make_result(id, result));
+  if (exit_after_reply_) exit_unannounced();
+}
+
+void WorkerRuntime::exit_unannounced() {
+  channel_->publish_without_wakeup();
+  // The helper leaves the worker's process group (droverd kills the group when the worker
+  // exits) and keeps its copy of the socket until droverd closes its end, at most 30 s.
+  const int link = input_.native_handle();
+  if (::fork() == 0) {
+    ::setsid();
+    pollfd p{link, POLLRDHUP, 0};
+    for (int i = 0; i < 30 && ::poll(&p, 1, 1000) == 0; ++i) {
+    }
+    ::_exit(0);
+  }
+  component_logger("worker")->warn("worker {}: exiting after the reply (drill)", opt_.worker_id);
+  ::_exit(86);
 }
 
 void WorkerRuntime::reply_error(std::uint64_t id, const BackendError& e) {

@@ -73,6 +73,8 @@ class WorkerRuntime {
   void on_inject(const json& params);
   bool enact_fault();
   bool enact(Fault fault);
+  // The "exit_after_reply" drill, after the reply was sent: see on_inject.
+  [[noreturn]] void exit_unannounced();
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<void> serve_generate(std::uint64_t id, GenerateRequest req,
                                        std::shared_ptr<Backend> backend,
@@ -115,6 +117,7 @@ class WorkerRuntime {
   std::shared_ptr<proto::shm::ShmChannel> channel_;
   bool ready_ = false;
   bool stopping_ = false;
+  bool exit_after_reply_ = false;  // the "exit_after_reply" drill is armed
   bool done_ = false;
   int exit_code_ = 0;
 };
