@@ -44,10 +44,10 @@ constexpr Millis kHttpTimeout = 10s;
 // supervisor/admin/http_server.hpp: HttpServer::kHeaderTimeout.
 constexpr Millis kHeaderTimeout = 5s;
 
-// The repository root, from this file's path (CMake compiles it by absolute path).
-std::string source_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path().string();
-}
+// The repository root (from CMake, via the harness target). Not derived from __FILE__: a
+// build with ccache's base_dir (CCACHE_BASEDIR) compiles by relative path, and __FILE__ is then
+// relative to the build directory, not to the test's working directory.
+std::string source_dir() { return DROVER_SOURCE_DIR; }
 
 // The metrics listener binds port 0 (the kernel picks a free port) and droverd logs the port it
 // got. Asking the kernel for a free port, releasing it and handing it to droverd would race with
