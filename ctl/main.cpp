@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   auto* inject_cmd = app.add_subcommand("inject", "make a worker misbehave, for chaos drills (admin socket)");
   std::string fault;
   inject_cmd->add_option("id", worker_id, "worker id")->required();
-  inject_cmd->add_option("fault", fault, "crash, hang, stall, garbage, slow or ring_garbage")->required();
+  inject_cmd->add_option("fault", fault, "crash, hang, stall, garbage, slow, ring_garbage or exit_after_reply")->required();
 
   app.add_subcommand("reload", "re-read droverd's config file (admin socket)");
   app.add_subcommand("config", "print the effective configuration (admin socket)");

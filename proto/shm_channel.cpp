@@ -5,6 +5,7 @@
 
 #include <boost/asio/post.hpp>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 namespace drover::proto::shm {
@@ -48,7 +49,8 @@ Result<ChannelResources> adopt_channel_resources(std::vector<UniqueFd> fds) {
   return r;
 }
 
-ShmChannel::ShmChannel(asio::io_context& io, Side side, ChannelResources resources, Hooks hooks)
+ShmChannel::ShmChannel(asio::io_context& io, Side side, ChannelResources resources, Hooks hooks,
+                       std::size_t max_held_bytes)
     : io_(io),
       side_(side),
       res_(std::move(resources)),
@@ -72,6 +74,7 @@ ShmChannel::ShmChannel(asio::io_context& io, Side side, ChannelResources resourc
   // At most one marker per 16 bytes of ring is outstanding, so at most that many deferred lines
   // can honestly be ahead of their markers; more is a peer that sends lines without markers.
   max_held_ = producer_.capacity() / kRecordHeaderBytes;
+  max_held_bytes_ = max_held_bytes;
 }
 
 ShmChannel::~ShmChannel() = default;
@@ -93,6 +96,7 @@ void ShmChannel::close() {
   on_idle_ = nullptr;
   waiting_.clear();
   held_.clear();
+  held_bytes_ = 0;
   boost::system::error_code ignored;
   data_bell_.cancel(ignored);
   space_bell_.cancel(ignored);
@@ -213,21 +217,32 @@ void ShmChannel::write_garbage_record() {
   close();
 }
 
+void ShmChannel::publish_without_wakeup() {
+  if (closed_) return;
+  producer_.set_notify_fd(-1);  // the peer awaits its eventfd, never the futex word
+  producer_.publish();
+  close();
+}
+
 // ------------------------------------------------------------------ receiving
 
 void ShmChannel::deliver(std::string_view message) {
   if (!closed_ && hooks_.deliver) hooks_.deliver(message);
 }
 
-bool ShmChannel::drain() {
+ShmChannel::Drained ShmChannel::drain(std::size_t max_records, std::size_t max_bytes) {
+  std::size_t records = 0, bytes = 0;
   while (!closed_ && !at_marker_) {
+    if (records >= max_records || bytes >= max_bytes) return Drained::more;
     auto popped = consumer_.try_pop(record_);
     if (!popped) {
       stop(fmt::format("shm {} ring: {}", side_ == Side::supervisor ? "replies" : "requests",
                        popped.error().message()));
-      return false;
+      return Drained::stopped;
     }
     if (!*popped) break;
+    ++records;
+    bytes += framed_size(record_.payload.size());
     if (!record_.payload.empty()) {
       ++counters_.ring_messages_in;
       counters_.ring_bytes_in += record_.payload.size();
@@ -235,15 +250,20 @@ bool ShmChannel::drain() {
     } else if (!held_.empty()) {
       const std::string line = std::move(held_.front());
       held_.pop_front();
+      held_bytes_ -= line.size();
       deliver(line);
     } else {
       at_marker_ = true;  // the line is still in the socket; take_socket_line resumes
     }
   }
-  return !closed_;
+  return closed_ ? Drained::stopped : Drained::idle;
 }
 
-void ShmChannel::drain_now() { drain(); }
+void ShmChannel::drain_now() {
+  // Every record a stopped peer published fits in the ring: capacity() framed bytes of records
+  // at most, so this bound only cuts off a peer that is still publishing.
+  (void)drain(std::numeric_limits<std::size_t>::max(), consumer_.capacity());
+}
 
 bool ShmChannel::take_socket_line(std::string_view line) {
   if (line.empty() || line.front() != kDeferredPrefix) return false;
@@ -251,17 +271,35 @@ bool ShmChannel::take_socket_line(std::string_view line) {
   line.remove_prefix(1);
   ++counters_.deferred_messages_in;
   counters_.deferred_bytes_in += line.size();
+  // Both rings have the same size, so the peer's limit for a ring record is ours too.
+  if (line.size() <= producer_.max_payload_bytes()) {
+    stop(fmt::format("a deferred socket line of {} bytes fits the ring (records up to {} bytes)",
+                     line.size(), producer_.max_payload_bytes()));
+    return true;
+  }
   if (at_marker_) {
     at_marker_ = false;
     deliver(line);
-    drain();
-    resume_.cancel();
+    if (parked_at_marker_) {
+      // The receive loop waits at this marker: it drains on from here, in bounded turns (a
+      // socket read must not turn into an unbounded drain either).
+      resume_.cancel();
+    } else {
+      // drain_now() stopped at the marker while the loop sleeps on the doorbell.
+      drain_now();
+    }
     return true;
   }
   if (held_.size() >= max_held_) {
     stop("deferred socket lines without ring markers");
     return true;
   }
+  if (held_bytes_ + line.size() > max_held_bytes_) {
+    stop(fmt::format("deferred socket lines without ring markers: {} bytes held, limit {} bytes",
+                     held_bytes_ + line.size(), max_held_bytes_));
+    return true;
+  }
+  held_bytes_ += line.size();
   held_.emplace_back(line);
   return true;
 }
@@ -270,10 +308,19 @@ asio::awaitable<void> ShmChannel::receive_loop() {
   auto self = shared_from_this();
   std::uint64_t counter = 0;
   while (!closed_) {
-    if (!drain()) break;
+    const Drained drained = drain(kDrainRecordsPerTurn, consumer_.capacity());
+    if (drained == Drained::stopped) break;
+    if (drained == Drained::more) {
+      // The rest waits behind what else is ready (timers, other sockets): a peer publishing as
+      // fast as this drains must not own the thread.
+      co_await asio::post(io_, asio::use_awaitable);
+      continue;
+    }
     if (at_marker_) {
+      parked_at_marker_ = true;
       resume_.expires_at(asio::steady_timer::time_point::max());
       co_await resume_.async_wait(use_nothrow);
+      parked_at_marker_ = false;
       continue;
     }
     auto armed = consumer_.arm_async_wait();

@@ -22,6 +22,16 @@
 // Doorbells: a producer publishes once per event-loop turn (send() stages; a posted flush
 // publishes), and the ring makes the wake-up syscall only when the consumer said it sleeps; the
 // consumer drains the ring, arms its eventfd and awaits it with async_read_some (no spin).
+//
+// Fairness: the consumer delivers at most kDrainRecordsPerTurn records or one ring's worth of
+// bytes per event-loop turn, then posts the rest of its drain behind whatever else is ready,
+// so a peer that publishes as fast as it is drained cannot starve the thread's timers (droverd's
+// heartbeat and stall watchdogs) or its other sockets.
+//
+// Limits on deferred lines a peer sends ahead of their markers (proto/README.md "Failures"):
+// at most one per kRecordHeaderBytes of ring (a marker's size), at most max_held_bytes in all,
+// and each must be too large for the ring (a deferred line that would fit is a peer breaking
+// the protocol). Past any of these the channel stops through hooks.fail.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -93,7 +103,18 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
     std::function<void(const std::string& why)> fail;
   };
 
-  ShmChannel(asio::io_context& io, Side side, ChannelResources resources, Hooks hooks);
+  // Records one drain turn delivers before it yields to the event loop. 256 small messages
+  // are tens of microseconds of work; one turn is also bounded by the ring's size in bytes.
+  static constexpr std::size_t kDrainRecordsPerTurn = 256;
+  // Bytes of deferred lines held ahead of their markers: the default workers.max_message_bytes,
+  // i.e. one largest message. An honest peer's lines overtake their markers only by the
+  // messages of one event-loop turn (markers are published at the end of the turn that wrote
+  // the lines), so this is generous; the count bound alone allowed ring_bytes / 16 lines of up
+  // to 64 MiB each.
+  static constexpr std::size_t kDefaultMaxHeldBytes = std::size_t{64} << 20;
+
+  ShmChannel(asio::io_context& io, Side side, ChannelResources resources, Hooks hooks,
+             std::size_t max_held_bytes = kDefaultMaxHeldBytes);
   ~ShmChannel();
   ShmChannel(const ShmChannel&) = delete;
   ShmChannel& operator=(const ShmChannel&) = delete;
@@ -105,8 +126,9 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // A socket line from the peer. true: it was a deferred message (0x1E) and the channel took
   // it; false: not the channel's, the caller handles it.
   bool take_socket_line(std::string_view line);
-  // Delivers what the ring holds now (droverd calls it before acting on the socket's EOF, so
-  // the replies a worker published before exiting are not lost).
+  // Delivers what the ring holds now, in one go (droverd calls it before acting on the socket's
+  // EOF or the process's exit, so the replies a worker published before exiting are not lost).
+  // Bounded by one ring's worth of bytes: a peer still publishing cannot keep it going.
   void drain_now();
   // Publishes what is staged now (before a worker closes its socket and exits).
   void flush();
@@ -122,6 +144,10 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // in this side's outgoing ring and rings the peer, then stops sending. The peer's consumer
   // must find it corrupt.
   void write_garbage_record();
+  // Fault drill (workers.inject "exit_after_reply"): publishes what is staged without ringing
+  // the peer, so the peer finds it only by draining (as when it was busy at the time), then
+  // stops sending.
+  void publish_without_wakeup();
 
   std::size_t max_payload_bytes() const { return producer_.max_payload_bytes(); }
   std::size_t ring_bytes() const { return producer_.capacity(); }
@@ -131,8 +157,11 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // Stages `message` (or its marker, sending the message on the socket); false: no space now.
   bool try_stage(std::string_view message);
   void schedule_flush();
-  // Delivers records until the ring is empty or waits at a marker; false once stopped.
-  bool drain();
+  enum class Drained { idle, more, stopped };
+  // Delivers records until the ring is empty or waits at a marker (idle), or until
+  // `max_records` records or `max_bytes` framed bytes were delivered and more may follow
+  // (more), or the channel stopped (stopped).
+  Drained drain(std::size_t max_records, std::size_t max_bytes);
   void deliver(std::string_view message);
   void stop(const std::string& why);
   asio::awaitable<void> receive_loop();
@@ -150,9 +179,12 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   asio::steady_timer resume_;  // wakes receive_loop when a marker's line arrived
   std::deque<std::string> waiting_;  // for ring space, in send order
   std::deque<std::string> held_;     // deferred lines that arrived before their marker
+  std::size_t held_bytes_ = 0;       // their sizes, summed
   std::size_t max_held_ = 0;
+  std::size_t max_held_bytes_ = 0;
   Record record_;
   bool at_marker_ = false;  // the ring's next record is a marker whose line has not arrived
+  bool parked_at_marker_ = false;  // receive_loop awaits resume_ for that line
   bool space_loop_running_ = false;
   bool flush_posted_ = false;
   bool closed_ = false;

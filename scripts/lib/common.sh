@@ -38,16 +38,32 @@ ensure_packages() {
   fi
 }
 
-# build DIR BUILD_TYPE [extra cmake args...]: configure (once) and build out of tree.
-build_tree() {
+# configure_tree DIR BUILD_TYPE [extra cmake args...]: configure out of tree (once).
+configure_tree() {
   local dir="$1" type="$2"
   shift 2
   if [ ! -f "$dir/CMakeCache.txt" ]; then
     log "configuring $dir ($type)"
     cmake -S "$DROVER_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
   fi
-  log "building $dir"
-  cmake --build "$dir" --parallel "$(nproc)"
+}
+
+# build_tree DIR BUILD_TYPE [extra cmake args...]: configure (once) and build everything.
+build_tree() {
+  configure_tree "$@"
+  log "building $1"
+  cmake --build "$1" --parallel "$(nproc)"
+}
+
+# build_targets DIR BUILD_TYPE TARGET...: configure (once, default options) and build only the
+# named targets and what they need. The tree stays the one build_tree makes, so scripts/test
+# can build the rest in the same directory later.
+build_targets() {
+  local dir="$1" type="$2"
+  shift 2
+  configure_tree "$dir" "$type"
+  log "building $* in $dir"
+  cmake --build "$dir" --parallel "$(nproc)" --target "$@"
 }
 
 # The libFuzzer tree (fuzz/README.md): clang, and only common/, proto/ and the fuzz targets.

@@ -22,6 +22,7 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
@@ -72,12 +73,17 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
   struct Connection {
     explicit Connection(tcp::socket s) : stream(std::move(s)) {}
     beast::tcp_stream stream;
+    // Waiting for a request (evictable), since `waiting_since`; false while one is answered.
+    bool waiting = true;
+    Clock::time_point waiting_since = Clock::now();
   };
 
   State(asio::io_context& io, Endpoints e) : io(io), acceptor(io), endpoints(std::move(e)) {}
 
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> serve(std::shared_ptr<Connection> c);
+  // Closes the connection that has waited longest for a request; false when none is waiting.
+  bool evict_idle();
   Response route(const Request& req);
 
   asio::io_context& io;
@@ -138,8 +144,8 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
       co_await pause.async_wait(use_nothrow);
       continue;
     }
-    if (connections.size() >= kMaxConnections) {
-      log->warn("refusing HTTP connection: {} connections open", connections.size());
+    if (connections.size() >= kMaxConnections && !evict_idle()) {
+      log->warn("refusing HTTP connection: {} connections open, all answering", connections.size());
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
@@ -150,17 +156,50 @@ asio::awaitable<void> HttpServer::State::accept_loop() {
   }
 }
 
+bool HttpServer::State::evict_idle() {
+  Connection* oldest = nullptr;
+  for (const auto& [ptr, c] : connections) {
+    if (c->waiting && (oldest == nullptr || c->waiting_since < oldest->waiting_since)) oldest = ptr;
+  }
+  if (oldest == nullptr) return false;
+  const auto it = connections.find(oldest);
+  log->warn("evicted idle HTTP connection (waiting {} ms for a request) to admit a new one: {} "
+            "connections open",
+            std::chrono::duration_cast<Millis>(Clock::now() - oldest->waiting_since).count(),
+            connections.size());
+  // Its coroutine wakes with an error and ends; it holds its own reference, so erasing here
+  // frees the slot at once and its later erase() finds nothing.
+  it->second->stream.close();
+  connections.erase(it);
+  return true;
+}
+
 asio::awaitable<void> HttpServer::State::serve(std::shared_ptr<Connection> c) {
   auto self = shared_from_this();
   // Bounded: the parser limits apply first; this only caps what one read may buffer ahead.
   beast::flat_buffer buffer(64 * 1024);
-  for (;;) {
+  for (bool first = true;; first = false) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(kMaxHeaderBytes));
     parser.body_limit(kMaxBodyBytes);
-    c->stream.expires_after(kReadTimeout);
-    auto [ec, unused] = co_await http::async_read(c->stream, buffer, parser, use_nothrow);
+    c->waiting = true;
+    c->waiting_since = Clock::now();
+    boost::system::error_code ec;
+    if (!first && buffer.size() == 0) {
+      // Keep-alive idle: wait up to kIdleTimeout for the next request's first bytes.
+      c->stream.expires_after(kIdleTimeout);
+      auto [rec, n] = co_await c->stream.async_read_some(buffer.prepare(4096), use_nothrow);
+      buffer.commit(n);
+      ec = rec;
+    }
+    if (!ec) {
+      // The rest of the request (a new connection's whole first one) within kHeaderTimeout.
+      c->stream.expires_after(kHeaderTimeout);
+      auto [rec, unused] = co_await http::async_read(c->stream, buffer, parser, use_nothrow);
+      ec = rec;
+    }
     if (stopped) co_return;
+    c->waiting = false;
     if (ec) {
       std::optional<Response> refusal;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {

@@ -5,11 +5,17 @@
 //                 503 with the reason otherwise (readiness)
 // HEAD is answered like GET without the body; other methods get 405, other paths 404.
 //
-// Connections are keep-alive, one coroutine each, bounded: at most kMaxConnections at once
-// (more are closed at accept), request headers up to kMaxHeaderBytes (431 beyond) and bodies up
-// to kMaxBodyBytes (413 beyond); a connection that sends no complete request within
-// kReadTimeout (which is also the keep-alive idle limit) or cannot take a response within
-// kWriteTimeout is closed. Malformed requests get 400 and the connection is closed.
+// Connections are keep-alive, one coroutine each, bounded: at most kMaxConnections at once,
+// request headers up to kMaxHeaderBytes (431 beyond) and bodies up to kMaxBodyBytes (413
+// beyond). A request must arrive whole within kHeaderTimeout of its first byte (of the accept,
+// for a connection's first request); between requests a keep-alive connection may idle for
+// kIdleTimeout; one that cannot take a response within kWriteTimeout is closed. Malformed
+// requests get 400 and the connection is closed.
+//
+// Probes must get through whatever other local users do: when every slot is taken, a new
+// connection evicts the one that has waited longest for a request (reading, not writing a
+// response), so 64 idle connections cannot starve /healthz. Only when every connection is
+// writing a response (each bounded by kWriteTimeout) is a new one closed at accept.
 //
 // Ownership: the Supervisor owns the server; the server's state (acceptor, live connections,
 // endpoints) is shared with its coroutines, so a coroutine that wakes after stop() or after the
@@ -31,7 +37,9 @@ class HttpServer {
   static constexpr std::size_t kMaxConnections = 64;
   static constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
   static constexpr std::size_t kMaxBodyBytes = 1024;
-  static constexpr std::chrono::seconds kReadTimeout{30};
+  // Short: the kubelet and Prometheus send a request in one write.
+  static constexpr std::chrono::seconds kHeaderTimeout{5};
+  static constexpr std::chrono::seconds kIdleTimeout{30};
   static constexpr std::chrono::seconds kWriteTimeout{10};
 
   struct Readiness {

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -132,15 +133,21 @@ StaleStateReport remove_stale_state(const std::string& temp_dir, const std::stri
     }
   };
 
+  // Pids whose stale run directory was found here: their segments are provably a dead droverd's
+  // of this temp dir. A segment of any other dead pid may be another droverd's (one with another
+  // temp dir, or a test's fixture), so it is not this droverd's to remove.
+  std::set<pid_t> dead_droverds;
   for_each_stale(temp_dir, Suffix::alnum, owner,
                  [&](int fd, const char* name, const struct stat& st) {
                    const std::string path = fmt::format("{}/{}", temp_dir, name);
                    if (!S_ISDIR(st.st_mode) || path == keep) return;
+                   dead_droverds.insert(*pid_of(name, Suffix::alnum));
                    std::string why;
                    record(path, remove_tree(fd, name, 1, why), why, "run directory");
                  });
+  if (dead_droverds.empty()) return report;
   for_each_stale(shm_dir, Suffix::hex, owner, [&](int fd, const char* name, const struct stat& st) {
-    if (!S_ISREG(st.st_mode)) return;
+    if (!S_ISREG(st.st_mode) || !dead_droverds.contains(*pid_of(name, Suffix::hex))) return;
     const std::string path = fmt::format("{}/{}", shm_dir, name);
     // unlinkat on /dev/shm is what shm_unlink does.
     const bool ok = ::unlinkat(fd, name, 0) == 0 || errno == ENOENT;

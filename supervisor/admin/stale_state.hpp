@@ -8,7 +8,10 @@
 // is droverd's own pid (in a container droverd may run as the same pid every time; nothing of
 // this process exists yet when the sweep runs, except `keep`). Only entries owned by `owner`
 // are touched: a run directory must be a real directory (never followed through a symlink),
-// a segment a regular file. Anything else matching the pattern is left alone.
+// a segment a regular file. A segment is removed only when a stale run directory of the same
+// pid was found in `temp_dir` in the same sweep: that ties it to a dead droverd of this temp
+// dir, whereas a dead pid alone does not (droverds with other temp dirs, and tests running in
+// parallel, share /dev/shm). Anything else matching the pattern is left alone.
 //
 // Limits: liveness is judged in droverd's pid namespace, so droverds in different pid
 // namespaces must not share a temp dir or /dev/shm under the same uid.

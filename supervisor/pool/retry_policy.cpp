@@ -16,4 +16,13 @@ bool RetryPolicy::budget_allows(std::size_t retries_active, std::size_t requests
   return static_cast<double>(retries_active) < limit;
 }
 
+RetryPolicy::Decision RetryPolicy::decide(const Attempt& a, double u) const {
+  using V = Decision::Verdict;
+  if (a.blamed_losses >= cfg_.poison_threshold) return {V::poison};
+  if (!attempts_left(a.attempts_made)) return {V::attempts_exhausted};
+  if (a.cause == Cause::failover) return {V::redispatch, Millis(0), false};
+  if (!a.counted && !budget_allows(a.retries_active, a.requests_active)) return {V::budget_exhausted};
+  return {V::redispatch, backoff(a.attempts_made, u), !a.counted};
+}
+
 }  // namespace drover::supervisor

@@ -145,6 +145,10 @@ void WorkerLink::on_process_exit(const ExitStatus& status) {
   const bool outside_kill = status.signal == SIGKILL || status.signal == SIGTERM ||
                             status.signal == SIGINT || status.signal == SIGHUP;
   const bool at_fault = !operator_caused_ && !outside_kill && !(asked_to_exit && status.code == 0);
+  // Replies the worker published in the ring before it died come first, as on socket EOF: the
+  // exit notice may arrive before the ring's doorbell or the socket's end is handled.
+  if (channel_ && state_ != State::dead) channel_->drain_now();
+  process_exited_ = true;
   fail("process " + status.describe(), at_fault);
   observer_.on_reaped(*this, status);
 }
@@ -840,7 +844,7 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
       if (!call->done()) orphans.push_back(std::move(call));
     }
   }
-  LinkLoss loss{reason, worker_at_fault, ready_at_.has_value(), ready_at_};
+  LinkLoss loss{reason, worker_at_fault, ready_at_.has_value(), ready_at_, process_exited_};
   if (was == State::stopping && orphans.empty() && !worker_at_fault) {
     log_->info("worker_id={} pid={} stopped ({})", opt_.slot, pid(), reason);
   } else {

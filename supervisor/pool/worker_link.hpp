@@ -62,6 +62,9 @@ struct LinkLoss {
   bool worker_at_fault = false;
   bool was_ready = false;
   std::optional<Clock::time_point> ready_at;
+  // The loss is the process's exit (crash, kill, exit), not a failure droverd declared while it
+  // ran (hang, stall, garbage, drain timeout): what it held is failover, not a retry.
+  bool process_exited = false;
 };
 
 class LinkObserver {
@@ -231,6 +234,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   CircuitBreaker breaker_;
   bool hello_seen_ = false;
   bool socket_closed_ = false;
+  bool process_exited_ = false;  // on_process_exit ran: a loss from here on is failover
   bool operator_caused_ = false;  // an operator's kill or injected fault is coming
   std::uint64_t next_request_id_ = 1;
   std::uint64_t init_request_id_ = 0;

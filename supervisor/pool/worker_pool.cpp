@@ -10,8 +10,9 @@
 namespace drover::supervisor {
 namespace {
 
-constexpr std::array<std::string_view, 6> kFaults = {"crash", "hang",  "stall",
-                                                     "garbage", "slow", "ring_garbage"};
+constexpr std::array<std::string_view, 7> kFaults = {"crash", "hang",  "stall",
+                                                     "garbage", "slow", "ring_garbage",
+                                                     "exit_after_reply"};
 
 }  // namespace
 
@@ -497,7 +498,18 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
   if (shutting_down_) {
     return call->finish_error(RpcError::shutting_down, {}, data("worker stopped during shutdown"));
   }
-  if (call->blamed_losses() >= retry_.config().poison_threshold) {
+  // A worker process that is gone held work nobody answered: that is failover, outside the
+  // retry budget. A worker failed while alive (hung, stalled, garbage) is a retry (RetryPolicy).
+  const auto decision = retry_.decide(
+      {.cause = loss.process_exited ? RetryPolicy::Cause::failover : RetryPolicy::Cause::retry,
+       .attempts_made = call->attempts(),
+       .blamed_losses = call->blamed_losses(),
+       .counted = call->retrying(),
+       .retries_active = counters_->retrying,
+       .requests_active = counters_->active},
+      uniform());
+  using Verdict = RetryPolicy::Decision::Verdict;
+  if (decision.verdict == Verdict::poison) {
     ++stats_.poisoned;
     poison_[fingerprint(*call)] = Clock::now() + retry_.config().poison_ttl;
     log_->error("request_id={} is poison: {} workers failed while running it; not retrying",
@@ -506,18 +518,21 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
     d["poison"] = true;
     return call->finish_error(RpcError::worker_failed, "Worker failed: poison request", d);
   }
-  if (!retry_.attempts_left(call->attempts())) {
+  if (decision.verdict == Verdict::attempts_exhausted) {
     log_->warn("request_id={} worker_id={} failed after {} attempts: {}", call->request_id(),
                worker_slot, call->attempts(), loss.reason);
     return call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", loss.reason),
                               data("retries exhausted"));
   }
-  if (!call->retrying()) {
-    if (!retry_.budget_allows(counters_->retrying, counters_->active)) {
-      ++stats_.retry_budget_exhausted;
-      return call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", loss.reason),
-                                data("retry budget exhausted"));
-    }
+  if (decision.verdict == Verdict::budget_exhausted) {
+    ++stats_.retry_budget_exhausted;
+    log_->warn("request_id={} worker_id={} not retried: retry budget exhausted ({} retries in "
+               "progress of {} requests): {}",
+               call->request_id(), worker_slot, counters_->retrying, counters_->active, loss.reason);
+    return call->finish_error(RpcError::worker_failed, fmt::format("Worker failed: {}", loss.reason),
+                              data("retry budget exhausted"));
+  }
+  if (decision.count_against_budget) {
     call->set_retrying();
     ++counters_->retrying;
     call->on_finish([counters = counters_] { --counters->retrying; });
@@ -527,7 +542,7 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
   log_->info("request_id={} worker_id={} {} on another worker after: {}", call->request_id(),
              worker_slot, call->chunks_sent() > 0 ? "failing over" : "retrying", loss.reason);
   call->mark_requeued();
-  const Millis delay = retry_.backoff(call->attempts(), uniform());
+  const Millis delay = decision.delay;
   if (delay.count() == 0) {
     const auto priority = call->priority();
     const auto since = call->accepted_at();

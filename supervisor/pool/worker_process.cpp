@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -24,15 +25,21 @@ namespace drover::supervisor {
 namespace bp = boost::process::v2;
 namespace {
 
-// Runs in the child between fork and exec: die with the parent, and start with the default
-// signal mask and dispositions (droverd blocks nothing, but be explicit).
-struct DieWithParent {
+// Runs in the child between fork and exec: lead a process group of its own (so droverd can
+// signal the worker and whatever it starts as one), and die with droverd.
+struct WorkerSetup {
+  pid_t droverd;  // getpid() before the fork
+
   template <typename Launcher>
   boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
                                           const char* const*(&)) {
+    // Before exec, so the group exists before the spawn returns (Boost waits for the exec).
+    ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    // If droverd died between fork and prctl, the child would never get the signal.
-    if (::getppid() == 1) ::_exit(127);
+    // If droverd died between fork and prctl, the child would never get the signal. Compared
+    // with droverd's pid, not with 1: an orphan is reparented to the nearest subreaper
+    // (systemd --user, a container's init, a test runner), which is rarely pid 1.
+    if (::getppid() != droverd) ::_exit(127);
     return {};
   }
 };
@@ -87,7 +94,7 @@ boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess
   output.assign(fds[0]);
   try {
     bp::process proc(executor, program, args, bp::process_environment(env),
-                     bp::process_stdio{nullptr, fds[1], fds[1]}, DieWithParent{});
+                     bp::process_stdio{nullptr, fds[1], fds[1]}, WorkerSetup{::getpid()});
     ::close(fds[1]);
     return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(proc), std::move(output)));
   } catch (const boost::system::system_error& e) {
@@ -97,7 +104,10 @@ boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess
 }
 
 WorkerProcess::WorkerProcess(bp::process proc, boost::asio::readable_pipe output)
-    : proc_(std::move(proc)), output_(std::move(output)), pid_(proc_.id()) {}
+    : proc_(std::move(proc)),
+      output_(std::move(output)),
+      exited_(output_.get_executor()),
+      pid_(proc_.id()) {}
 
 boost::asio::awaitable<void> WorkerProcess::forward_output(std::function<void(std::string_view)> on_line) {
   constexpr std::size_t kMaxLine = 16 * 1024;
@@ -121,26 +131,52 @@ boost::asio::awaitable<void> WorkerProcess::forward_output(std::function<void(st
   if (!pending.empty()) on_line(pending);
 }
 
-// bp::process's destructor kills a child still running and reaps it, so no zombie remains.
-WorkerProcess::~WorkerProcess() = default;
+// The group first (while the worker is unreaped its pid, and so its group id, cannot be
+// reused); then bp::process's destructor kills the worker if still running and reaps it, so no
+// zombie remains.
+WorkerProcess::~WorkerProcess() {
+  if (!reaped_) ::kill(-pid_, SIGKILL);
+}
 
 void WorkerProcess::signal(int sig) {
-  if (!reaped_) ::kill(pid_, sig);
+  if (reaped_) return;
+  // The whole group: a worker's helpers go with it. A worker that left the group (setsid)
+  // is signalled alone.
+  if (::kill(-pid_, sig) != 0) ::kill(pid_, sig);
 }
 
 void WorkerProcess::async_wait(std::function<void(ExitStatus)> on_exit) {
-  proc_.async_wait([this, on_exit = std::move(on_exit)](boost::system::error_code ec, int) {
-    if (ec == boost::asio::error::operation_aborted) return;
-    reaped_ = true;
-    const int raw = proc_.native_exit_code();
-    ExitStatus status;
-    if (WIFSIGNALED(raw)) {
-      status.signal = WTERMSIG(raw);
-    } else if (WIFEXITED(raw)) {
-      status.code = WEXITSTATUS(raw);
-    }
-    on_exit(status);
-  });
+  auto reap = [this, on_exit = std::move(on_exit)] {
+    proc_.async_wait([this, on_exit](boost::system::error_code ec, int) {
+      if (ec == boost::asio::error::operation_aborted) return;
+      reaped_ = true;
+      const int raw = proc_.native_exit_code();
+      ExitStatus status;
+      if (WIFSIGNALED(raw)) {
+        status.signal = WTERMSIG(raw);
+      } else if (WIFEXITED(raw)) {
+        status.code = WEXITSTATUS(raw);
+      }
+      on_exit(status);
+    });
+  };
+  // The exit is seen on a pidfd of our own before Boost reaps: while the worker is a zombie its
+  // pid cannot be reused, so what is left of its group (children it started) is killed without
+  // any risk of hitting an unrelated process group.
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  if (pidfd < 0) return reap();  // no pidfd (kernel < 5.3): reaped without the group sweep
+  boost::system::error_code ec;
+  exited_.assign(pidfd, ec);
+  if (ec) {
+    ::close(pidfd);
+    return reap();
+  }
+  exited_.async_wait(boost::asio::posix::descriptor_base::wait_read,
+                     [this, reap = std::move(reap)](boost::system::error_code e) {
+                       if (e == boost::asio::error::operation_aborted) return;
+                       ::kill(-pid_, SIGKILL);
+                       reap();
+                     });
 }
 
 }  // namespace drover::supervisor

@@ -2,10 +2,19 @@
 // been reaped: the destructor SIGKILLs a child still running, and reaping is asynchronous via a
 // pidfd, so no zombie outlives its WorkerProcess. The child gets PR_SET_PDEATHSIG(SIGKILL), so
 // it also dies if droverd itself is killed. Used on the supervisor's io_context thread only.
+//
+// Each worker leads a process group of its own (pgid = its pid): signal() and the destructor
+// signal the group, and when the worker exits (for any reason) what is left of its group is
+// SIGKILLed before the worker is reaped, so helpers a worker started (a wrapper script's
+// children, a Python engine's subprocesses) do not outlive it. Not covered: a descendant that
+// leaves the group (setsid, setpgid), and a droverd killed with SIGKILL, which takes only the
+// worker itself with it (PR_SET_PDEATHSIG); use a cgroup (systemd KillMode=control-group, the
+// default) for those.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/system/result.hpp>
@@ -40,7 +49,8 @@ class WorkerProcess {
 
   int pid() const { return pid_; }
   bool reaped() const { return reaped_; }
-  // Sends a signal unless the child has already been reaped (pid reuse is then impossible).
+  // Sends a signal to the worker's process group unless the worker has already been reaped
+  // (until then neither its pid nor its group id can be reused).
   void signal(int sig);
   // Calls on_exit once, when the child has exited and been reaped.
   // REQUIRES: called at most once.
@@ -55,6 +65,7 @@ class WorkerProcess {
 
   boost::process::v2::process proc_;
   boost::asio::readable_pipe output_;
+  boost::asio::posix::stream_descriptor exited_;  // a pidfd of the worker: readable once it exited
   int pid_;
   bool reaped_ = false;
 };

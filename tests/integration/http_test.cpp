@@ -41,26 +41,25 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr Millis kHttpTimeout = 10s;
+// supervisor/admin/http_server.hpp: HttpServer::kHeaderTimeout.
+constexpr Millis kHeaderTimeout = 5s;
 
-// The repository root, from this file's path (CMake compiles it by absolute path).
-std::string source_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path().string();
-}
+// The repository root (from CMake, via the harness target). Not derived from __FILE__: a
+// build with ccache's base_dir (CCACHE_BASEDIR) compiles by relative path, and __FILE__ is then
+// relative to the build directory, not to the test's working directory.
+std::string source_dir() { return DROVER_SOURCE_DIR; }
 
-// A port that was free a moment ago (bind to port 0, read it back, release it).
-int free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
+// The metrics listener binds port 0 (the kernel picks a free port) and droverd logs the port it
+// got. Asking the kernel for a free port, releasing it and handing it to droverd would race with
+// every other test (and anything else on the machine) that binds a port meanwhile.
+constexpr const char* kMetricsAnyPortYaml = "metrics:\n  listen: 127.0.0.1:0\n";
+constexpr std::string_view kListeningLine = "metrics and probes on http://127.0.0.1:";
+
+// The port in droverd's "metrics and probes on http://127.0.0.1:PORT" log line, or 0.
+int logged_metrics_port(const std::string& log) {
+  const auto at = log.find(kListeningLine);
+  if (at == std::string::npos) return 0;
+  return std::atoi(log.c_str() + at + kListeningLine.size());
 }
 
 std::string metrics_yaml(int port) {
@@ -250,9 +249,12 @@ json gen_params(const std::string& prompt, int max_tokens, bool stream = false) 
 class HttpTest : public DroverTest {
  protected:
   bool start_with_metrics(DroverOptions o = {}) {
-    port_ = free_tcp_port();
-    o.extra_yaml += metrics_yaml(port_);
-    return start(std::move(o));
+    o.extra_yaml += kMetricsAnyPortYaml;
+    if (!start(std::move(o))) return false;
+    // The listener is bound and logged before the workers start, so before start() returns.
+    port_ = logged_metrics_port(d().log());
+    EXPECT_GT(port_, 0) << "no '" << kListeningLine << "' line in the log:\n" << d().log();
+    return port_ > 0;
   }
   std::string scrape() {
     const auto r = http_get(port_, "/metrics");
@@ -513,6 +515,76 @@ TEST_F(HttpTest, HttpProtocolAndLimits) {
   EXPECT_EQ(http_get(port_, "/healthz").status, 200u);
 }
 
+// A raw TCP connection to the listener that sends `bytes` (possibly nothing) and then idles.
+class IdleConnection {
+ public:
+  IdleConnection(int port, const std::string& bytes = {}) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      throw std::runtime_error(std::string("connect: ") + std::strerror(errno));
+    }
+    if (!bytes.empty() &&
+        ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
+      throw std::runtime_error(std::string("send: ") + std::strerror(errno));
+    }
+  }
+  ~IdleConnection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  IdleConnection(const IdleConnection&) = delete;
+  IdleConnection& operator=(const IdleConnection&) = delete;
+
+  // True when the server closes the connection within `timeout` (EOF or reset).
+  bool closed_by_server(Millis timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) != 1) continue;
+      char buf[512];
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(HttpTest, ProbesAnswerWhileIdleConnectionsFillEverySlot) {
+  // Issue 15 item 9: the listener has kMaxConnections (64) slots; any local user could fill
+  // them with connections that never send a request and so starve the kubelet's probes. Idle
+  // connections are evicted, oldest first, when a new one needs the slot.
+  ASSERT_TRUE(start_with_metrics());
+  std::vector<std::unique_ptr<IdleConnection>> idle;
+  for (int i = 0; i < 100; ++i) idle.push_back(std::make_unique<IdleConnection>(port_));
+  for (int i = 0; i < 3; ++i) {
+    HttpReply r;
+    ASSERT_NO_THROW(r = http_get(port_, "/healthz")) << "probe " << i << " not answered";
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_EQ(r.body, "ok\n");
+  }
+  EXPECT_EQ(http_get(port_, "/readyz").status, 200u);
+  // The oldest idle connections made room (the newest are still open: no timeout was needed).
+  EXPECT_TRUE(idle.front()->closed_by_server(kHttpTimeout));
+  EXPECT_NE(d().log().find("evicted idle HTTP connection"), std::string::npos) << d().log();
+}
+
+TEST_F(HttpTest, ARequestHeaderNotCompletedWithinTheHeaderTimeoutClosesTheConnection) {
+  // Slow-loris: a request line and then nothing. The connection is closed after the header
+  // timeout (5 s), well before the keep-alive idle limit (30 s) that used to apply.
+  ASSERT_TRUE(start_with_metrics());
+  IdleConnection slow(port_, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+  static_assert(kHeaderTimeout < kHttpTimeout);
+  EXPECT_TRUE(slow.closed_by_server(kHttpTimeout)) << "still open after " << kHttpTimeout.count() << " ms";
+  EXPECT_EQ(http_get(port_, "/healthz").status, 200u);
+}
+
 TEST_F(HttpTest, ReadinessFlipsWhenTheOnlyWorkerIsDownAndBack) {
   // One worker that takes a second to load: after it is killed, nothing is ready until its
   // replacement has loaded, so /readyz must be seen at 503 and then at 200 again.
@@ -582,29 +654,21 @@ TEST(HttpStandalone, PermanentlyNotReadyWhenNoWorkerCanStart) {
   // DroverProcess::start() waits for readiness, so this droverd is started directly.
   std::string dir = "/tmp/drover-http-XXXXXX";
   ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  const int port = free_tcp_port();
   {
     std::ofstream cfg(dir + "/droverd.yaml");
     cfg << "server:\n  socket: " << dir << "/c.sock\n  admin_socket: " << dir << "/a.sock\n"
         << "  run_dir: " << dir << "/run\n"
         << "workers:\n  count: 2\n  command: [/bin/false]\n  restart_backoff_base_ms: 10\n"
         << "  restart_backoff_max_ms: 50\n"
-        << metrics_yaml(port);
+        << kMetricsAnyPortYaml;
   }
   {
     Child droverd({droverd_bin(), "--config", dir + "/droverd.yaml"}, dir + "/log", dir + "/log");
-    HttpReply health;
-    ASSERT_TRUE(wait_until(
-        [&] {
-          try {
-            health = http_get(port, "/healthz");
-            return true;
-          } catch (const std::exception&) {
-            return false;  // not listening yet
-          }
-        },
-        kStartTimeout))
+    int port = 0;
+    ASSERT_TRUE(wait_until([&] { return (port = logged_metrics_port(read_file(dir + "/log"))) > 0; },
+                           kStartTimeout))
         << read_file(dir + "/log");
+    const HttpReply health = http_get(port, "/healthz");
     EXPECT_EQ(health.status, 200u);
     // Wait until both slots are parked (crash loop), then readiness is 503 for good.
     std::string text;
@@ -629,11 +693,11 @@ TEST(HttpStandalone, PermanentlyNotReadyWhenNoWorkerCanStart) {
 }
 
 TEST_F(HttpTest, DisabledMeansNoListener) {
-  port_ = free_tcp_port();
   DroverOptions o;
-  o.extra_yaml = "metrics:\n  enabled: false\n  listen: 127.0.0.1:" + std::to_string(port_) + "\n";
+  o.extra_yaml = "metrics:\n  enabled: false\n  listen: 127.0.0.1:0\n";
   ASSERT_TRUE(start(std::move(o)));
-  EXPECT_THROW(http_get(port_, "/healthz"), std::runtime_error);
+  EXPECT_EQ(d().log().find("metrics and probes on"), std::string::npos) << d().log();
+  EXPECT_EQ(d().log().find("metrics.listen"), std::string::npos) << d().log();
 }
 
 TEST_F(HttpTest, AnAddressInUseDoesNotStopTheService) {

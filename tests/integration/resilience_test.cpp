@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "harness.hpp"
 #include "worker/backends/sim_backend.hpp"
@@ -234,6 +236,123 @@ TEST_F(DroverTest, KilledStreamFailsOverByteForByte) {
   EXPECT_EQ(joined, clean);
   EXPECT_EQ(reply["result"]["text"], clean);
   EXPECT_NE(reply["result"]["worker"], victim["id"]);
+}
+
+// Issue 15 item 14. The budget (here: none at all) limits retries, not failover: the work a
+// worker held when its process died is re-dispatched whatever the budget says.
+TEST_F(DroverTest, AKilledWorkersWorkFailsOverOutsideTheRetryBudget) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .extra_yaml = "retry:\n  budget_percent: 0\n  min_retry_concurrency: 0\n"}));
+  auto c = d().client();
+  c.send(request("k", "generate", gen("held by the victim", 5, 3)));
+  json victim;
+  ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGKILL), 0);
+  const json reply = read_reply(c, "k");
+  ASSERT_TRUE(is_result(reply)) << "the killed worker's request was not failed over: " << reply.dump();
+  EXPECT_EQ(reply["result"]["text"], sim_text("held by the victim", 5, 3));
+  EXPECT_NE(reply["result"]["worker"], victim["id"]);
+}
+
+// ...while a worker that stops answering (a hang: no heartbeat) has its work retried under the
+// budget, which here refuses it.
+TEST_F(DroverTest, TheRetryBudgetStillLimitsRetriesOfAHungWorkersWork) {
+  ASSERT_TRUE(start({.workers = 2,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .workers_yaml = {"heartbeat_interval_ms: 50", "heartbeat_timeout_ms: 400"},
+                     .extra_yaml = "retry:\n  budget_percent: 0\n  min_retry_concurrency: 0\n"}));
+  auto c = d().client();
+  c.send(request("h", "generate", gen("held by a hung worker", 6, 3)));
+  json victim;
+  ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGSTOP), 0);
+  const json reply = read_reply(c, "h");
+  ASSERT_EQ(error_code(reply), -32003) << reply.dump();
+  EXPECT_EQ(reply["error"]["data"].value("reason", std::string()), "retry budget exhausted");
+  EXPECT_NE(d().log().find("no heartbeat for"), std::string::npos);
+}
+
+// Issue 15 item 11: a reply the worker published in the ring just before it died is delivered,
+// even when droverd learns of the exit first (here: no doorbell, and the control socket stays
+// open, held by a helper of the worker, as a worker's subprocesses would). One attempt only, so
+// a lost reply would show as -32003 rather than as a retry.
+TEST_F(DroverTest, AReplyPublishedJustBeforeTheWorkerDiesIsDelivered) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--ttft-ms", "2000"},
+                     .extra_yaml = "retry:\n  max_attempts: 1\n"}));
+  ASSERT_EQ(worker_with_id(d(), 0).value("transport", std::string()), "shm");
+  auto c = d().client();
+  c.send(request("last", "generate", gen("last words", 9, 4)));
+  ASSERT_TRUE(wait_until([&] { return !first_busy(d()).is_null(); }));
+  const int pid = worker_with_id(d(), 0)["pid"].get<int>();
+  const json armed = d().admin().call("workers.inject", {{"id", 0}, {"fault", "exit_after_reply"}});
+  ASSERT_TRUE(is_result(armed)) << armed.dump();
+  const json reply = read_reply(c, "last");
+  ASSERT_TRUE(is_result(reply)) << "the reply published before the exit was lost: " << reply.dump();
+  EXPECT_EQ(reply["result"]["text"], sim_text("last words", 9, 4));
+  // The worker did die after it (and was replaced).
+  EXPECT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return !w.is_null() && w.value("pid", pid) != pid && w.value("state", std::string()) == "ready";
+  }));
+}
+
+// Issue 15 item 10: each worker leads its own process group, and what it started goes with it.
+// The worker command is a shell wrapper that starts a helper (sleep) and then execs
+// drover-worker, as wrapper scripts do; the helper is the worker's child, in its group.
+TEST_F(DroverTest, AWorkersChildrenDieWithTheWorkerAndWithDroverd) {
+  std::string dir = "/tmp/drover-pg-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const std::string script = dir + "/wrapper.sh";
+  {
+    std::ofstream out(script);
+    out << "sleep 600 &\n"
+        << "echo $! > \"$0.child.$$.tmp\" && mv \"$0.child.$$.tmp\" \"$0.child.$$\"\n"
+        << "exec \"$@\"\n";
+  }
+  std::set<pid_t> helpers;
+  struct Cleanup {
+    std::string dir;
+    std::set<pid_t>* helpers;
+    ~Cleanup() {
+      for (const pid_t p : *helpers) ::kill(p, SIGKILL);  // whatever a failed test left
+      DroverProcess::wait_pids_gone(*helpers, 10s);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir, &helpers};
+  // The helper of the worker with this pid (its wrapper wrote it before exec).
+  auto helper_of = [&](int worker_pid) {
+    pid_t helper = 0;
+    EXPECT_TRUE(wait_until([&] {
+      helper = std::atoi(read_file(script + ".child." + std::to_string(worker_pid)).c_str());
+      return helper > 0;
+    }));
+    if (helper > 0) helpers.insert(helper);
+    return helper;
+  };
+  ASSERT_TRUE(start({.workers = 2, .command = {"/bin/sh", script, worker_bin()}}));
+  const int victim = worker_with_id(d(), 0)["pid"].get<int>();
+  const pid_t victim_helper = helper_of(victim);
+  ASSERT_GT(victim_helper, 0);
+  ASSERT_EQ(::kill(victim_helper, 0), 0) << "the helper should be running";
+
+  // The worker dies (killed from outside, so droverd did not signal it): its helper follows.
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  EXPECT_TRUE(DroverProcess::wait_pids_gone({victim_helper}, 10s))
+      << "helper " << victim_helper << " outlived its worker " << victim;
+  ASSERT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), 0);
+    return !w.is_null() && w.value("pid", victim) != victim && w.value("state", std::string()) == "ready";
+  }));
+
+  // droverd stops: every worker's helper is gone too.
+  std::set<pid_t> live;
+  for (const auto& w : d().workers()) live.insert(helper_of(w["pid"].get<int>()));
+  EXPECT_EQ(d().stop(), 0);
+  EXPECT_TRUE(DroverProcess::wait_pids_gone(live, 10s))
+      << "helpers outlived droverd: " << testing::PrintToString(live);
 }
 
 // The admin socket is mode 0600; SO_PEERCRED is the second check, for peers that can reach the

@@ -387,7 +387,14 @@ TEST_F(SecurityTest, StaleRunDirsAndSegmentsOfDeadDroverdsAreRemovedAtStart) {
   const std::string stale_shm = "/dev/shm/drover-" + d + "-" + hex;
   const std::string live_shm = "/dev/shm/drover-" + l + "-" + hex;
   const std::string foreign_shm = "/dev/shm/drover-" + d + "-" + hex + "f";
-  for (const auto& path : {stale_shm, live_shm, foreign_shm}) {
+  // A dead pid's segment with no run directory of that pid in this droverd's temp dir: nothing
+  // ties it to a droverd this one can vouch for (it may be another test's, or another temp dir's
+  // droverd's), so it is left alone. This is also what keeps parallel droverds (ctest -j) from
+  // sweeping each other's fixtures: each only removes segments of the run dirs it removes.
+  const pid_t unrelated = dead_pid();
+  ASSERT_NE(unrelated, dead);
+  const std::string unrelated_shm = "/dev/shm/drover-" + std::to_string(unrelated) + "-" + hex;
+  for (const auto& path : {stale_shm, live_shm, foreign_shm, unrelated_shm}) {
     const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
     ::close(fd);
@@ -400,7 +407,7 @@ TEST_F(SecurityTest, StaleRunDirsAndSegmentsOfDeadDroverdsAreRemovedAtStart) {
     ~Cleanup() {
       for (const auto& path : paths) ::unlink(path.c_str());
     }
-  } cleanup{{stale_shm, live_shm, foreign_shm}};
+  } cleanup{{stale_shm, live_shm, foreign_shm, unrelated_shm}};
 
   {
     ScopedEnv env("TMPDIR", tmp);
@@ -410,6 +417,8 @@ TEST_F(SecurityTest, StaleRunDirsAndSegmentsOfDeadDroverdsAreRemovedAtStart) {
   EXPECT_FALSE(path_exists(stale_shm)) << "the dead droverd's segment is still there";
   EXPECT_TRUE(path_exists(live_dir)) << "a live droverd's run dir was removed";
   EXPECT_TRUE(path_exists(live_shm)) << "a live droverd's segment was removed";
+  EXPECT_TRUE(path_exists(unrelated_shm))
+      << "a segment whose pid has no stale run dir here was removed";
   EXPECT_TRUE(path_exists(tmp + "/target/keep")) << "the sweep followed a symlink";
   EXPECT_TRUE(path_exists(other_dir));
   if (me == 0) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -302,6 +303,19 @@ void WorkerRuntime::on_inject(const std::string& fault) {
     }
     return;
   }
+  if (fault == "exit_after_reply") {
+    // The next reply is published in the ring without waking droverd, then the worker exits
+    // while a helper holds the control socket open: droverd learns of the exit before any
+    // doorbell or end of stream, the order in which a reply published just before a crash used
+    // to be lost (it must drain the ring on the exit too).
+    if (!channel_ || channel_->closed()) {
+      log->warn("worker {}: fault 'exit_after_reply' needs the shm transport; ignored", opt_.worker_id);
+    } else {
+      log->warn("worker {}: injected exit_after_reply", opt_.worker_id);
+      exit_after_reply_ = true;
+    }
+    return;
+  }
   const auto it = faults.find(fault);
   if (it == faults.end()) {
     log->warn("worker {}: unknown fault '{}' ignored", opt_.worker_id, fault);
@@ -497,7 +511,7 @@ asio::awaitable<void> WorkerRuntime::serve_generate(std::uint64_t id, GenerateRe
         out, id,
         {std::move(outcome->text), std::move(outcome->finish_reason),
          {outcome->prompt_tokens, outcome->completion_tokens}});
-    send(out);
+    send_reply(out);
   }
   maybe_exit();
 }
@@ -510,7 +524,7 @@ void WorkerRuntime::on_batch_tokenize(std::uint64_t id,
   if (!out) return reply_error(id, out.error());
   std::string reply;
   proto::worker::encode_tokens_result(reply, id, *out);
-  send(reply);
+  send_reply(reply);
 }
 
 void WorkerRuntime::on_detokenize(std::uint64_t id, const proto::worker::DetokenizeRequest& r) {
@@ -520,7 +534,7 @@ void WorkerRuntime::on_detokenize(std::uint64_t id, const proto::worker::Detoken
   if (!out) return reply_error(id, out.error());
   std::string reply;
   proto::worker::encode_text_result(reply, id, *out);
-  send(reply);
+  send_reply(reply);
 }
 
 void WorkerRuntime::on_load_model(std::uint64_t id, const json& p) {
@@ -611,14 +625,35 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
 void WorkerRuntime::reply(std::uint64_t id, const json& result) {
   std::string out;
   proto::worker::encode_result(out, id, result);
-  send(out);
+  send_reply(out);
+}
+
+void WorkerRuntime::send_reply(const std::string& reply) {
+  send(reply);
+  if (exit_after_reply_) exit_unannounced();
+}
+
+void WorkerRuntime::exit_unannounced() {
+  channel_->publish_without_wakeup();
+  // The helper leaves the worker's process group (droverd kills the group when the worker
+  // exits) and keeps its copy of the socket until droverd closes its end, at most 30 s.
+  const int link = input_.native_handle();
+  if (::fork() == 0) {
+    ::setsid();
+    pollfd p{link, POLLRDHUP, 0};
+    for (int i = 0; i < 30 && ::poll(&p, 1, 1000) == 0; ++i) {
+    }
+    ::_exit(0);
+  }
+  component_logger("worker")->warn("worker {}: exiting after the reply (drill)", opt_.worker_id);
+  ::_exit(86);
 }
 
 void WorkerRuntime::reply_error(std::uint64_t id, const BackendError& e) {
   std::string out;
   proto::worker::encode_error(out, id, e.code, e.message,
                               e.data.is_null() ? std::string() : proto::dump(e.data));
-  send(out);
+  send_reply(out);
 }
 
 void WorkerRuntime::send_notification(std::string_view method, const json& params) {

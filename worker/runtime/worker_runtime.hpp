@@ -73,11 +73,15 @@ class WorkerRuntime {
   void on_inject(const std::string& fault);
   bool enact_fault();
   bool enact(Fault fault);
+  // The "exit_after_reply" drill, after the reply was sent: see on_inject.
+  [[noreturn]] void exit_unannounced();
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<void> serve_generate(std::uint64_t id, GenerateRequest req,
                                        std::shared_ptr<Backend> backend,
                                        std::shared_ptr<CancelFlag> cancel);
   void reply(std::uint64_t id, const json& result);
+  // Sends a reply (any kind); the exit_after_reply drill exits right after it.
+  void send_reply(const std::string& reply);
   void reply_error(std::uint64_t id, const BackendError& e);
   void send(const std::string& json_text);
   void send_notification(std::string_view method, const json& params);
@@ -117,6 +121,7 @@ class WorkerRuntime {
   std::shared_ptr<proto::shm::ShmChannel> channel_;
   bool ready_ = false;
   bool stopping_ = false;
+  bool exit_after_reply_ = false;  // the "exit_after_reply" drill is armed
   bool done_ = false;
   int exit_code_ = 0;
 };

@@ -10,8 +10,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -142,12 +144,137 @@ TEST(ShmChannelTest, ACorruptRecordStopsTheReceivingSide) {
 
 TEST(ShmChannelTest, ADeferredLineWithoutAMarkerIsRefusedPastTheBound) {
   Pair p(4096);
-  // 4096 / 16 lines could honestly be ahead of their markers; one more cannot.
+  // 4096 / 16 lines could honestly be ahead of their markers; one more cannot. Each is too large
+  // for the ring (a deferred line that fits is refused on its own, see below).
+  const std::string line = std::string(1, kDeferredPrefix) + message(0, 3000);
   for (int i = 0; i <= 256 && p.sup_failed.empty(); ++i) {
-    EXPECT_TRUE(p.sup->take_socket_line(std::string(1, kDeferredPrefix) + "{}"));
+    EXPECT_TRUE(p.sup->take_socket_line(line));
   }
   EXPECT_NE(p.sup_failed.find("without ring markers"), std::string::npos) << p.sup_failed;
   EXPECT_FALSE(p.wrk->take_socket_line("{\"jsonrpc\":\"2.0\"}")) << "a plain line is not the channel's";
+}
+
+TEST(ShmChannelTest, DeferredLinesAheadOfTheirMarkersAreBoundedInBytes) {
+  // Issue 15 item 3: the count bound alone (4096 / 16 = 256 lines here) would let a peer park
+  // 256 lines of up to workers.max_message_bytes each; the held bytes are bounded too.
+  Pair p(4096);
+  const std::string line = std::string(1, kDeferredPrefix) + message(0, 1 << 20);
+  const std::size_t fit = ShmChannel::kDefaultMaxHeldBytes / (line.size() - 1);
+  ASSERT_LT(fit, 256u) << "the test needs the byte bound to bite before the count bound";
+  for (std::size_t i = 0; i < fit; ++i) {
+    EXPECT_TRUE(p.sup->take_socket_line(line));
+    ASSERT_TRUE(p.sup_failed.empty()) << "refused at line " << i << " of " << fit << ": "
+                                      << p.sup_failed;
+  }
+  EXPECT_TRUE(p.sup->take_socket_line(line));
+  EXPECT_NE(p.sup_failed.find("bytes"), std::string::npos)
+      << "one line past the byte bound was held: " << p.sup_failed;
+  EXPECT_TRUE(p.sup->closed());
+}
+
+TEST(ShmChannelTest, ADeferredLineSmallEnoughForTheRingIsAProtocolViolation) {
+  // A sender defers only what cannot fit a ring record (payload > max_payload_bytes), so a
+  // short 0x1E line is a peer breaking the protocol, whether or not a marker waits for it.
+  Pair p(4096);
+  EXPECT_TRUE(p.sup->take_socket_line(std::string(1, kDeferredPrefix) + message(0, 100)));
+  EXPECT_NE(p.sup_failed.find("fits the ring"), std::string::npos) << p.sup_failed;
+  EXPECT_TRUE(p.sup->closed());
+
+  // Also at a marker: the ring waits for a deferred line, a short one arrives.
+  Pair q(4096);
+  q.late_socket = true;
+  q.wrk->send(message(1, 3000));  // deferred: a marker in the ring, the line held back
+  ASSERT_TRUE(q.run_until([&] { return !q.to_sup.empty(); }));
+  q.io.run_for(20ms);
+  EXPECT_TRUE(q.at_sup.empty());
+  EXPECT_TRUE(q.sup->take_socket_line(std::string(1, kDeferredPrefix) + message(1, 100)));
+  EXPECT_NE(q.sup_failed.find("fits the ring"), std::string::npos) << q.sup_failed;
+  EXPECT_TRUE(q.at_sup.empty()) << "the short line was delivered";
+}
+
+TEST(ShmChannelTest, AFloodOfRecordsLetsTheEventLoopRunBetweenDrainTurns) {
+  // Issue 15 item 2: a peer that publishes as fast as the channel drains must not keep the
+  // receiving thread inside one drain: heartbeat and stall watchdogs are timers on that thread.
+  // The flood is deterministic: every delivery publishes the next record at once, so the ring
+  // is never empty; the timer is armed from inside the first delivery, so it can fire only
+  // when the drain gives the event loop a turn. kFlood caps the flood so that a drain that
+  // never yields still ends (and the test fails instead of hanging).
+  constexpr std::size_t kFlood = 50'000;
+  asio::io_context io;
+  auto made = create_channel_resources(4096);
+  ASSERT_TRUE(made) << made.error().message();
+  // The test is the worker: a producer on the replies ring of a second mapping.
+  auto worker_side = adopt_channel_resources(dup_all(*made));
+  ASSERT_TRUE(worker_side) << worker_side.error().message();
+  RingProducer producer = worker_side->segment.producer(RingId::replies);
+  producer.set_notify_fd(worker_side->eventfds[static_cast<std::size_t>(PassedFd::replies_data) - 1].get());
+
+  std::size_t delivered = 0;
+  std::optional<std::size_t> timer_fired_after;
+  asio::steady_timer watchdog(io);
+  std::string failed;
+  const std::string record = message(7, 200);
+  auto channel = std::make_shared<ShmChannel>(
+      io, ShmChannel::Side::supervisor, std::move(*made),
+      ShmChannel::Hooks{[&](std::string_view) {
+                          if (++delivered == 1) {
+                            watchdog.expires_after(0ms);
+                            watchdog.async_wait([&](boost::system::error_code ec) {
+                              if (!ec) timer_fired_after = delivered;
+                            });
+                          }
+                          if (delivered < kFlood) {
+                            auto pushed = producer.try_push(RecordKind::message, record);
+                            EXPECT_TRUE(pushed && *pushed);
+                          }
+                        },
+                        [](std::string) {}, [&](const std::string& why) { failed = why; }});
+  channel->start();
+  // Two records, so the ring stays non-empty while each delivery pushes the next one.
+  ASSERT_TRUE(producer.try_push(RecordKind::message, record).value());
+  ASSERT_TRUE(producer.try_push(RecordKind::message, record).value());
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!timer_fired_after && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(5ms);
+    io.restart();
+  }
+  ASSERT_TRUE(timer_fired_after.has_value()) << "the watchdog timer never ran";
+  // A posted continuation may run once or twice before the reactor collects the expired timer.
+  EXPECT_LE(*timer_fired_after, 3 * ShmChannel::kDrainRecordsPerTurn + 1)
+      << "the event loop got no turn for " << *timer_fired_after << " deliveries";
+  EXPECT_TRUE(failed.empty()) << failed;
+  // The flood is still delivered in full, in later turns.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (delivered < kFlood + 1 && std::chrono::steady_clock::now() < until) {
+    io.run_for(5ms);
+    io.restart();
+  }
+  EXPECT_EQ(delivered, kFlood + 1);
+  channel->close();
+  io.run_for(50ms);
+}
+
+TEST(ShmChannelTest, DrainNowDeliversEverythingAStoppedPeerPublished) {
+  // droverd drains the ring when it learns the worker is gone (socket EOF or process exit)
+  // before failing the link; drain_now must not stop at the per-turn bound.
+  asio::io_context io;
+  auto made = create_channel_resources(1 << 16);
+  ASSERT_TRUE(made) << made.error().message();
+  auto worker_side = adopt_channel_resources(dup_all(*made));
+  ASSERT_TRUE(worker_side) << worker_side.error().message();
+  RingProducer producer = worker_side->segment.producer(RingId::replies);
+  std::size_t delivered = 0;
+  auto channel = std::make_shared<ShmChannel>(
+      io, ShmChannel::Side::supervisor, std::move(*made),
+      ShmChannel::Hooks{[&](std::string_view) { ++delivered; }, [](std::string) {},
+                        [](const std::string&) {}});
+  std::size_t pushed = 0;
+  while (producer.try_stage(RecordKind::message, "{}").value()) ++pushed;
+  producer.publish();
+  ASSERT_GT(pushed, ShmChannel::kDrainRecordsPerTurn) << "the test needs more than one turn's worth";
+  channel->drain_now();  // without start(): nothing but drain_now delivers
+  EXPECT_EQ(delivered, pushed);
+  channel->close();
 }
 
 TEST(ShmSegmentSealTest, ASealedSegmentCannotBeResizedAndAnUnsealedOneIsRefused) {

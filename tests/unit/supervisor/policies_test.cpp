@@ -93,5 +93,63 @@ TEST(RetryPolicy, BudgetIsAFractionOfActiveRequestsWithAFloor) {
   EXPECT_FALSE(p.budget_allows(20, 100));
 }
 
+// Issue 15 item 14: under chaos (a worker SIGKILLed every second) the work a dead worker held
+// was refused by the retry budget. Failover of a dead worker's work is outside the budget; the
+// budget still limits retries of work that timed out or got a broken answer.
+using Cause = RetryPolicy::Cause;
+using Verdict = RetryPolicy::Decision::Verdict;
+
+RetryPolicy::Attempt attempt(Cause cause, std::size_t retries_active, std::size_t requests_active) {
+  return {.cause = cause,
+          .attempts_made = 1,
+          .blamed_losses = 0,
+          .counted = false,
+          .retries_active = retries_active,
+          .requests_active = requests_active};
+}
+
+TEST(RetryPolicy, FailoverOfADeadWorkersWorkIsOutsideTheBudget) {
+  RetryPolicy p(retry());
+  // Budget spent: 20% of 100 in progress are already retrying.
+  const auto d = p.decide(attempt(Cause::failover, 20, 100), 0.9);
+  EXPECT_EQ(d.verdict, Verdict::redispatch);
+  EXPECT_EQ(d.delay, Millis(0)) << "failover waits for nothing";
+  EXPECT_FALSE(d.count_against_budget) << "failover must not use up the budget for retries";
+  // A budget of zero (and no floor) does not stop failover either.
+  auto cfg = retry();
+  cfg.budget_percent = 0;
+  cfg.min_retry_concurrency = 0;
+  EXPECT_EQ(RetryPolicy(cfg).decide(attempt(Cause::failover, 0, 1), 0.5).verdict, Verdict::redispatch);
+}
+
+TEST(RetryPolicy, TheBudgetStillLimitsRetriesOfTimeoutsAndBrokenAnswers) {
+  RetryPolicy p(retry());
+  EXPECT_EQ(p.decide(attempt(Cause::retry, 20, 100), 0.5).verdict, Verdict::budget_exhausted);
+  const auto d = p.decide(attempt(Cause::retry, 19, 100), 0.5);
+  EXPECT_EQ(d.verdict, Verdict::redispatch);
+  EXPECT_TRUE(d.count_against_budget);
+  EXPECT_EQ(d.delay, p.backoff(1, 0.5));
+  // A call already counted (an earlier retry) is not counted or refused again.
+  auto again = attempt(Cause::retry, 20, 100);
+  again.attempts_made = 2;
+  again.counted = true;
+  const auto d2 = p.decide(again, 0.5);
+  EXPECT_EQ(d2.verdict, Verdict::redispatch);
+  EXPECT_FALSE(d2.count_against_budget);
+  EXPECT_EQ(d2.delay, p.backoff(2, 0.5));
+}
+
+TEST(RetryPolicy, FailoverIsStillBoundedByMaxAttemptsAndPoison) {
+  RetryPolicy p(retry());  // max_attempts 3, poison_threshold 2 (the default)
+  auto a = attempt(Cause::failover, 0, 10);
+  a.attempts_made = 3;
+  EXPECT_EQ(p.decide(a, 0.5).verdict, Verdict::attempts_exhausted);
+  a.attempts_made = 2;
+  a.blamed_losses = 2;  // two workers crashed through their own fault while running it
+  EXPECT_EQ(p.decide(a, 0.5).verdict, Verdict::poison);
+  a.blamed_losses = 1;
+  EXPECT_EQ(p.decide(a, 0.5).verdict, Verdict::redispatch);
+}
+
 }  // namespace
 }  // namespace drover::supervisor
