@@ -357,7 +357,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   // The batch limit: a batch longer than the limit is refused by its length (even one whose
-  // members are not JSON: they are not read); anything else parses as without a limit.
+  // members are not JSON: they are not read); anything else parses as without a limit. (A
+  // skipped text may be a long batch nlohmann reads and parse_message refuses: a leading BOM.)
   constexpr std::size_t kLimit = 2;
   const proto::ParsedMessage limited = proto::parse_message(text, kLimit);
   if (limited.refused_batch_length > 0) {
@@ -366,7 +367,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(!accepted || (value.is_array() && value.size() == limited.refused_batch_length));
   } else {
     FUZZ_CHECK(limited.batch == msg.batch && limited.entries.size() == msg.entries.size());
-    FUZZ_CHECK(!accepted || !value.is_array() || value.size() <= kLimit);
+    FUZZ_CHECK(skip || !accepted || !value.is_array() || value.size() <= kLimit);
   }
   if (skip || !accepted) return 0;
 

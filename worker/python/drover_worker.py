@@ -84,7 +84,7 @@ __all__ = [
     "main",
 ]
 
-# --- protocol constants (proto/worker_messages.hpp, common/error_codes.hpp) -----------------------
+# --- protocol constants (proto/worker_codec.hpp, common/error_codes.hpp) -----------------------
 
 PROTOCOL_VERSION: Final = 1
 ENV_WORKER_ID: Final = "DROVER_WORKER_ID"
