@@ -41,10 +41,9 @@ class ParamReader {
       return;
     }
     for (auto field : obj) {
-      od::field f;
       std::string_view key;
       od::value value;
-      if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false)) {
+      if (next_field(field, key, value)) {
         early_ = "params are not JSON";
         return;
       }
@@ -261,10 +260,9 @@ ParamsResult<CancelParams> parse_cancel_params(std::string_view params) {
     od::object obj;
     if (!scanner.iterate(params).get(doc) && !doc.get_object().get(obj)) {
       for (auto field : obj) {
-        od::field f;
         std::string_view key;
         od::value value;
-        if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false) || key != "id") {
+        if (next_field(field, key, value) || key != "id") {
           continue;
         }
         od::json_type type;
@@ -302,15 +300,9 @@ std::string to_string(Priority p) {
 
 void encode_generate_result(std::string& out, const worker::GenerateResult& r, int worker_slot,
                             std::string_view cache, const GenerateTiming& timing) {
-  out += R"({"text":)";
-  append_string(out, r.text);
-  out += R"(,"finish_reason":)";
-  append_string(out, r.finish_reason);
-  out += R"(,"usage":{"prompt_tokens":)";
-  append_int(out, r.usage.prompt_tokens);
-  out += R"(,"completion_tokens":)";
-  append_int(out, r.usage.completion_tokens);
-  out += R"(},"worker":)";
+  out += '{';
+  worker::append_generate_fields(out, r);
+  out += R"(,"worker":)";
   if (worker_slot >= 0) {
     append_int(out, worker_slot);
   } else {

@@ -168,12 +168,9 @@ simdjson::error_code skip_any(V& v, std::size_t depth) {
       od::object obj;
       if (auto e = v.get_object().get(obj)) return e;
       for (auto field : obj) {
-        od::field f;
-        if (auto e = std::move(field).get(f)) return e;
         std::string_view key;
-        if (auto e = f.unescaped_key().get(key)) return e;
         od::value value;
-        value = f.value();
+        if (auto e = next_field(field, key, value)) return e;
         if (auto e = skip_value(value, depth + 1)) return e;
       }
       return simdjson::SUCCESS;

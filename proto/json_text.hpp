@@ -77,6 +77,16 @@ inline std::string_view token_of(od::document& d) {
   return t;
 }
 
+// Unpacks one member of an object being iterated: its key (unescaped) and its value.
+inline simdjson::error_code next_field(simdjson::simdjson_result<od::field> member,
+                                       std::string_view& key, od::value& value) {
+  od::field f;
+  if (auto e = std::move(member).get(f)) return e;
+  if (auto e = f.unescaped_key().get(key)) return e;
+  value = f.value();
+  return simdjson::SUCCESS;
+}
+
 // Whether a document has been consumed up to its end (nothing follows the root value).
 inline bool at_end(od::document& d) {
   const char* where = nullptr;

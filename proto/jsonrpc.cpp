@@ -58,12 +58,9 @@ simdjson::error_code read_envelope(V& v, Envelope& env, od::document& doc, std::
   od::object obj;
   if (auto e = v.get_object().get(obj)) return e;
   for (auto field : obj) {
-    od::field f;
-    if (auto e = std::move(field).get(f)) return e;
     std::string_view key;
-    if (auto e = f.unescaped_key().get(key)) return e;
     od::value value;
-    value = f.value();
+    if (auto e = next_field(field, key, value)) return e;
     od::json_type vt;
     if (auto e = value.type().get(vt)) return e;
     // A repeated key: the last one counts, as in nlohmann's parser and most others.

@@ -59,10 +59,9 @@ std::string walk_object(std::string_view text, std::string_view what, OnField&& 
   if (doc.get_object().get(obj)) return fmt::format("{} is not an object", what);
   std::string problem;
   for (auto field : obj) {
-    od::field f;
     std::string_view key;
     od::value value;
-    if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false)) {
+    if (next_field(field, key, value)) {
       return fmt::format("{} is not JSON", what);
     }
     std::string p = on_field(key, value);
@@ -287,9 +286,8 @@ Decoded<std::string> read_inject(std::string_view params) {
 
 // --- worker -> supervisor --------------------------------------------------------------------
 
-void encode_generate_result(std::string& out, std::uint64_t id, const GenerateResult& r) {
-  open_reply(out, id);
-  out += R"({"text":)";
+void append_generate_fields(std::string& out, const GenerateResult& r) {
+  out += R"("text":)";
   append_string(out, r.text);
   out += R"(,"finish_reason":)";
   append_string(out, r.finish_reason);
@@ -297,7 +295,14 @@ void encode_generate_result(std::string& out, std::uint64_t id, const GenerateRe
   append_int(out, r.usage.prompt_tokens);
   out += R"(,"completion_tokens":)";
   append_int(out, r.usage.completion_tokens);
-  out += "}}}";
+  out += '}';
+}
+
+void encode_generate_result(std::string& out, std::uint64_t id, const GenerateResult& r) {
+  open_reply(out, id);
+  out += '{';
+  append_generate_fields(out, r);
+  out += "}}";
 }
 
 void encode_tokens_result(std::string& out, std::uint64_t id,
@@ -331,17 +336,9 @@ void encode_result(std::string& out, std::uint64_t id, const json& result) {
 
 void encode_error(std::string& out, std::uint64_t id, RpcError code, std::string_view message,
                   std::string_view data) {
-  out += R"({"jsonrpc":"2.0","id":)";
-  append_uint(out, id);
-  out += R"(,"error":{"code":)";
-  append_int(out, code_of(code));
-  out += R"(,"message":)";
-  append_string(out, message.empty() ? default_message(code) : message);
-  if (!data.empty()) {
-    out += R"(,"data":)";
-    out += data;
-  }
-  out += "}}";
+  std::string id_text;
+  append_uint(id_text, id);
+  out += make_error(id_text, code, message, data);
 }
 
 void encode_chunk(std::string& out, std::uint64_t id, std::uint64_t index, std::string_view text) {
@@ -402,10 +399,9 @@ Decoded<GenerateResult> read_generate_result(std::string_view result) {
     od::object usage;
     if (v.get_object().get(usage)) return std::string("usage must be an object");
     for (auto field : usage) {
-      od::field f;
       std::string_view k;
       od::value u;
-      if (std::move(field).get(f) || f.unescaped_key().get(k) || (u = f.value(), false)) {
+      if (next_field(field, k, u)) {
         return std::string("generate result is not JSON");
       }
       std::string p = k == "prompt_tokens"       ? read_int(u, r.usage.prompt_tokens, "usage.prompt_tokens")
@@ -556,10 +552,9 @@ Decoded<Message> classify(V& v, od::document& doc, std::string_view buffer, std:
   Message m;
   Message::Error err;
   for (auto field : obj) {
-    od::field f;
     std::string_view key;
     od::value value;
-    if (std::move(field).get(f) || f.unescaped_key().get(key) || (value = f.value(), false)) {
+    if (next_field(field, key, value)) {
       return fail<Message>("not JSON");
     }
     std::string_view token;
@@ -606,11 +601,10 @@ Decoded<Message> classify(V& v, od::document& doc, std::string_view buffer, std:
       }
       bool code = false, message_ok = true;
       for (auto ef : eo) {
-        od::field e;
         std::string_view ek;
         od::value ev;
         std::string_view et;
-        if (std::move(ef).get(e) || e.unescaped_key().get(ek) || (ev = e.value(), false) ||
+        if (next_field(ef, ek, ev) ||
             !(et = token_of(ev)).data()) {
           return fail<Message>("not JSON");
         }

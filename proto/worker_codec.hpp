@@ -129,6 +129,9 @@ struct Heartbeat {
 };
 
 void encode_generate_result(std::string& out, std::uint64_t id, const GenerateResult& r);
+// The members `"text":..,"finish_reason":..,"usage":{..}` (no braces), shared with the
+// client's generate result (proto/client_params.hpp), which adds its own after them.
+void append_generate_fields(std::string& out, const GenerateResult& r);
 void encode_tokens_result(std::string& out, std::uint64_t id,
                           const std::vector<std::vector<std::int64_t>>& tokens);
 void encode_text_result(std::string& out, std::uint64_t id, std::string_view text);
