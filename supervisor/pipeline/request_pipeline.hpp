@@ -24,6 +24,9 @@
 //
 // Owned by the RequestHandler; reads the live Config on every request, so a reload applies
 // to the next request. Supervisor thread only.
+//
+// Time: the prompt cache's ttl and the deduplication's remembered-result ttl are judged by the
+// Clock given at construction.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -32,6 +35,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/clock.hpp"
 #include "common/config.hpp"
 #include "common/metrics.hpp"
 #include "supervisor/pool/call.hpp"
@@ -64,7 +68,9 @@ struct PipelineStats {
 
 class RequestPipeline {
  public:
-  RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool);
+  // `config`, `pool` and `clock` must outlive the pipeline.
+  RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool,
+                  const Clock& clock = real_clock());
   ~RequestPipeline();
   RequestPipeline(const RequestPipeline&) = delete;
   RequestPipeline& operator=(const RequestPipeline&) = delete;
@@ -105,6 +111,7 @@ class RequestPipeline {
   asio::io_context& io_;
   const Config& config_;
   WorkerPool& pool_;
+  const Clock& clock_;
   FeatureFlags flags_;
   PromptCache cache_;
   InFlightTable table_;

@@ -4,6 +4,15 @@
 // dead worker held (RetryPolicy, poison detection), recycle and drain; hold streams beyond the
 // stream concurrency limit (StreamLimiter) until a place frees. Owns every WorkerLink.
 // Runs on the supervisor's io_context thread only; no locks.
+//
+// Time: every decision by time (poison expiry, crash-loop window and restart backoff, breaker
+// state when routing, retry_after_ms, stream limiter samples, idle model unload) reads the
+// Clock given at construction, which the pool also hands to every WorkerLink it makes, so a
+// link's timestamps and the pool's comparisons share one clock. Timers (respawn, retry backoff,
+// breaker pump) stay real asio timers. One exception: the queue's priority aging compares the
+// pool's now with Call::accepted_at, which the frontend stamps with std::chrono::steady_clock;
+// under a fake clock that aging means nothing (PriorityQueue is tested on its own, time passed
+// in).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -18,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/config.hpp"
 #include "supervisor/pool/batcher.hpp"
 #include "supervisor/pool/call.hpp"
@@ -84,8 +94,10 @@ struct StreamCounts {
 
 class WorkerPool final : public LinkObserver {
  public:
+  // Spawns nothing until start(). `clock` must outlive the pool and its links.
   WorkerPool(asio::io_context& io, const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
-             const RetryConfig& retry, std::string run_dir, RoutingStrategy strategy);
+             const RetryConfig& retry, std::string run_dir, RoutingStrategy strategy,
+             const Clock& clock = real_clock());
   ~WorkerPool() override;
 
   void start();
@@ -199,6 +211,7 @@ class WorkerPool final : public LinkObserver {
   std::uint64_t fingerprint(const Call& call) const;
 
   asio::io_context& io_;
+  const Clock& clock_;
   WorkersConfig config_;
   CircuitBreakerConfig breaker_config_;
   RetryPolicy retry_;
