@@ -15,7 +15,7 @@ bool complete_result(const proto::worker::GenerateResult& r) {
 
 }  // namespace
 
-RequestPipeline::RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool,
+RequestPipeline::RequestPipeline(asio::io_context& io, const Config& config, Pool& pool,
                                  const Clock& clock)
     : io_(io), config_(config), pool_(pool), clock_(clock), cache_(cache_limits()) {}
 

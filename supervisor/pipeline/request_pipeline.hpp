@@ -26,7 +26,8 @@
 // to the next request. Supervisor thread only.
 //
 // Time: the prompt cache's ttl and the deduplication's remembered-result ttl are judged by the
-// Clock given at construction.
+// Clock given at construction; the pool is reached through the Pool interface (WorkerPool in
+// droverd). Unit tests give a fake clock and a pool that answers calls by hand.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -35,6 +36,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/async_util.hpp"
 #include "common/clock.hpp"
 #include "common/config.hpp"
 #include "common/metrics.hpp"
@@ -42,7 +44,7 @@
 #include "supervisor/pipeline/feature_flags.hpp"
 #include "supervisor/pipeline/in_flight_table.hpp"
 #include "supervisor/pipeline/prompt_cache.hpp"
-#include "supervisor/pool/worker_pool.hpp"
+#include "supervisor/pool/pool.hpp"
 
 namespace drover::supervisor {
 
@@ -69,7 +71,7 @@ struct PipelineStats {
 class RequestPipeline {
  public:
   // `config`, `pool` and `clock` must outlive the pipeline.
-  RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool,
+  RequestPipeline(asio::io_context& io, const Config& config, Pool& pool,
                   const Clock& clock = real_clock());
   ~RequestPipeline();
   RequestPipeline(const RequestPipeline&) = delete;
@@ -110,7 +112,7 @@ class RequestPipeline {
 
   asio::io_context& io_;
   const Config& config_;
-  WorkerPool& pool_;
+  Pool& pool_;
   const Clock& clock_;
   FeatureFlags flags_;
   PromptCache cache_;

@@ -31,6 +31,7 @@
 #include "common/config.hpp"
 #include "supervisor/pool/batcher.hpp"
 #include "supervisor/pool/call.hpp"
+#include "supervisor/pool/pool.hpp"
 #include "supervisor/pool/stream_limiter.hpp"
 #include "supervisor/pool/priority_queue.hpp"
 #include "supervisor/pool/restart_policy.hpp"
@@ -92,7 +93,7 @@ struct StreamCounts {
   bool adaptive = true;
 };
 
-class WorkerPool final : public LinkObserver {
+class WorkerPool final : public Pool, public LinkObserver {
  public:
   // Spawns nothing until start(). `clock` must outlive the pool and its links.
   WorkerPool(asio::io_context& io, const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
@@ -101,13 +102,10 @@ class WorkerPool final : public LinkObserver {
   ~WorkerPool() override;
 
   void start();
-  // Queues a call for the next suitable worker. REQUIRES: call->state() == queued.
-  void submit(std::shared_ptr<Call> call);
-  // Cancels a call wherever it is: removed from the queue (finished as cancelled unless it
-  // already ended), or a cancel sent to the worker holding it (which then answers it).
-  void cancel(const std::shared_ptr<Call>& call);
-  // A call's deadline passed while a worker held it: counts against that worker's breaker.
-  void on_timeout(const std::shared_ptr<Call>& call);
+  // Pool (supervisor/pool/pool.hpp): submit, cancel, on_timeout.
+  void submit(std::shared_ptr<Call> call) override;
+  void cancel(const std::shared_ptr<Call>& call) override;
+  void on_timeout(const std::shared_ptr<Call>& call) override;
 
   // Admin operations; each returns an error text, empty on success.
   std::string kill(int id, int sig);
