@@ -210,14 +210,14 @@ void Supervisor::shutdown() {
 }
 
 void Supervisor::drain_then_stop() {
-  const auto deadline = Clock::now() + config_.workers.drain_timeout;
+  const auto deadline = std::chrono::steady_clock::now() + config_.workers.drain_timeout;
   // Poll the outstanding count at a coarse interval: shutdown is rare and this keeps the
   // request path free of shutdown hooks.
   auto check = std::make_shared<std::function<void()>>();
   // The function refers to itself weakly (a strong self-reference would never be freed); the
   // pending timer's handler is what keeps it alive between polls.
   *check = [this, deadline, weak = std::weak_ptr<std::function<void()>>(check)] {
-    if (admission_.outstanding() == 0 || Clock::now() >= deadline) {
+    if (admission_.outstanding() == 0 || std::chrono::steady_clock::now() >= deadline) {
       if (admission_.outstanding() > 0) {
         log_->warn("drain timeout: {} requests still in flight are answered -32009",
                    admission_.outstanding());

@@ -180,7 +180,7 @@ json AdminMethods::health() const {
           {"workers_total", c.total},
           {"workers_parked", c.parked},
           {"spares_ready", c.spares_ready},
-          {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
+          {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
           {"version", kVersion}};
 }
 
@@ -224,7 +224,7 @@ json AdminMethods::telemetry() const {
                        {"coalesced_chunks_total", flow.merged_chunks},
                        {"slow_consumer_cancels_total", flow.refused}}},
           {"pipeline", pipeline_.telemetry()},
-          {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
+          {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()}};
 }
 
 namespace {

@@ -35,7 +35,7 @@ class AdminMethods {
   AdminControl& control_;
   RequestPipeline& pipeline_;
   const StreamFlow::Counters& stream_totals_;
-  Clock::time_point started_ = Clock::now();
+  Clock::time_point started_ = std::chrono::steady_clock::now();
   std::shared_ptr<spdlog::logger> log_;
 };
 

@@ -60,7 +60,7 @@ asio::awaitable<void> ClientSession::watchdog() {
     timer.expires_after(std::max(shortest / 4, Millis(5)));
     auto [ec] = co_await timer.async_wait(use_nothrow);
     if (ec || closed_) co_return;
-    const auto now = Clock::now();
+    const auto now = std::chrono::steady_clock::now();
     if (reading_ && partial_since_ && limits_.partial_message_timeout.count() > 0 &&
         now - *partial_since_ >= limits_.partial_message_timeout) {
       component_logger("frontend")->warn("session {}: message not completed within {} ms; closing",
@@ -111,7 +111,7 @@ asio::awaitable<void> ClientSession::read_loop() {
       }
       co_return;
     }
-    last_input_ = Clock::now();
+    last_input_ = std::chrono::steady_clock::now();
     decoder_.feed(std::string_view(buf.data(), n));
     bool completed = false;
     while (reading_ && !closed_) {
@@ -177,7 +177,7 @@ bool ClientSession::write_chunk(const StreamChunk& chunk) {
       percent >= 100 ||
       (percent > 0 && in_rollout("stream_coalescing", chunk.client_id, percent));
   const auto verdict = flow_.on_chunk(chunk.stream, chunk.client_id, chunk.text, coalescible,
-                                      writer_.queued_bytes(), Clock::now(), frames_);
+                                      writer_.queued_bytes(), std::chrono::steady_clock::now(), frames_);
   write_frames();
   arm_flow_timer();
   // Refused: the worker link fails the call with -32010, cancels it and logs it.
@@ -190,7 +190,7 @@ void ClientSession::write_frames() {
 }
 
 void ClientSession::flow_tick() {
-  flow_.on_tick(writer_.queued_bytes(), Clock::now(), frames_);
+  flow_.on_tick(writer_.queued_bytes(), std::chrono::steady_clock::now(), frames_);
   write_frames();
   arm_flow_timer();
 }

@@ -100,7 +100,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::uint64_t id_;
   proto::FrameDecoder decoder_;
   Limits limits_;
-  Clock::time_point last_input_ = Clock::now();
+  Clock::time_point last_input_ = std::chrono::steady_clock::now();
   std::optional<Clock::time_point> partial_since_;  // a message is half received since
   WriteQueue<Socket> writer_;
   StreamFlow flow_;

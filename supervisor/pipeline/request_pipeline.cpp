@@ -15,8 +15,9 @@ bool complete_result(const proto::worker::GenerateResult& r) {
 
 }  // namespace
 
-RequestPipeline::RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool)
-    : io_(io), config_(config), pool_(pool), cache_(cache_limits()) {}
+RequestPipeline::RequestPipeline(asio::io_context& io, const Config& config, Pool& pool,
+                                 const Clock& clock)
+    : io_(io), config_(config), pool_(pool), clock_(clock), cache_(cache_limits()) {}
 
 RequestPipeline::~RequestPipeline() {
   // Runs still in the pool must not call back into a pipeline that is gone: dropping them
@@ -46,7 +47,7 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
   }
   const std::string& key = *req.key;
   const bool stream = call->streaming();
-  const auto now = Clock::now();
+  const auto now = clock_.now();
 
   // 1. Prompt cache.
   const bool use_cache = req.cache == proto::CacheMode::use &&
@@ -109,7 +110,7 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
           const proto::worker::GenerateResult* result, int slot) {
         table_.remove_running(key, stream, raw);
         if (result && complete_result(*result)) {
-          const auto t = Clock::now();
+          const auto t = clock_.now();
           if (use_cache) {
             // A stream whose replay buffer overflowed is stored without its chunks (a hit then
             // streams the text as one chunk).

@@ -24,6 +24,10 @@
 //
 // Owned by the RequestHandler; reads the live Config on every request, so a reload applies
 // to the next request. Supervisor thread only.
+//
+// Time: the prompt cache's ttl and the deduplication's remembered-result ttl are judged by the
+// Clock given at construction; the pool is reached through the Pool interface (WorkerPool in
+// droverd). Unit tests give a fake clock and a pool that answers calls by hand.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -32,13 +36,15 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/async_util.hpp"
+#include "common/clock.hpp"
 #include "common/config.hpp"
 #include "common/metrics.hpp"
 #include "supervisor/pool/call.hpp"
 #include "supervisor/pipeline/feature_flags.hpp"
 #include "supervisor/pipeline/in_flight_table.hpp"
 #include "supervisor/pipeline/prompt_cache.hpp"
-#include "supervisor/pool/worker_pool.hpp"
+#include "supervisor/pool/pool.hpp"
 
 namespace drover::supervisor {
 
@@ -64,7 +70,9 @@ struct PipelineStats {
 
 class RequestPipeline {
  public:
-  RequestPipeline(asio::io_context& io, const Config& config, WorkerPool& pool);
+  // `config`, `pool` and `clock` must outlive the pipeline.
+  RequestPipeline(asio::io_context& io, const Config& config, Pool& pool,
+                  const Clock& clock = real_clock());
   ~RequestPipeline();
   RequestPipeline(const RequestPipeline&) = delete;
   RequestPipeline& operator=(const RequestPipeline&) = delete;
@@ -104,7 +112,8 @@ class RequestPipeline {
 
   asio::io_context& io_;
   const Config& config_;
-  WorkerPool& pool_;
+  Pool& pool_;
+  const Clock& clock_;
   FeatureFlags flags_;
   PromptCache cache_;
   InFlightTable table_;

@@ -50,7 +50,7 @@ void Call::mark_dispatched(const Assignment& a) {
   assignment_ = a;
   tried_slots_.push_back(a.slot);
   if (!dispatched_at_) {
-    dispatched_at_ = Clock::now();
+    dispatched_at_ = std::chrono::steady_clock::now();
     if (auto relay = relay_.lock()) relay->on_dispatched();
   }
 }
@@ -59,7 +59,7 @@ Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t wor
   if (done()) return ChunkResult::skipped;
   // Unary calls and notifications show nothing until the end, so they stay retryable.
   if (!stream_ || notification_) {
-    if (!first_output_at_) first_output_at_ = Clock::now();
+    if (!first_output_at_) first_output_at_ = std::chrono::steady_clock::now();
     return ChunkResult::skipped;
   }
   if (worker_index < chunks_sent_) {
@@ -67,7 +67,7 @@ Call::ChunkResult Call::deliver_chunk(const std::string& text, std::uint64_t wor
     return sent_chunks_[worker_index] == text ? ChunkResult::skipped : ChunkResult::diverged;
   }
   if (worker_index != chunks_sent_) return ChunkResult::diverged;  // a gap in the stream
-  if (!first_output_at_) first_output_at_ = Clock::now();
+  if (!first_output_at_) first_output_at_ = std::chrono::steady_clock::now();
   const std::uint64_t index = chunks_sent_++;
   sent_chunks_.push_back(text);
   if (auto relay = relay_.lock()) relay->on_chunk(text, index);
@@ -86,7 +86,7 @@ std::string StreamChunk::notification() const {
 
 void Call::finish_generate(const proto::worker::GenerateResult& result, int worker_slot) {
   if (done()) return;
-  const auto now = Clock::now();
+  const auto now = std::chrono::steady_clock::now();
   if (!first_output_at_) first_output_at_ = now;
   if (auto relay = relay_.lock()) relay->on_result(result, worker_slot);
   outcome_.cancelled = result.finish_reason == "cancelled";
@@ -105,7 +105,7 @@ void Call::finish_generate(const proto::worker::GenerateResult& result, int work
 
 void Call::finish_tokens(const std::vector<std::int64_t>& tokens) {
   if (done()) return;
-  if (!first_output_at_) first_output_at_ = Clock::now();
+  if (!first_output_at_) first_output_at_ = std::chrono::steady_clock::now();
   std::string result;
   proto::encode_tokens_result(result, tokens);
   finish_result_text(result);
@@ -113,7 +113,7 @@ void Call::finish_tokens(const std::vector<std::int64_t>& tokens) {
 
 void Call::finish_text(std::string_view text) {
   if (done()) return;
-  if (!first_output_at_) first_output_at_ = Clock::now();
+  if (!first_output_at_) first_output_at_ = std::chrono::steady_clock::now();
   std::string result;
   proto::encode_text_result(result, text);
   finish_result_text(result);
@@ -153,7 +153,7 @@ void Call::finish_error_text(RpcError code, std::string_view message, std::strin
 
 void Call::complete(std::string&& reply) {
   state_ = State::done;
-  outcome_.total = Clock::now() - accepted_at_;
+  outcome_.total = std::chrono::steady_clock::now() - accepted_at_;
   if (first_output_at_) outcome_.ttft = *first_output_at_ - accepted_at_;
   deadline_.cancel();
   relay_.reset();

@@ -6,8 +6,12 @@
 // Exactly-once: every Call ends in exactly one of finish_result / finish_error (or is dropped
 // silently for a notification); later attempts to finish are ignored, so a late worker reply
 // after a timeout or cancel cannot produce a second answer.
+//
+// Time: a Call stamps when it was accepted, dispatched, first answered and finished with
+// std::chrono::steady_clock itself (the reply's `timing` and the latency metrics); those are
+// observations, not decisions, so they do not go through a Clock (common/clock.hpp). The
+// components that decide by time (pool, links, pipeline) read their own Clock.
 #pragma once
-
 
 #include <chrono>
 #include <cstdint>
@@ -17,6 +21,7 @@
 #include <string>
 #include <variant>
 
+#include "common/clock.hpp"
 #include "common/error_codes.hpp"
 #include "proto/client_params.hpp"
 #include "proto/jsonrpc.hpp"
@@ -26,7 +31,6 @@
 namespace drover::supervisor {
 
 using json = proto::json;
-using Clock = std::chrono::steady_clock;
 
 enum class CallKind { generate, tokenize, detokenize };
 
@@ -135,7 +139,7 @@ class Call : public std::enable_shared_from_this<Call> {
   void set_cache_status(std::string_view status) { cache_status_ = status; }
   // A call answered from a shared execution: when that execution reached a worker.
   void note_dispatched() {
-    if (!dispatched_at_) dispatched_at_ = Clock::now();
+    if (!dispatched_at_) dispatched_at_ = std::chrono::steady_clock::now();
   }
   // The client's priority (generate, tokenize); the pool queue orders by it.
   proto::Priority priority() const { return priority_; }
@@ -217,7 +221,7 @@ class Call : public std::enable_shared_from_this<Call> {
   int blamed_losses_ = 0;
   std::vector<int> tried_slots_;
   bool retrying_ = false;
-  Clock::time_point accepted_at_ = Clock::now();
+  Clock::time_point accepted_at_ = std::chrono::steady_clock::now();
   std::optional<Clock::time_point> dispatched_at_;
   std::optional<Clock::time_point> first_output_at_;
   Deadline deadline_;

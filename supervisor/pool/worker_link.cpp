@@ -38,10 +38,12 @@ std::string to_string(WorkerLink::State s) {
   return "dead";
 }
 
-WorkerLink::WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObserver& observer)
+WorkerLink::WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObserver& observer,
+                       const Clock& clock)
     : io_(io),
       opt_(std::move(options)),
       observer_(observer),
+      clock_(clock),
       acceptor_(io),
       socket_(io),
       writer_(socket_),
@@ -122,7 +124,7 @@ void WorkerLink::arm_liveness_check() {
 
 void WorkerLink::check_liveness() {
   if (state_ == State::starting || socket_closed_) return;
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   const auto last_beat = report_.last_heartbeat.value_or(*ready_at_);
   if (now - last_beat > opt_.heartbeat_timeout) {
     return fail(fmt::format("no heartbeat for {} ms (heartbeat_timeout_ms={})",
@@ -365,7 +367,7 @@ void WorkerLink::dispatch_message(proto::worker::Message& m) {
 
 bool WorkerLink::within_notification_rate() {
   if (opt_.max_notifications_per_s <= 0) return true;
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   if (now - notification_window_ >= std::chrono::seconds(1)) {
     notification_window_ = now;
     notifications_in_window_ = 0;
@@ -416,7 +418,7 @@ json error_tree(const proto::worker::Message::Error& e) {
 }  // namespace
 
 void WorkerLink::handle_reply(proto::worker::Message& m) {
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   if (state_ == State::starting) {
     if (m.id != init_request_id_ || init_request_id_ == 0) {
       return fail("protocol error: reply before init completed", true);
@@ -544,7 +546,7 @@ void WorkerLink::handle_chunk(std::string_view params) {
                             chunk->id),
                 true);
   }
-  last_progress_ = Clock::now();
+  last_progress_ = clock_.now();
   switch (call.deliver_chunk(chunk->text, chunk->index)) {
     case Call::ChunkResult::delivered:
     case Call::ChunkResult::skipped:
@@ -570,7 +572,7 @@ void WorkerLink::handle_heartbeat(std::string_view params) {
   if (params.empty() || params.front() != '{') return;
   auto beat = proto::worker::read_heartbeat(params);
   if (!beat) return fail("garbage from worker: " + beat.error(), !operator_caused_);
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   report_.inflight = beat->inflight;
   report_.queue_depth = beat->queue_depth;
   report_.rss_bytes = beat->rss_bytes;
@@ -591,7 +593,7 @@ bool WorkerLink::can_take(std::size_t max_inflight, Clock::time_point now) {
 
 void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   const std::uint64_t id = next_request_id_++;
-  if (inflight_.empty()) last_progress_ = Clock::now();
+  if (inflight_.empty()) last_progress_ = clock_.now();
   breaker_.on_dispatch();
   call->mark_dispatched({opt_.slot, opt_.generation, id});
   count_model_use(*call, +1);
@@ -681,7 +683,7 @@ void WorkerLink::flush(Batcher::FlushCause cause) {
     merged_texts += 1 + h.merged.size();
     proto::worker::encode_batch_tokenize(batch, id, h.call->model(), texts);
   }
-  flushes_.emplace(flush_id, FlushRecord{Clock::now(), messages});
+  flushes_.emplace(flush_id, FlushRecord{clock_.now(), messages});
   if (messages == 1) {
     send(batch.substr(1));
   } else {
@@ -703,7 +705,7 @@ void WorkerLink::count_model_use(const Call& call, int delta) {
   if (call.model().empty()) return;
   const auto it = on_demand_.find(call.model());
   if (it == on_demand_.end()) return;
-  it->second.last_used = Clock::now();
+  it->second.last_used = clock_.now();
   if (delta > 0) {
     ++it->second.inflight;
   } else if (it->second.inflight > 0) {  // a request sent before the model counted as on demand
@@ -734,7 +736,7 @@ void WorkerLink::load_model(const ModelSpec& spec, ControlDone done) {
                [self, id = spec.id, done = std::move(done)](const json& result, const json& error) {
                  self->loading_.erase(id);
                  if (error.is_null() && !result.value("already_loaded", false)) {
-                   self->on_demand_[id] = ModelUse{Clock::now(), 0};
+                   self->on_demand_[id] = ModelUse{self->clock_.now(), 0};
                  }
                  done(result, error);
                });
@@ -776,7 +778,7 @@ void WorkerLink::cancel(std::uint64_t worker_request_id) {
   send(std::move(cancel));
 }
 
-void WorkerLink::record_timeout() { breaker_.record(false, Clock::now()); }
+void WorkerLink::record_timeout() { breaker_.record(false, clock_.now()); }
 
 void WorkerLink::signal(int sig, bool by_operator) {
   if (by_operator) operator_caused_ = true;

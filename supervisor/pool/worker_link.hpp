@@ -24,6 +24,11 @@
 // a flush sends every outbox call in one JSON-RPC batch array, one send(), with the tokenize
 // calls for one model merged into a single batch_tokenize whose reply is split back per call.
 // Calls in the outbox count as held: a cancel takes them out, a death orphans them.
+//
+// Time: every decision by time (heartbeat timeout and stall detection in check_liveness, the
+// notification rate window, breaker records, batch and model-use times) reads the Clock given
+// at construction (common/clock.hpp). The timers that trigger the checks stay real asio timers;
+// unit tests advance a fake clock and call the check through WorkerLinkTestPeer.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -41,6 +46,7 @@
 #include <vector>
 
 #include "common/async_util.hpp"
+#include "common/clock.hpp"
 #include "common/config.hpp"
 #include "proto/framing.hpp"
 #include "proto/shm_channel.hpp"
@@ -125,7 +131,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
  public:
   enum class State { starting, ready, draining, stopping, dead };
 
-  WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObserver& observer);
+  // `clock` must outlive the link.
+  WorkerLink(asio::io_context& io, WorkerLinkOptions options, LinkObserver& observer,
+             const Clock& clock = real_clock());
   ~WorkerLink();
 
   // Creates the control socket, spawns the process and starts the handshake.
@@ -186,6 +194,11 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   std::optional<Clock::time_point> ready_at() const { return ready_at_; }
 
  private:
+  // The unit tests' seam (tests/unit/supervisor/worker_link_test.cpp): feeds handle_message and
+  // calls check_liveness directly, so a link is driven through hello, init and heartbeats with
+  // a fake clock and no process (start(), which spawns, is never called there).
+  friend struct WorkerLinkTestPeer;
+
   asio::awaitable<void> serve();
   asio::awaitable<void> write_loop();
   void arm_liveness_check();
@@ -220,6 +233,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   asio::io_context& io_;
   WorkerLinkOptions opt_;
   LinkObserver& observer_;
+  const Clock& clock_;  // before every member initialised from it
   State state_ = State::starting;
   std::unique_ptr<WorkerProcess> process_;
   asio::local::stream_protocol::acceptor acceptor_;
@@ -267,9 +281,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   Clock::time_point notification_window_{};
   int notifications_in_window_ = 0;
   std::int64_t last_progress_counter_ = -1;
-  Clock::time_point last_progress_ = Clock::now();
+  Clock::time_point last_progress_ = clock_.now();
   WorkerReport report_;
-  Clock::time_point started_at_ = Clock::now();
+  Clock::time_point started_at_ = clock_.now();
   std::optional<Clock::time_point> ready_at_;
   std::shared_ptr<spdlog::logger> log_;
   // Offered in init, not yet accepted; then the live channel (closed when the link dies).

@@ -18,8 +18,9 @@ constexpr std::array<std::string_view, 7> kFaults = {"crash", "hang",  "stall",
 
 WorkerPool::WorkerPool(asio::io_context& io, const WorkersConfig& workers,
                        const CircuitBreakerConfig& breaker, const RetryConfig& retry,
-                       std::string run_dir, RoutingStrategy strategy)
+                       std::string run_dir, RoutingStrategy strategy, const Clock& clock)
     : io_(io),
+      clock_(clock),
       config_(workers),
       breaker_config_(breaker),
       retry_(retry),
@@ -69,11 +70,13 @@ StreamCounts WorkerPool::stream_counts() const {
 
 void WorkerPool::start_stream(const std::shared_ptr<Call>& call, int slot) {
   if (!stream_limiter_->holds(call.get())) {
-    call->on_finish([limiter = std::weak_ptr<StreamLimiter>(stream_limiter_), key = call.get()] {
-      if (auto l = limiter.lock()) l->end(key, Clock::now());
+    // The clock is read only while the limiter, which only the pool owns, is alive.
+    call->on_finish([limiter = std::weak_ptr<StreamLimiter>(stream_limiter_), key = call.get(),
+                     &clock = clock_] {
+      if (auto l = limiter.lock()) l->end(key, clock.now());
     });
   }
-  stream_limiter_->start(call.get(), slot, Clock::now());
+  stream_limiter_->start(call.get(), slot, clock_.now());
   streams_peak_ = std::max(streams_peak_, stream_limiter_->active_total());
 }
 
@@ -94,7 +97,7 @@ void WorkerPool::sample_streams() {
     auto& seen = stream_sampled_[s->id];
     if (seen == *report.last_heartbeat) continue;  // one sample per heartbeat
     seen = *report.last_heartbeat;
-    stream_limiter_->on_sample(s->id, report.tokens_per_s, report.inflight, Clock::now());
+    stream_limiter_->on_sample(s->id, report.tokens_per_s, report.inflight, clock_.now());
   }
   // A limit that grew may let waiting streams start.
   if (!held_streams_.empty()) pump();
@@ -119,7 +122,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.shm = transport_.shm;
   opt.ring_bytes = transport_.ring_bytes;
   opt.batcher = batcher_;
-  auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this);
+  auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this, clock_);
   link->start();
   return link;
 }
@@ -136,7 +139,7 @@ void WorkerPool::fill_slot(Slot& slot) {
     slot.link->set_slot(slot.id);
     ++stats_.promotions;
     const auto waited = slot.vacant_since
-                            ? std::chrono::duration<double, std::milli>(Clock::now() - *slot.vacant_since).count()
+                            ? std::chrono::duration<double, std::milli>(clock_.now() - *slot.vacant_since).count()
                             : 0.0;
     log_->info("worker_id={} promoted warm spare pid={} ({:.2f} ms after the vacancy)", slot.id,
                slot.link->pid(), waited);
@@ -193,7 +196,7 @@ std::uint64_t WorkerPool::fingerprint(const Call& call) const {
 
 void WorkerPool::submit(std::shared_ptr<Call> call) {
   if (shutting_down_) return call->finish_error(RpcError::shutting_down);
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   if (!poison_.empty()) {
     const auto it = poison_.find(fingerprint(*call));
     if (it != poison_.end()) {
@@ -247,7 +250,7 @@ void WorkerPool::pump() {
   if (!awaiting_.empty()) release_awaiting();
   std::vector<RouteCandidate> candidates;
   std::vector<RouteCandidate> untried;
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   // Streams held back by the stream limit go first, in arrival order, while places free up;
   // once the oldest cannot start, the queue proceeds (unary requests are never held).
   bool held_blocked = false;
@@ -335,7 +338,7 @@ void WorkerPool::arm_breaker_pump() {
 }
 
 std::int64_t WorkerPool::retry_after_ms() const {
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   std::optional<std::int64_t> soonest;
   for (const auto& s : slots_) {
     if (!s->link || s->link->breaker().state() != CircuitBreaker::State::open) continue;
@@ -421,18 +424,18 @@ void WorkerPool::maybe_recycle(WorkerLink& link) {
   auto old = std::move(slot->link);
   retire(old);
   old->drain(config_.drain_timeout);
-  slot->vacant_since = Clock::now();
+  slot->vacant_since = clock_.now();
   fill_slot(*slot);
 }
 
 void WorkerPool::vacate(Slot& slot, const LinkLoss* loss) {
   retire(slot.link);
   slot.link.reset();
-  slot.vacant_since = Clock::now();
+  slot.vacant_since = clock_.now();
   if (shutting_down_) return;
   ++slot.restarts;
   ++stats_.restarts;
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   const bool crash = loss && loss->worker_at_fault &&
                      (!loss->was_ready || (loss->ready_at && now - *loss->ready_at < config_.crash_loop_window));
   if (!crash) {
@@ -472,7 +475,7 @@ void WorkerPool::on_lost(WorkerLink& link, const LinkLoss& loss,
     retire(*it);
     spares_.erase(it);
     const bool crash = loss.worker_at_fault && !loss.was_ready;
-    const auto delay = crash ? spare_policy_.on_crash(Clock::now(), uniform()) : std::optional<Millis>(Millis(0));
+    const auto delay = crash ? spare_policy_.on_crash(clock_.now(), uniform()) : std::optional<Millis>(Millis(0));
     if (!crash) spare_policy_.on_clean_death();
     if (!delay) {
       log_->error("warm spares keep crashing before becoming ready; not starting more");
@@ -511,7 +514,7 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
   using Verdict = RetryPolicy::Decision::Verdict;
   if (decision.verdict == Verdict::poison) {
     ++stats_.poisoned;
-    poison_[fingerprint(*call)] = Clock::now() + retry_.config().poison_ttl;
+    poison_[fingerprint(*call)] = clock_.now() + retry_.config().poison_ttl;
     log_->error("request_id={} is poison: {} workers failed while running it; not retrying",
                 call->request_id(), call->blamed_losses());
     json d = data("request crashed or hung several workers");
@@ -598,7 +601,7 @@ std::string WorkerPool::restart(int id) {
     auto old = std::move(slot->link);
     retire(old);
     old->drain(config_.drain_timeout);
-    slot->vacant_since = Clock::now();
+    slot->vacant_since = clock_.now();
   }
   fill_slot(*slot);
   pump();
@@ -709,7 +712,7 @@ PoolCounts WorkerPool::counts() const {
 
 std::vector<WorkerSnapshot> WorkerPool::snapshot() const {
   std::vector<WorkerSnapshot> out;
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   auto describe = [&out, now](const WorkerLink& l, int id, int restarts, const char* state_override) {
     WorkerSnapshot w;
     w.id = id;

@@ -4,6 +4,15 @@
 // dead worker held (RetryPolicy, poison detection), recycle and drain; hold streams beyond the
 // stream concurrency limit (StreamLimiter) until a place frees. Owns every WorkerLink.
 // Runs on the supervisor's io_context thread only; no locks.
+//
+// Time: every decision by time (poison expiry, crash-loop window and restart backoff, breaker
+// state when routing, retry_after_ms, stream limiter samples, idle model unload) reads the
+// Clock given at construction, which the pool also hands to every WorkerLink it makes, so a
+// link's timestamps and the pool's comparisons share one clock. Timers (respawn, retry backoff,
+// breaker pump) stay real asio timers. One exception: the queue's priority aging compares the
+// pool's now with Call::accepted_at, which the frontend stamps with std::chrono::steady_clock;
+// under a fake clock that aging means nothing (PriorityQueue is tested on its own, time passed
+// in).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -18,9 +27,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "common/config.hpp"
 #include "supervisor/pool/batcher.hpp"
 #include "supervisor/pool/call.hpp"
+#include "supervisor/pool/pool.hpp"
 #include "supervisor/pool/stream_limiter.hpp"
 #include "supervisor/pool/priority_queue.hpp"
 #include "supervisor/pool/restart_policy.hpp"
@@ -82,20 +93,19 @@ struct StreamCounts {
   bool adaptive = true;
 };
 
-class WorkerPool final : public LinkObserver {
+class WorkerPool final : public Pool, public LinkObserver {
  public:
+  // Spawns nothing until start(). `clock` must outlive the pool and its links.
   WorkerPool(asio::io_context& io, const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
-             const RetryConfig& retry, std::string run_dir, RoutingStrategy strategy);
+             const RetryConfig& retry, std::string run_dir, RoutingStrategy strategy,
+             const Clock& clock = real_clock());
   ~WorkerPool() override;
 
   void start();
-  // Queues a call for the next suitable worker. REQUIRES: call->state() == queued.
-  void submit(std::shared_ptr<Call> call);
-  // Cancels a call wherever it is: removed from the queue (finished as cancelled unless it
-  // already ended), or a cancel sent to the worker holding it (which then answers it).
-  void cancel(const std::shared_ptr<Call>& call);
-  // A call's deadline passed while a worker held it: counts against that worker's breaker.
-  void on_timeout(const std::shared_ptr<Call>& call);
+  // Pool (supervisor/pool/pool.hpp): submit, cancel, on_timeout.
+  void submit(std::shared_ptr<Call> call) override;
+  void cancel(const std::shared_ptr<Call>& call) override;
+  void on_timeout(const std::shared_ptr<Call>& call) override;
 
   // Admin operations; each returns an error text, empty on success.
   std::string kill(int id, int sig);
@@ -199,6 +209,7 @@ class WorkerPool final : public LinkObserver {
   std::uint64_t fingerprint(const Call& call) const;
 
   asio::io_context& io_;
+  const Clock& clock_;
   WorkersConfig config_;
   CircuitBreakerConfig breaker_config_;
   RetryPolicy retry_;

@@ -111,10 +111,10 @@ bool WorkerPool::route_by_model(std::shared_ptr<Call>& call, std::vector<RouteCa
 
 void WorkerPool::start_load(WorkerLink& link, const ModelSpec& spec) {
   log_->info("worker_id={} loading model {} on demand", link.slot(), spec.id);
-  const auto started = Clock::now();
+  const auto started = clock_.now();
   link.load_model(spec, [this, slot = link.slot(), model = spec.id, started](const json& result,
                                                                             const json& error) {
-    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    const double ms = std::chrono::duration<double, std::milli>(clock_.now() - started).count();
     if (error.is_null()) {
       ++stats_.model_loads;
       log_->info("worker_id={} model {} loaded in {:.1f} ms (worker: {:.1f} ms)", slot, model, ms,
@@ -140,7 +140,7 @@ void WorkerPool::fail_awaiting(const std::string& model, const json& data) {
 }
 
 void WorkerPool::release_awaiting() {
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   for (auto it = awaiting_.begin(); it != awaiting_.end();) {
     const std::string& model = it->first;
     const bool servable = std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) {
@@ -256,7 +256,7 @@ void WorkerPool::arm_idle_unload() {
 }
 
 void WorkerPool::unload_idle() {
-  const auto now = Clock::now();
+  const auto now = clock_.now();
   for (const auto& s : slots_) {
     if (!s->link || s->link->state() != WorkerLink::State::ready) continue;
     std::vector<std::string> idle;
