@@ -941,6 +941,21 @@ TEST_F(DroverTest, DroverctlGenerateStreamAndErrors) {
   EXPECT_EQ(plain.out, expected["result"]["text"].get<std::string>() + "\n");
   EXPECT_EQ(streamed.out, plain.out);
   {
+    // Global options may follow the subcommand too (OPERATIONS.md, "Day-to-day operations").
+    const RunResult r = run_program({ctl, "generate", "hello", "--seed", "5", "--temperature", "0.5",
+                                     "--max-tokens", "10", "--socket", sock},
+                                    d().dir());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, plain.out);
+  }
+  {
+    // Usage errors exit 2, whatever CLI11's own code for them is.
+    const RunResult r = run_program({ctl, "--socket", sock, "generate"}, d().dir());
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const RunResult extra = run_program({ctl, "--socket", sock, "health", "--no-such-flag"}, d().dir());
+    EXPECT_EQ(extra.exit_code, 2) << extra.err;
+  }
+  {
     const RunResult r = run_program({ctl, "--socket", sock, "call", "nope"}, d().dir());
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("-32601"), std::string::npos) << r.err;
