@@ -284,7 +284,7 @@ std::string lower(std::string s) {
 }
 
 // DROVER_<BLOCK>_<KEY>=value sets block.key; the value is read as YAML so lists work
-// (DROVER_WORKERS_COMMAND='[drover-worker, --x]'). Variables naming no block are left alone:
+// (DROVER_WORKERS_COMMAND='[drover-worker, --x]'); an empty value is the empty string. Variables naming no block are left alone:
 // DROVER_WORKER_ID and friends belong to workers.
 void apply_environment(YAML::Node& root, const Environment& env) {
   const auto blocks = env_block_names();
@@ -295,9 +295,13 @@ void apply_environment(YAML::Node& root, const Environment& env) {
       const std::string prefix = upper(block) + "_";
       if (!rest.starts_with(prefix) || rest.size() == prefix.size()) continue;
       const std::string key = lower(rest.substr(prefix.size()));
+      // An empty value is the empty string, as `key: ""` in the file: YAML would read it as
+      // null, which the block reader treats as absent, so DROVER_METRICS_LISTEN= would leave the
+      // default listener on instead of turning it off. Keys that need a value then reject it
+      // by name instead of the variable being silently ignored.
       YAML::Node parsed;
       try {
-        parsed = YAML::Load(value);
+        parsed = value.empty() ? YAML::Node(std::string()) : YAML::Load(value);
       } catch (const YAML::Exception& e) {
         throw ConfigError(fmt::format("config: environment variable {}: {}", name, e.what()));
       }

@@ -78,6 +78,10 @@ int main(int argc, char** argv) {
   app.add_option("--admin-socket", target.admin_socket, "admin socket of droverd")->capture_default_str();
   app.add_option("--timeout-ms", target.timeout_ms, "give up waiting after this long")->capture_default_str();
   app.add_flag("--json", as_json, "print results as JSON");
+  // The global options above may also follow the subcommand (droverctl generate hi --socket S):
+  // subcommands created from here on inherit fallthrough, which hands options they do not know
+  // to this parent instead of failing.
+  app.fallthrough();
 
   auto* call_cmd = app.add_subcommand("call", "call any method: droverctl call METHOD [JSON-PARAMS]");
   std::string method, params_text;
@@ -98,7 +102,9 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--seed", seed, "sampling seed");
 
   app.add_subcommand("health", "pool health (status, workers ready)");
-  app.add_subcommand("workers", "list workers (admin socket)");
+  app.add_subcommand("workers",
+                     "list workers (admin socket); RESTARTS counts replacements after the slot's "
+                     "process died or was killed, not drains or restarts");
   auto* kill_cmd = app.add_subcommand("kill", "send a signal to a worker (admin socket)");
   int worker_id = 0;
   std::string signal_name = "KILL";
@@ -121,7 +127,13 @@ int main(int argc, char** argv) {
   app.add_subcommand("config", "print the effective configuration (admin socket)");
   app.add_subcommand("metrics", "a summary of droverd's counters");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error exits 2, as the header promises (CLI11's
+    // own codes, e.g. 109 for an unexpected argument, are not a contract scripts can use).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   try {
     if (*call_cmd) {

@@ -34,6 +34,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   const auto socket_gid = resolve_group("server.socket_group", config_.server.socket_group);
   run_dir_ = make_run_dir(config_.server.run_dir, run_as.owner_uid(), run_as.owner_gid());
   own_run_dir_ = config_.server.run_dir.empty();
+  if (own_run_dir_) run_dir_cleanup_.own(run_dir_);
   pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
                                        run_dir_, config_.routing.strategy);
   pool_->set_transport(config_.transport);
@@ -121,10 +122,7 @@ Supervisor::~Supervisor() {
   admin_listener_.reset();
   handler_.reset();
   pool_.reset();  // kills and reaps any worker still running
-  if (own_run_dir_) {
-    std::error_code ec;
-    std::filesystem::remove_all(run_dir_, ec);
-  }
+  // run_dir_cleanup_ removes the run directory as the members go.
 }
 
 int Supervisor::run() {

@@ -30,6 +30,7 @@
 #include "supervisor/admin/admin_methods.hpp"
 #include "supervisor/admin/control.hpp"
 #include "supervisor/admin/http_server.hpp"
+#include "supervisor/admin/run_dir.hpp"
 #include "supervisor/admin/metrics_collector.hpp"
 #include "supervisor/admin/stream_metrics.hpp"
 #include "supervisor/admin/systemd_notify.hpp"
@@ -67,6 +68,7 @@ class Supervisor final : public AdminControl {
   asio::io_context io_;
   std::string run_dir_;
   bool own_run_dir_ = false;
+  RunDirCleanup run_dir_cleanup_;  // before pool_: removed after the workers' sockets
   Admission admission_;
   // Stream flow counters of every client connection (sessions add to them).
   StreamFlow::Counters stream_totals_;

@@ -141,7 +141,9 @@ MetricsCollector::MetricsCollector(metrics::Registry& r, const WorkerPool& pool,
                             "stopping, parked, vacant), 0 for the others.",
                             {"worker", "state"})),
       worker_restarts_(r.counter("drover_worker_restarts_total",
-                                 "Times a worker slot's process was replaced (any cause).",
+                                 "Times a worker slot's process was replaced after it died or was "
+                                 "killed (crash, kill, hang, garbage, injected fault); drains, "
+                                 "restarts and recycling are planned and not counted.",
                                  {"worker"})),
       worker_heartbeat_age_(r.gauge("drover_worker_heartbeat_age_seconds",
                                     "Seconds since the worker's last heartbeat (absent until "

@@ -49,6 +49,12 @@ std::string temp_dir() {
   return tmp && *tmp ? tmp : "/tmp";
 }
 
+RunDirCleanup::~RunDirCleanup() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);  // best effort at exit: nothing left to report to
+}
+
 std::string make_run_dir(const std::string& configured, uid_t owner, gid_t group) {
   if (!configured.empty()) {
     std::error_code ec;

@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace drover::supervisor {
 
@@ -23,5 +24,22 @@ std::string temp_dir();
 // the user droverd will drop to, so it can still create and remove sockets there. Returns the
 // path.
 std::string make_run_dir(const std::string& configured, uid_t owner, gid_t group);
+
+// Removes the run directory droverd created itself (server.run_dir not configured) when it goes
+// out of scope: at a normal exit, and when start-up fails after creating it (a socket in use,
+// a bind error), so no way out leaves it for the next start to clean up. A configured run_dir
+// belongs to the operator and is never removed. The owner declares it before anything that
+// creates sockets in it, so those are gone first.
+class RunDirCleanup {
+ public:
+  RunDirCleanup() = default;
+  RunDirCleanup(const RunDirCleanup&) = delete;
+  RunDirCleanup& operator=(const RunDirCleanup&) = delete;
+  ~RunDirCleanup();
+  void own(std::string path) { path_ = std::move(path); }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace drover::supervisor

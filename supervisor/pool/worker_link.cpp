@@ -432,6 +432,12 @@ void WorkerLink::handle_reply(proto::worker::Message& m) {
     if (!tree || !tree->is_object()) return fail("garbage from worker: init result is not an object", true);
     const json& result = *tree;
     if (const auto models = result.find("models"); models != result.end()) read_models(*models);
+    if (const auto f = result.find("faults"); f != result.end() && f->is_array()) {
+      faults_.emplace();
+      for (const auto& name : *f) {
+        if (name.is_string()) faults_->push_back(name.get<std::string>());
+      }
+    }
     accept_transport(result);
     if (state_ == State::dead) return;
     state_ = State::ready;

@@ -183,6 +183,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // Calls held: in the outbox or sent and not yet answered.
   std::size_t inflight() const { return held_calls_; }
   bool batch_capable() const { return batch_capable_; }
+  // The faults the worker said in its init reply it can enact (workers.inject); empty until
+  // then, and for workers that do not say.
+  const std::optional<std::vector<std::string>>& faults() const { return faults_; }
   std::uint64_t completed() const { return completed_; }
   const WorkerReport& report() const { return report_; }
   const CircuitBreaker& breaker() const { return breaker_; }
@@ -268,6 +271,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   asio::steady_timer flush_timer_;
   bool flush_armed_ = false;
   bool batch_capable_ = false;  // hello: capabilities.batch
+  std::optional<std::vector<std::string>> faults_;  // init reply: faults
   struct FlushRecord {
     Clock::time_point sent_at;
     std::size_t outstanding = 0;  // worker requests of the flush not answered yet

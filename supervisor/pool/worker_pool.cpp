@@ -583,6 +583,21 @@ std::string WorkerPool::inject(int id, const std::string& fault) {
   }
   auto link = find_link(id);
   if (!link || link->state() == WorkerLink::State::dead) return fmt::format("no live worker with id {}", id);
+  // A fault the worker cannot enact would be logged by the worker and ignored while the
+  // operator is told it was injected: refuse it here, naming what this worker can do. Workers
+  // that have not said (not through init yet, or predating init `faults`) get the faults every
+  // runtime enacts.
+  static const std::vector<std::string> kEveryRuntime = {"crash", "hang", "garbage"};
+  const auto& declared = link->faults();
+  const auto& supported = declared ? *declared : kEveryRuntime;
+  const bool lacks_shm = (fault == "ring_garbage" || fault == "exit_after_reply") &&
+                         std::string_view(link->transport()) != "shm";
+  if (lacks_shm || std::find(supported.begin(), supported.end(), fault) == supported.end()) {
+    return fmt::format("worker {} cannot enact fault '{}' ({}: {}{})", id, fault,
+                       declared ? "it supports" : "it has not reported its faults yet; allowed",
+                       fmt::join(supported, ", "),
+                       lacks_shm ? "; this fault needs the shm transport, the worker uses the socket" : "");
+  }
   log_->warn("worker_id={} pid={} fault '{}' injected by operator", id, link->pid(), fault);
   link->inject(fault);
   return {};

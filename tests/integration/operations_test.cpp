@@ -110,6 +110,39 @@ TEST_F(DroverTest, TelemetryReportsPoolCounters) {
   EXPECT_EQ(ws.size(), 2u);
 }
 
+// OPERATIONS.md: restarts count replacements after a failure (a kill here); a drain or an
+// operator's restart replaces the process too but is planned, and moves neither the slot's
+// RESTARTS nor the pool's restarts_total.
+TEST_F(DroverTest, DrainAndRestartAreNotCountedAsRestarts) {
+  ASSERT_TRUE(start({.workers = 2}));
+  auto a = d().admin();
+  auto pid_of = [this](int id) {
+    for (const auto& w : d().workers()) {
+      if (w.value("id", -1) == id && w.value("state", "") == "ready") return w.value("pid", 0);
+    }
+    return 0;
+  };
+  auto restarts_of = [this](int id) {
+    for (const auto& w : d().workers()) {
+      if (w.value("id", -1) == id) return w.value("restarts", -1);
+    }
+    return -1;
+  };
+  auto pool_restarts = [this] {
+    return d().client().call("telemetry.metrics")["result"]["pool"].value("restarts_total", -1);
+  };
+  for (const char* method : {"workers.drain", "workers.restart"}) {
+    const int before = pid_of(0);
+    ASSERT_NE(before, 0);
+    ASSERT_TRUE(is_result(a.call(method, {{"id", 0}}))) << method;
+    ASSERT_TRUE(wait_until([&] { const int p = pid_of(0); return p != 0 && p != before; })) << method;
+    EXPECT_EQ(restarts_of(0), 0) << method;
+    EXPECT_EQ(pool_restarts(), 0) << method;
+  }
+  ASSERT_TRUE(is_result(a.call("workers.kill", {{"id", 0}})));
+  EXPECT_TRUE(wait_until([&] { return restarts_of(0) == 1 && pool_restarts() == 1; }));
+}
+
 TEST_F(DroverTest, SigtermUnderLoadAnswersEverythingInFlightAndExitsZero) {
   ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "300", "--tokens-per-s", "200"}}));
   constexpr int kConnections = 8, kPerConnection = 8;

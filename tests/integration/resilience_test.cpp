@@ -390,6 +390,40 @@ TEST_F(DroverTest, AdminSocketRefusesPeersOutsideTheUidAllowList) {
   EXPECT_TRUE(is_result(d().admin().call("workers.list")));
 }
 
+// OPERATIONS.md, "Chaos drills": a fault the worker's backend cannot enact is refused with
+// -32602 naming what it supports, instead of {"injected"} and a warning in the worker's log
+// that the operator never sees. tinyllm cannot stall or slow down; sim can.
+TEST_F(DroverTest, InjectRefusesFaultsTheBackendCannotEnact) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--model-path", DROVER_MODEL_PATH, "--threads", "1"},
+                     .workers_yaml = {"backend: tinyllm"}}));
+  auto a = d().admin();
+  for (const char* fault : {"stall", "slow"}) {
+    const json r = a.call("workers.inject", {{"id", 0}, {"fault", fault}});
+    ASSERT_EQ(error_code(r), -32602) << r.dump();
+    const std::string detail = r["error"].dump();
+    EXPECT_NE(detail.find(std::string("cannot enact fault '") + fault + "'"), std::string::npos) << detail;
+    EXPECT_NE(detail.find("crash, hang, garbage"), std::string::npos) << "names what it supports: " << detail;
+  }
+  // The worker was not touched, and droverctl reports the refusal as a failure.
+  const RunResult ctl = run_program({droverctl_bin(), "--admin-socket", d().admin_path(), "inject", "0", "stall"},
+                                    d().dir());
+  EXPECT_EQ(ctl.exit_code, 1) << ctl.out << ctl.err;
+  EXPECT_NE(ctl.err.find("cannot enact fault 'stall'"), std::string::npos) << ctl.err;
+  EXPECT_EQ(d().log().find("backend cannot enact"), std::string::npos);
+  EXPECT_EQ(d().workers()[0].value("restarts", -1), 0);
+  // What tinyllm supports is still taken.
+  EXPECT_TRUE(is_result(a.call("workers.inject", {{"id", 0}, {"fault", "crash"}})));
+}
+
+TEST_F(DroverTest, InjectAcceptsTheFaultsASimWorkerCanEnact) {
+  ASSERT_TRUE(start({.workers = 1}));
+  auto a = d().admin();
+  // slow and stall are enacted by the sim backend: accepted, and the worker says so.
+  EXPECT_TRUE(is_result(a.call("workers.inject", {{"id", 0}, {"fault", "slow"}})));
+  EXPECT_TRUE(wait_until([&] { return d().log().find("injected slow") != std::string::npos; }));
+}
+
 TEST_F(DroverTest, InjectRejectsUnknownFaultsAndWorkers) {
   ASSERT_TRUE(start({.workers = 1}));
   auto a = d().admin();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -836,6 +837,22 @@ TEST_F(DroverTest, SecondDroverdOnTheSameSocketRefusesToStart) {
   ASSERT_TRUE(second.exit_code.has_value());
   EXPECT_NE(*second.exit_code, 0) << second.err;
   EXPECT_NE(second.err.find(d().socket_path()), std::string::npos) << second.err;
+  // Refused with its own run directory (server.run_dir empty: a fresh one under $TMPDIR), it
+  // leaves nothing behind either: the directory goes on this way out too.
+  {
+    std::string cfg = read_file(d().config_path());
+    const auto at = cfg.find("  run_dir: ");
+    ASSERT_NE(at, std::string::npos) << cfg;
+    cfg.replace(at, cfg.find('\n', at) - at, "  run_dir: \"\"");
+    const std::string config = d().dir() + "/own-run-dir.yaml";
+    const std::string tmp = d().dir() + "/tmp";
+    std::filesystem::create_directories(tmp);
+    std::ofstream(config) << cfg;
+    const RunResult r = run_program({"/usr/bin/env", "TMPDIR=" + tmp, droverd_bin(), "--config", config}, d().dir());
+    ASSERT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "run directory left behind in " << tmp;
+  }
   // The first keeps its socket and keeps serving.
   EXPECT_TRUE(path_exists(d().socket_path()));
   EXPECT_TRUE(is_result(d().client().call("generate", gen_params("still mine", 1, 3))));
@@ -940,6 +957,21 @@ TEST_F(DroverTest, DroverctlGenerateStreamAndErrors) {
   ASSERT_TRUE(is_result(expected));
   EXPECT_EQ(plain.out, expected["result"]["text"].get<std::string>() + "\n");
   EXPECT_EQ(streamed.out, plain.out);
+  {
+    // Global options may follow the subcommand too (OPERATIONS.md, "Day-to-day operations").
+    const RunResult r = run_program({ctl, "generate", "hello", "--seed", "5", "--temperature", "0.5",
+                                     "--max-tokens", "10", "--socket", sock},
+                                    d().dir());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, plain.out);
+  }
+  {
+    // Usage errors exit 2, whatever CLI11's own code for them is.
+    const RunResult r = run_program({ctl, "--socket", sock, "generate"}, d().dir());
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const RunResult extra = run_program({ctl, "--socket", sock, "health", "--no-such-flag"}, d().dir());
+    EXPECT_EQ(extra.exit_code, 2) << extra.err;
+  }
   {
     const RunResult r = run_program({ctl, "--socket", sock, "call", "nope"}, d().dir());
     EXPECT_EQ(r.exit_code, 1);

@@ -74,6 +74,9 @@ class Backend {
   virtual Fault next_fault() { return Fault::none; }
   // An operator-injected stall or slow fault; returns false when the backend cannot enact it.
   virtual bool inject(Fault) { return false; }
+  // Whether inject(fault) would enact it, without enacting it: the runtime reports the faults
+  // it can enact in its init reply, so droverd refuses a drill that would do nothing.
+  virtual bool can_inject(Fault) const { return false; }
 };
 
 }  // namespace drover::worker

@@ -38,6 +38,7 @@ class SimBackend final : public Backend {
                                         const std::vector<std::int64_t>& tokens) override;
   Fault next_fault() override;
   bool inject(Fault fault) override;
+  bool can_inject(Fault fault) const override { return fault == Fault::stall || fault == Fault::slow; }
 
  private:
   std::optional<BackendError> check_model(const std::string& model) const;

@@ -99,6 +99,9 @@ INTERNAL_ERROR: Final = -32603
 UNKNOWN_MODEL: Final = -32006
 SHUTTING_DOWN: Final = -32009
 
+# Faults the ``inject`` notification enacts (reported in the init reply as ``faults``).
+INJECTABLE_FAULTS: Final = ("crash", "hang", "garbage", "stall")
+
 # Exit code of an injected crash; the C++ runtime uses the same, so logs read alike.
 CRASH_EXIT_CODE: Final = 86
 # How long the exit path waits for request threads after cancelling them. An engine that ignores
@@ -844,6 +847,9 @@ class WorkerRuntime:
             _log.exception("worker %d: load failed", self._worker_id)
             raise WorkerError(INTERNAL_ERROR, f"load failed: {e}") from None
         reply.setdefault("load_ms", (time.monotonic() - started) * 1000.0)
+        # The faults _inject enacts, so droverd refuses the others (slow, and the shm ring
+        # faults of the C++ runtime) instead of answering a drill that would do nothing.
+        reply["faults"] = list(INJECTABLE_FAULTS)
         with self._lock:
             self._models = list(reply["models"])
         preload = p.get("preload", {})

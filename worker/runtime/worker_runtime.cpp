@@ -387,6 +387,17 @@ void WorkerRuntime::on_init(std::uint64_t id, const json& params) {
     ready_ = true;
     result["models"] = models_.ids();
     result["transport"] = transport;
+    // The faults inject can enact here: the runtime's own for any backend, the ring faults
+    // when the rings were accepted (droverd checks that too), stall and slow when the
+    // backend cooperates. droverd refuses the others instead of answering {"injected"}.
+    json faults = {"crash", "hang", "garbage"};
+    if (transport.value("kind", std::string()) == "shm") {
+      faults.push_back("ring_garbage");
+      faults.push_back("exit_after_reply");
+    }
+    if (backend_->can_inject(Fault::stall)) faults.push_back("stall");
+    if (backend_->can_inject(Fault::slow)) faults.push_back("slow");
+    result["faults"] = std::move(faults);
     reply(id, result);  // on the socket: droverd starts using the rings once it has read this
     activate_transport();
     co_await heartbeat_loop();

@@ -4,6 +4,8 @@
 
 #include <fstream>
 #include <iterator>
+#include <sstream>
+#include <string>
 
 #include "common/config.hpp"
 
@@ -37,6 +39,52 @@ TEST(ShippedConfig, ExampleYamlLoadsWithTheDefaults) {
       EXPECT_NE(text.find(" " + key + ":"), std::string::npos) << block << "." << key;
     }
   }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The model path a workers.command passes to drover-worker, or "" without --model-path.
+std::string model_path_of(const Config& c) {
+  const auto& cmd = c.workers.command;
+  for (std::size_t i = 0; i + 1 < cmd.size(); ++i) {
+    if (cmd[i] == "--model-path") return cmd[i + 1];
+  }
+  return {};
+}
+
+// Issue 21 item 2: every deployment serves the real model, at the path its docs install it to
+// (drover-worker's default, ../models beside the program, is wrong for /usr/local/bin).
+TEST(ShippedConfig, DeploymentsServeTinyllmFromWhereTheDocsPutTheModel) {
+  const Config systemd = load_config_file(DROVER_SOURCE_DIR "/deploy/systemd/runtime.yaml", {}, {});
+  EXPECT_EQ(systemd.workers.backend, "tinyllm");
+  EXPECT_EQ(model_path_of(systemd), "/var/lib/drover/models/tinyllm.bin");
+  EXPECT_NE(read_text(DROVER_SOURCE_DIR "/docs/OPERATIONS.md")
+                .find("build/models/tokenizer.bin /var/lib/drover/models/"),
+            std::string::npos)
+      << "the runbook installs the model where the systemd config looks for it";
+
+  const Config docker = load_config_file(DROVER_SOURCE_DIR "/deploy/docker/runtime.yaml", {}, {});
+  EXPECT_EQ(docker.workers.backend, "tinyllm");
+  EXPECT_EQ(model_path_of(docker), "/opt/drover/models/tinyllm.bin");
+  EXPECT_NE(read_text(DROVER_SOURCE_DIR "/deploy/docker/Dockerfile").find("/opt/drover/models/"),
+            std::string::npos);
+
+  // The ConfigMap's runtime.yaml: the block under `runtime.yaml: |`, indented four spaces.
+  const std::string cm = read_text(DROVER_SOURCE_DIR "/deploy/kubernetes/configmap.yaml");
+  const auto start = cm.find("runtime.yaml: |\n");
+  ASSERT_NE(start, std::string::npos);
+  std::string yaml;
+  std::istringstream lines(cm.substr(start + 16));
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.rfind("    ", 0) != 0) break;
+    yaml += (line.size() >= 4 ? line.substr(4) : std::string()) + "\n";
+  }
+  const Config k8s = parse_config(yaml, {}, {});
+  EXPECT_EQ(k8s.workers.backend, "tinyllm");
+  EXPECT_EQ(model_path_of(k8s), "/opt/drover/models/tinyllm.bin");
 }
 
 }  // namespace

@@ -312,6 +312,17 @@ TEST(ConfigEnvironment, UnknownKeyIsAnError) {
   expect_error("", {"'server.max_message_byte'"}, {{"DROVER_SERVER_MAX_MESSAGE_BYTE", "1"}});
 }
 
+TEST(ConfigEnvironment, EmptyValueIsTheEmptyStringNotAbsent) {
+  // OPERATIONS.md: an empty metrics.listen turns the endpoint off, and DROVER_METRICS_LISTEN=
+  // must do the same as `listen: ""` in the file rather than leave the default listener on.
+  EXPECT_EQ(parse("", {{"DROVER_METRICS_LISTEN", ""}}).metrics.listen, "");
+  EXPECT_EQ(parse("metrics:\n  listen: 127.0.0.1:9999\n", {{"DROVER_METRICS_LISTEN", ""}})
+                .metrics.listen,
+            "");
+  // A key that needs a value says so instead of the variable being ignored.
+  expect_error("", {"'workers.count'"}, {{"DROVER_WORKERS_COUNT", ""}});
+}
+
 TEST(ConfigEnvironment, InvalidYamlInAValueNamesTheVariable) {
   expect_error("", {"DROVER_WORKERS_COMMAND"}, {{"DROVER_WORKERS_COMMAND", "[a, b"}});
 }
