@@ -78,6 +78,7 @@ class WriteQueue {
       }
       bytes_ -= written;
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+      if (on_written_) on_written_();
       if (queue_.empty() && on_drained_) on_drained_();
     }
     co_return boost::system::error_code{};
@@ -85,6 +86,8 @@ class WriteQueue {
 
   // Called whenever the queue becomes empty after a write (used for graceful close).
   void on_drained(std::function<void()> f) { on_drained_ = std::move(f); }
+  // Called after every completed write, before on_drained (used to resume a paused reader).
+  void on_written(std::function<void()> f) { on_written_ = std::move(f); }
 
  private:
   Stream& stream_;
@@ -94,6 +97,7 @@ class WriteQueue {
   bool writing_ = false;
   bool closed_ = false;
   std::function<void()> on_drained_;
+  std::function<void()> on_written_;
 };
 
 }  // namespace drover

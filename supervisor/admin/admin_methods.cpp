@@ -223,6 +223,8 @@ json AdminMethods::telemetry() const {
                        {"coalesced_frames_total", flow.merged_frames},
                        {"coalesced_chunks_total", flow.merged_chunks},
                        {"slow_consumer_cancels_total", flow.refused}}},
+          {"connections", {{"reader_pauses_total", flow.reader_pauses},
+                           {"backlog_closes_total", flow.backlog_closes}}},
           {"pipeline", pipeline_.telemetry()},
           {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()}};
 }

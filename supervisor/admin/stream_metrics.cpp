@@ -37,6 +37,15 @@ StreamMetrics::StreamMetrics(metrics::Registry& r, const WorkerPool& pool,
                                        "because the client did not read (past "
                                        "server.write_buffer_bytes).")
                                  .with({})),
+      reader_pauses_(r.counter("drover_client_reader_pauses_total",
+                               "Times a client connection stopped being read because it left "
+                               "more than server.write_buffer_bytes of replies unread.")
+                         .with({})),
+      backlog_closes_(r.counter("drover_client_backlog_closes_total",
+                                "Client connections closed because their unread replies passed "
+                                "2 x server.write_buffer_bytes or stayed unread for "
+                                "server.idle_timeout_ms.")
+                          .with({})),
       active_(r.gauge("drover_streams_active", "Streamed generates running on workers.").with({})),
       waiting_(r.gauge("drover_streams_waiting",
                        "Streamed generates queued because the stream concurrency limit is reached.")
@@ -64,6 +73,8 @@ void StreamMetrics::collect() {
   merged_frames_.set_total(static_cast<double>(totals_.merged_frames));
   merged_chunks_.set_total(static_cast<double>(totals_.merged_chunks));
   slow_consumer_cancels_.set_total(static_cast<double>(totals_.refused));
+  reader_pauses_.set_total(static_cast<double>(totals_.reader_pauses));
+  backlog_closes_.set_total(static_cast<double>(totals_.backlog_closes));
   const StreamCounts c = pool_.stream_counts();
   active_.set(c.active);
   waiting_.set(static_cast<double>(c.waiting));

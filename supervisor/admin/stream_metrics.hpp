@@ -34,6 +34,8 @@ class StreamMetrics {
   metrics::Counter& merged_frames_;
   metrics::Counter& merged_chunks_;
   metrics::Counter& slow_consumer_cancels_;
+  metrics::Counter& reader_pauses_;
+  metrics::Counter& backlog_closes_;
   metrics::Gauge& active_;
   metrics::Gauge& waiting_;
   metrics::Counter& waited_;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/log.hpp"
@@ -34,6 +35,7 @@ ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin,
           }(),
           limits.stream_totals),
       flow_timer_(socket_.get_executor()),
+      resume_timer_(socket_.get_executor()),
       on_closed_(std::move(on_closed)) {}
 
 void ClientSession::start() {
@@ -41,6 +43,9 @@ void ClientSession::start() {
     // The client caught up: leave coalescing without waiting for the next tick.
     if (flow_.active()) flow_tick();
     maybe_finish();
+  });
+  writer_.on_written([this] {
+    if (paused_ && buffered_bytes() <= limits_.write_buffer_bytes / 2) resume_timer_.cancel();
   });
   spawn(socket_.get_executor(), read_loop());
   spawn(socket_.get_executor(), write_loop());
@@ -61,7 +66,7 @@ asio::awaitable<void> ClientSession::watchdog() {
     auto [ec] = co_await timer.async_wait(use_nothrow);
     if (ec || closed_) co_return;
     const auto now = std::chrono::steady_clock::now();
-    if (reading_ && partial_since_ && limits_.partial_message_timeout.count() > 0 &&
+    if (reading_ && !paused_ && partial_since_ && limits_.partial_message_timeout.count() > 0 &&
         now - *partial_since_ >= limits_.partial_message_timeout) {
       component_logger("frontend")->warn("session {}: message not completed within {} ms; closing",
                                          id_, limits_.partial_message_timeout.count());
@@ -96,6 +101,12 @@ asio::awaitable<void> ClientSession::read_loop() {
     co_return;
   }
   while (reading_ && !closed_) {
+    if (over_write_limit()) {
+      if (!co_await wait_for_writer()) co_return;
+      // Frames left in the decoder when the pause began go first.
+      if (handle_buffered_frames()) continue;
+      if (!reading_ || closed_) co_return;
+    }
     const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       std::tie(ec) = co_await socket_.async_wait(asio::socket_base::wait_read, use_nothrow);
@@ -113,21 +124,58 @@ asio::awaitable<void> ClientSession::read_loop() {
     }
     last_input_ = std::chrono::steady_clock::now();
     decoder_.feed(std::string_view(buf.data(), n));
-    bool completed = false;
-    while (reading_ && !closed_) {
-      auto frame = decoder_.next();
-      if (!frame) break;
-      completed = true;
-      handle_frame(*frame);
-    }
-    // The slow-loris clock runs from the start of the message still incomplete: from now if
-    // this read completed one (the rest began in this read), else since it began.
-    if (decoder_.buffered() == 0) {
-      partial_since_.reset();
-    } else if (completed || !partial_since_) {
-      partial_since_ = last_input_;
-    }
+    handle_buffered_frames();
   }
+}
+
+bool ClientSession::handle_buffered_frames() {
+  bool completed = false;
+  bool paused = false;
+  while (reading_ && !closed_) {
+    if (over_write_limit()) {
+      paused = true;
+      break;
+    }
+    auto frame = decoder_.next();
+    if (!frame) break;
+    completed = true;
+    handle_frame(*frame);
+  }
+  // The slow-loris clock runs from the start of the message still incomplete: from now if
+  // this read completed one (the rest began in this read), else since it began. (A pause
+  // stops it: what waits in the decoder is ours to take, not the client's to finish.)
+  if (decoder_.buffered() == 0) {
+    partial_since_.reset();
+  } else if (completed || !partial_since_) {
+    partial_since_ = std::chrono::steady_clock::now();
+  }
+  return paused;
+}
+
+asio::awaitable<bool> ClientSession::wait_for_writer() {
+  paused_ = true;
+  if (limits_.stream_totals) ++limits_.stream_totals->reader_pauses;
+  component_logger("frontend")
+      ->debug("session {}: {} bytes of replies unread (write_buffer_bytes={}); not reading", id_,
+              buffered_bytes(), limits_.write_buffer_bytes);
+  if (limits_.idle_timeout.count() > 0) {
+    resume_timer_.expires_after(limits_.idle_timeout);
+  } else {
+    resume_timer_.expires_at(asio::steady_timer::time_point::max());
+  }
+  auto [ec] = co_await resume_timer_.async_wait(use_nothrow);
+  paused_ = false;
+  if (closed_ || !reading_) co_return false;
+  if (!ec && over_write_limit()) {
+    component_logger("frontend")
+        ->warn("session {}: client read none of {} bytes of replies for idle_timeout_ms={}; "
+               "closing",
+               id_, buffered_bytes(), limits_.idle_timeout.count());
+    if (limits_.stream_totals) ++limits_.stream_totals->backlog_closes;
+    close();
+    co_return false;
+  }
+  co_return true;
 }
 
 void ClientSession::handle_frame(proto::Frame& frame) {
@@ -162,7 +210,22 @@ bool ClientSession::peer_gone() const {
 }
 
 void ClientSession::write_reply(std::string&& json_text) {
-  if (closed_) return;
+  if (closed_ || overflowed_) return;
+  // Replies of calls accepted before the read loop paused still arrive; past twice the limit
+  // the client is not coming back for them. Closing is posted: this may run inside a call's
+  // completion, which close() would cancel under its feet.
+  const std::size_t buffered = buffered_bytes();
+  if (buffered > limits_.write_buffer_bytes &&
+      buffered + json_text.size() > 2 * limits_.write_buffer_bytes) {
+    component_logger("frontend")
+        ->warn("session {}: {} bytes of replies unread, past 2 x write_buffer_bytes={}; closing",
+               id_, buffered, limits_.write_buffer_bytes);
+    if (limits_.stream_totals) ++limits_.stream_totals->backlog_closes;
+    overflowed_ = true;
+    writer_.close();
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->close(); });
+    return;
+  }
   // Held chunks first: a stream's final reply must follow all of its chunks.
   flow_.flush_all(frames_);
   write_frames();
@@ -228,6 +291,7 @@ std::vector<std::shared_ptr<Call>> ClientSession::find_calls(std::string_view id
 
 void ClientSession::close_when_idle() {
   reading_ = false;
+  resume_timer_.cancel();
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_receive, ignored);
   maybe_finish();
@@ -261,6 +325,7 @@ void ClientSession::close() {
   }
   writer_.close();
   flow_timer_.cancel();
+  resume_timer_.cancel();
   boost::system::error_code ignored;
   socket_.close(ignored);
   if (on_closed_) on_closed_(this);

@@ -11,6 +11,13 @@
 // while the client keeps up, coalesced above the high watermark (a timer paces the held
 // frames), refused past write_buffer_bytes (-32010). A reply first flushes what is held, so
 // it always follows its stream's chunks.
+//
+// Reply backpressure: replies are never refused, so a client that writes requests and never
+// reads would otherwise grow the write queue without bound (a telemetry.metrics line earns a
+// reply ~30x its size). Past write_buffer_bytes unsent, the session stops taking frames (they
+// wait in the decoder, then in the kernel, then the client's own write blocks) until the writer
+// is below half of it. A session paused for idle_timeout, or whose unsent bytes would pass
+// 2 x write_buffer_bytes (replies of calls accepted before the pause), is closed with a warning.
 #pragma once
 
 #include <boost/asio/local/stream_protocol.hpp>
@@ -83,6 +90,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
  private:
   asio::awaitable<void> read_loop();
+  // Hands complete frames in the decoder to the handler until none is left or the unsent
+  // output passes write_buffer_bytes (true: stopped for backpressure).
+  bool handle_buffered_frames();
+  // Waits until the writer is below half of write_buffer_bytes; false when the session closed
+  // or stopped reading meanwhile (closes it when paused for idle_timeout).
+  asio::awaitable<bool> wait_for_writer();
+  bool over_write_limit() const { return buffered_bytes() > limits_.write_buffer_bytes; }
   asio::awaitable<void> write_loop();
   // Enforces idle_timeout and partial_message_timeout, checked every quarter of the shorter.
   asio::awaitable<void> watchdog();
@@ -107,6 +121,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::vector<StreamFlow::Frame> frames_;  // scratch, reused
   asio::steady_timer flow_timer_;
   bool flow_timer_armed_ = false;
+  asio::steady_timer resume_timer_;  // a paused read loop waits on it; cancelled to resume
+  bool paused_ = false;
+  bool overflowed_ = false;  // past the hard limit: output dropped, close() posted              // not reading: the client has too many unread replies
   std::function<void(ClientSession*)> on_closed_;
   std::unordered_map<const Call*, std::shared_ptr<Call>> calls_;
   bool reading_ = true;

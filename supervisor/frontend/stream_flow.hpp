@@ -71,6 +71,9 @@ class StreamFlow {
     std::uint64_t merged_frames = 0;        // frames that carry more than one chunk
     std::uint64_t merged_chunks = 0;        // chunks carried by those frames
     std::uint64_t refused = 0;              // chunks refused at the hard limit (-32010)
+    // Reply backpressure (client_session.hpp), counted here with the rest of the flow.
+    std::uint64_t reader_pauses = 0;   // sessions that stopped reading: replies unread
+    std::uint64_t backlog_closes = 0;  // sessions closed with replies unread past the limits
   };
 
   // `totals`: where the counters add up (shared by every connection); null: kept here.

@@ -2,6 +2,13 @@
 // each test drives a real droverd past one limit, checks the precise error the offender gets,
 // and checks that another client is served meanwhile.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
 
 #include "tests/integration/harness.hpp"
 
@@ -174,6 +181,98 @@ TEST(Limits, ClientNotReadingItsStreamGets32010AndOthersAreUnaffected) {
   const json r = reply_to(slow, id);
   EXPECT_EQ(error_code(r), -32010) << r.dump();
   EXPECT_TRUE(bystander_served(d));
+  EXPECT_EQ(d.stop(), 0);
+}
+
+// droverd's resident set in bytes, from /proc/PID/status (0 when it cannot be read).
+std::size_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+TEST(Limits, ClientThatNeverReadsIsPausedThenClosedWithMemoryBounded) {
+  // A telemetry.metrics line earns a reply tens of times its size. 4 MiB of them unread would
+  // be ~100 MB of queued replies; with backpressure droverd stops reading once 1 MiB is
+  // unread, so the client's own writes block long before it has sent them all.
+  DroverProcess d({.server_yaml = {"write_buffer_bytes: 1048576", "idle_timeout_ms: 2000"}});
+  ASSERT_TRUE(d.start());
+  const std::size_t rss_before = rss_bytes(d.pid());
+  ASSERT_GT(rss_before, 0u);
+  auto hog = d.client();
+  const std::string line = R"({"jsonrpc":"2.0","id":1,"method":"telemetry.metrics"})" "\n";
+  std::string burst;
+  while (burst.size() < 64 * 1024) burst += line;
+  const std::size_t budget = 4u << 20;
+  std::size_t sent = 0;
+  while (sent < budget) {
+    const ssize_t n = ::send(hog.fd(), burst.data(), burst.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      // The burst is whole lines: rotating it by what was sent continues the stream.
+      burst = burst.substr(static_cast<std::size_t>(n)) + burst.substr(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << std::strerror(errno);
+    // Blocked: droverd is either still reading (writable again soon) or has stopped.
+    pollfd p{hog.fd(), POLLOUT, 0};
+    if (::poll(&p, 1, 3000) == 0) break;
+  }
+  EXPECT_LT(sent, budget) << "droverd kept reading a client that reads nothing";
+  // Others are served meanwhile, and droverd holds about write_buffer_bytes for the hog, not
+  // what it asked for (a generous figure: RSS also moves with the allocator).
+  EXPECT_TRUE(bystander_served(d));
+  const std::size_t rss_after = rss_bytes(d.pid());
+  EXPECT_LT(rss_after, rss_before + (48u << 20)) << rss_before << " -> " << rss_after;
+  // Still unread after idle_timeout_ms: closed, with a logged reason and a counter.
+  EXPECT_TRUE(wait_until([&] {
+    auto c = d.client();
+    return c.call("telemetry.metrics")["result"]["connections"]["backlog_closes_total"] == 1;
+  }));
+  EXPECT_NE(d.log().find("bytes of replies for idle_timeout_ms=2000; closing"), std::string::npos);
+  EXPECT_TRUE(closed_by_server(hog));
+  EXPECT_TRUE(bystander_served(d));
+  EXPECT_EQ(d.stop(), 0);
+}
+
+TEST(Limits, ClientThatReadsSlowlyIsPausedAndResumedWithEveryReply) {
+  // Backpressure is a pause, not a penalty: a client that writes ahead and only then reads
+  // gets every reply, in order.
+  DroverProcess d({.server_yaml = {"write_buffer_bytes: 65536"}});
+  ASSERT_TRUE(d.start());
+  auto c = d.client();
+  std::string batch;
+  const int n = 2000;
+  for (int i = 0; i < n; ++i) {
+    batch += R"({"jsonrpc":"2.0","id":)" + std::to_string(i) + R"(,"method":"telemetry.metrics"})" "\n";
+  }
+  // Written from another thread straight to the socket (RpcClient is one thread's), so the
+  // writes block once droverd pauses and resume as the replies below are read.
+  std::thread writer([&, fd = c.fd()] {
+    std::size_t off = 0;
+    while (off < batch.size()) {
+      const ssize_t k = ::send(fd, batch.data() + off, batch.size() - off, MSG_NOSIGNAL);
+      if (k > 0) {
+        off += static_cast<std::size_t>(k);
+      } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        pollfd p{fd, POLLOUT, 0};
+        ::poll(&p, 1, 1000);
+      } else {
+        return;
+      }
+    }
+  });
+  for (int i = 0; i < n; ++i) {
+    const auto m = c.read(kReplyTimeout);
+    ASSERT_TRUE(m.has_value()) << i;
+    ASSERT_EQ((*m)["id"], i);
+    ASSERT_TRUE(m->contains("result"));
+  }
+  writer.join();
+  EXPECT_GE(c.call("telemetry.metrics")["result"]["connections"]["reader_pauses_total"], 1);
   EXPECT_EQ(d.stop(), 0);
 }
 
