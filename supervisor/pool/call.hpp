@@ -181,6 +181,13 @@ class Call : public std::enable_shared_from_this<Call> {
   // The client went away: output is dropped from now on.
   void detach_sink() { sink_ = {}; }
 
+  // A cancel was asked for (by the client, by its disconnect, by a timeout, or because nobody
+  // waits for a shared run any more) while a worker held the call. The worker's answer ends it;
+  // if that worker dies first, the call ends as cancelled instead of being retried: a cancel is
+  // never forgotten, and work nobody waits for never re-runs.
+  bool cancel_requested() const { return cancel_requested_; }
+  void request_cancel() { cancel_requested_ = true; }
+
   // The call's deadline, armed in a DeadlineQueue by whoever admits the call; cancelled when
   // the call finishes.
   Deadline& deadline() { return deadline_; }
@@ -221,6 +228,7 @@ class Call : public std::enable_shared_from_this<Call> {
   int blamed_losses_ = 0;
   std::vector<int> tried_slots_;
   bool retrying_ = false;
+  bool cancel_requested_ = false;
   Clock::time_point accepted_at_ = std::chrono::steady_clock::now();
   std::optional<Clock::time_point> dispatched_at_;
   std::optional<Clock::time_point> first_output_at_;

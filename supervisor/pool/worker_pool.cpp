@@ -350,6 +350,7 @@ std::int64_t WorkerPool::retry_after_ms() const {
 
 void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
   if (const auto& a = call->assignment()) {
+    call->request_cancel();  // remembered in case the worker dies before it answers
     // A worker holds it: ask it to stop; its answer (finish_reason "cancelled") ends the call,
     // unless the call already ended (timeout, client gone) and only the worker's work remains.
     auto holds = [&a](const std::shared_ptr<WorkerLink>& l) { return l && l->generation() == a->generation; };
@@ -494,6 +495,8 @@ void WorkerPool::on_lost(WorkerLink& link, const LinkLoss& loss,
 
 void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss, int worker_slot) {
   if (call->done()) return;
+  // Cancelled (or its client gone) while the dead worker held it: it ends here, not elsewhere.
+  if (call->cancel_requested()) return call->finish_cancelled();
   call->note_loss(loss.worker_at_fault);
   auto data = [&](const char* reason) {
     return json{{"attempts", call->attempts()}, {"worker", worker_slot}, {"reason", reason}};

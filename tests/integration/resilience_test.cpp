@@ -273,6 +273,52 @@ TEST_F(DroverTest, TheRetryBudgetStillLimitsRetriesOfAHungWorkersWork) {
   EXPECT_NE(d().log().find("no heartbeat for"), std::string::npos);
 }
 
+// Issue 15 item 7: a cancel the worker never got to act on is not forgotten when it dies. The
+// worker is stopped (so it cannot answer the cancel), the cancel is acknowledged, then the
+// worker is killed: the call ends as cancelled rather than re-running in full elsewhere.
+TEST_F(DroverTest, ACallCancelledBeforeItsWorkerDiedEndsCancelledAndIsNotRetried) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "2000"}}));
+  auto c = d().client();
+  c.send(request("g", "generate", gen("cancelled then orphaned", 7, 3)));
+  json victim;
+  ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+  const int pid = victim["pid"].get<int>();
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  c.send(request("c", "cancel", {{"id", "g"}}));
+  std::vector<json> others;
+  const json ack = read_reply(c, "c", kReplyTimeout, &others);
+  ASSERT_EQ(ack["result"]["cancelled"], true) << ack.dump();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  const json reply = read_reply(c, "g");
+  ASSERT_TRUE(is_result(reply)) << reply.dump();
+  EXPECT_EQ(reply["result"]["finish_reason"], "cancelled") << reply.dump();
+  EXPECT_EQ(d().client().call("telemetry.metrics")["result"]["pool"]["retries_total"], 0);
+}
+
+// ...and the work of a client that disconnected is not re-run for nobody.
+TEST_F(DroverTest, ADisconnectedClientsWorkIsNotRetriedWhenItsWorkerDies) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "2000"}}));
+  json victim;
+  {
+    auto c = d().client();
+    c.send(request("g", "generate", gen("orphaned by its client", 8, 3)));
+    ASSERT_TRUE(wait_until([&] { return !(victim = first_busy(d())).is_null(); }));
+    ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGSTOP), 0);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return d().log().find("closed with 1 requests in flight; cancelling them") != std::string::npos;
+  }));
+  ASSERT_EQ(::kill(victim["pid"].get<int>(), SIGKILL), 0);
+  const int id = victim["id"].get<int>();
+  ASSERT_TRUE(wait_until([&] {
+    const json w = worker_with_id(d(), id);
+    return !w.is_null() && w.value("pid", 0) != victim["pid"].get<int>();
+  }));
+  const json t = d().client().call("telemetry.metrics")["result"]["pool"];
+  EXPECT_EQ(t["retries_total"], 0) << t.dump();
+  for (const auto& w : d().workers()) EXPECT_EQ(w.value("inflight", -1), 0) << w.dump();
+}
+
 // Issue 15 item 11: a reply the worker published in the ring just before it died is delivered,
 // even when droverd learns of the exit first (here: no doorbell, and the control socket stays
 // open, held by a helper of the worker, as a worker's subprocesses would). One attempt only, so
