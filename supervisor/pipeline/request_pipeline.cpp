@@ -153,6 +153,7 @@ void RequestPipeline::subscribe(const std::shared_ptr<SharedExecution>& run,
 void RequestPipeline::cancel(const std::shared_ptr<Call>& call) {
   if (const auto it = run_of_.find(call.get()); it != run_of_.end()) {
     if (auto run = it->second.lock(); run && run->subscribers() == 1 && !run->finished()) {
+      run->cancel_requested();  // before the worker answers, nobody may join a dying run
       return pool_.cancel(run->execution());
     }
   }

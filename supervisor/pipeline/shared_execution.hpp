@@ -14,7 +14,10 @@
 //    pipeline stops sharing it and cancels it at its worker, as a timeout when that last
 //    subscriber timed out, so the worker's breaker hears of it as before);
 //  - a cancel of the only subscriber is better sent to the run itself (RequestPipeline::
-//    cancel): the worker then answers with the text generated so far, as without sharing;
+//    cancel): the worker then answers with the text generated so far, as without sharing.
+//    From that moment the run is no longer joinable (cancel_requested()), so an identical
+//    request arriving before the worker answers starts a fresh run instead of receiving
+//    finish_reason "cancelled" or a cut stream;
 //  - a result goes to every subscriber (each gets its own `cache` status and timing);
 //  - an error goes to the subscribers waiting at that moment and to nobody after: the
 //    pipeline forgets the run, so the next identical request runs afresh.
@@ -49,7 +52,11 @@ class SharedExecution final : public CallRelay,
   // subscriber yet.
   void subscribe(const std::shared_ptr<Call>& call, std::string_view cache_status);
   // Still running, not abandoned, and its replay buffer complete.
-  bool joinable() const { return !finished_ && !abandoned_ && !replay_overflowed_; }
+  bool joinable() const {
+    return !finished_ && !abandoned_ && !cancelling_ && !replay_overflowed_;
+  }
+  // The run itself is being cancelled at its worker: it takes no more subscribers.
+  void cancel_requested() { cancelling_ = true; }
   bool finished() const { return finished_; }
   std::size_t subscribers() const { return subscribers_.size(); }
   // The chunks so far (all of them unless replay overflowed).
@@ -93,6 +100,7 @@ class SharedExecution final : public CallRelay,
   bool dispatched_ = false;
   bool finished_ = false;
   bool abandoned_ = false;
+  bool cancelling_ = false;
   Finished on_finished_;
   std::function<void(const CallOutcome&)> on_abandoned_;
 };

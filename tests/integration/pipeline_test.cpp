@@ -176,6 +176,58 @@ TEST_F(DroverTest, IdenticalInFlightRequestsShareOneRunEvenWhenTheLeaderLeaves) 
   EXPECT_EQ(p["request_deduplication"]["in_flight"], 0);
 }
 
+// Issue 15 item 4: a run whose last subscriber cancelled is on its way to finish_reason
+// "cancelled"; an identical request arriving before the worker answers must not join it. The
+// cancel and the new request travel in one write, so droverd handles both before the worker's
+// answer to the cancel can arrive.
+void cancelled_run_is_not_joined(DroverProcess& d, bool stream) {
+  json params = deterministic(stream ? "cancelled stream" : "cancelled run", 8, stream);
+  params["cache"] = "bypass";  // sharing alone
+  auto c = d.client();
+  c.send(request("a", "generate", params));
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& w : d.workers()) {
+      if (w.value("inflight", 0) > 0) return true;
+    }
+    return false;
+  }));
+  c.send_raw(request("c", "cancel", {{"id", "a"}}).dump() + "\n" +
+             request("b", "generate", params).dump() + "\n");
+  std::vector<json> others;
+  const json b = read_reply(c, "b", kReplyTimeout, &others);
+  ASSERT_TRUE(is_result(b)) << b.dump();
+  EXPECT_EQ(b["result"]["finish_reason"], "length") << b.dump();
+  EXPECT_EQ(b["result"]["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(b["result"]["cache"], "bypass") << "joined a run being cancelled";
+  if (stream) {
+    std::string joined;
+    for (const auto& m : others) {
+      if (m.value("method", "") == "generate.chunk" && m["params"]["id"] == "b") {
+        joined += m["params"].value("text", "");
+      }
+    }
+    EXPECT_EQ(joined, b["result"]["text"]);
+  }
+  // a's reply (cancelled) may well have come before b's.
+  json a;
+  for (const auto& m : others) {
+    if (m.value("id", json()) == "a") a = m;
+  }
+  if (a.is_null()) a = read_reply(c, "a");
+  ASSERT_TRUE(is_result(a)) << a.dump();
+  EXPECT_EQ(a["result"]["finish_reason"], "cancelled");
+}
+
+TEST_F(DroverTest, AnIdenticalRequestDoesNotJoinARunBeingCancelled) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "1500", "--tokens-per-s", "200"}}));
+  cancelled_run_is_not_joined(d(), false);
+}
+
+TEST_F(DroverTest, AnIdenticalStreamDoesNotJoinAStreamBeingCancelled) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "1500", "--tokens-per-s", "200"}}));
+  cancelled_run_is_not_joined(d(), true);
+}
+
 TEST_F(DroverTest, AFollowersTimeoutIsItsOwnAndTheRunGoesOnForTheLeader) {
   ASSERT_TRUE(start({.workers = 1, .worker_args = {"--ttft-ms", "3000", "--tokens-per-s", "200"}}));
   const json params = deterministic("deadline", 6);

@@ -86,6 +86,26 @@ TEST(SharedExecution, IdenticalRequestsShareOneRunAndEachGetsItsOwnAnswer) {
   EXPECT_FALSE(run->joinable());
 }
 
+// Issue 15 item 4: once the run itself is being cancelled at its worker, nobody may join it;
+// its one subscriber still gets the worker's (cancelled) answer.
+TEST(SharedExecution, ARunBeingCancelledIsNotJoinableAndItsSubscriberIsAnswered) {
+  auto exec = execution_call(true);
+  auto run = SharedExecution::create(exec, 1 << 20);
+  Client only;
+  auto a = client_call(only, 1, true);
+  run->subscribe(a, "miss");
+  exec->mark_dispatched({0, 1, 7});
+  exec->deliver_chunk("x", 0);
+  ASSERT_TRUE(run->joinable());
+  run->cancel_requested();
+  EXPECT_FALSE(run->joinable());
+  EXPECT_FALSE(run->finished());
+  exec->finish_generate({"x", "cancelled", {1, 1}}, 0);
+  ASSERT_EQ(only.replies.size(), 1u);
+  EXPECT_EQ(only.replies[0]["result"]["finish_reason"], "cancelled");
+  EXPECT_EQ(only.chunk_text(), "x");
+}
+
 TEST(SharedExecution, ErrorGoesToTheRequestsWaitingAndTheRunIsForgotten) {
   auto exec = execution_call(false);
   auto run = SharedExecution::create(exec, 0);
