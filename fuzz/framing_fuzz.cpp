@@ -59,7 +59,8 @@ bool blank(std::string_view s) { return s.find_first_not_of(" \t") == std::strin
 bool drain(FrameDecoder& d, std::vector<Frame>& out) {
   const std::size_t max = d.max_message_bytes();
   while (auto f = d.next()) {
-    FUZZ_CHECK(f->fatal == (f->kind == Frame::Kind::bad_header));
+    FUZZ_CHECK(f->fatal == (f->kind == Frame::Kind::bad_header ||
+                           f->kind == Frame::Kind::invalid_header));
     if (f->kind == Frame::Kind::message) {
       FUZZ_CHECK(f->body.size() <= max);
       if (d.framing() == Framing::ndjson) {

@@ -150,6 +150,10 @@ std::optional<Frame> FrameDecoder::next_content_length() {
           failed_ = true;
           return Frame{Frame::Kind::bad_header, {}, true, "invalid Content-Length value"};
         }
+        if (length) {
+          failed_ = true;
+          return Frame{Frame::Kind::invalid_header, {}, true, "duplicate Content-Length header"};
+        }
         length = n;
       }
       // Other headers (Content-Type) are allowed and ignored, as in LSP.

@@ -10,7 +10,11 @@
 //    connection stays usable;
 //  - a Content-Length header block that cannot be parsed yields Frame::bad_header with
 //    `fatal` set: the stream cannot be resynchronised and the connection should be closed
-//    after the error is written.
+//    after the error is written;
+//  - a header block that parses but is ambiguous (Content-Length given twice: which one frames
+//    the body?) yields Frame::invalid_header, also fatal: answered -32600 (Invalid Request)
+//    rather than guessed at, since a guess that differs from a proxy's in front of us would
+//    smuggle a second message into the body of the first.
 #pragma once
 
 #include <cstddef>
@@ -23,11 +27,15 @@ namespace drover::proto {
 enum class Framing { unknown, ndjson, content_length };
 
 struct Frame {
-  enum class Kind { message, too_large, bad_header };
+  enum class Kind { message, too_large, bad_header, invalid_header };
   Kind kind = Kind::message;
   std::string body;     // the JSON text, for Kind::message
   bool fatal = false;   // the connection cannot continue after this frame
   std::string detail;   // what was wrong, for errors
+  // Kind::too_large in NDJSON framing: the message's first bytes (up to kHeadBytes), so the
+  // receiver can say whose message it refused (drover-worker answers the request id in it).
+  std::string head;
+  static constexpr std::size_t kHeadBytes = 256;
 };
 
 class FrameDecoder {

@@ -193,6 +193,12 @@ void ClientSession::handle_frame(proto::Frame& frame) {
                                     proto::json{{"detail", frame.detail}}));
       close_when_idle();
       return;
+    case proto::Frame::Kind::invalid_header:
+      // Parsed but ambiguous (a duplicate Content-Length): refused, and as unrecoverable.
+      write_reply(proto::make_error(proto::kNullId, RpcError::invalid_request, {},
+                                    proto::json{{"detail", frame.detail}}));
+      close_when_idle();
+      return;
   }
 }
 

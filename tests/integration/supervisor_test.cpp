@@ -484,6 +484,42 @@ TEST_F(DroverTest, CancelEndsARunningStreamAndUnknownIdsAreNotCancelled) {
   EXPECT_TRUE(wait_until([&] { return all_idle(d()); }));
 }
 
+// Issue 15 item 12: ids come back exactly as written (no number normalisation, no escape
+// decoding), and cancel compares them as JSON text, so 1 is not 1.0.
+TEST_F(DroverTest, IdsAreEchoedByteExactAndCancelComparesThemAsText) {
+  ASSERT_TRUE(start({.workers = 2, .worker_args = {"--ttft-ms", "1500"}}));
+  auto c = d().client();
+  for (const std::string id : {"1e2", "123456789012345678901234567890", R"("a\u0062")", "-0", "1.50"}) {
+    SCOPED_TRACE(id);
+    c.send_raw(R"({"jsonrpc":"2.0","method":"health","id":)" + id + "}\n");
+    const auto text = c.read_text(kReplyTimeout);
+    ASSERT_TRUE(text.has_value());
+    EXPECT_NE(text->find(R"("id":)" + id + ","), std::string::npos) << *text;
+  }
+  c.send_raw(R"({"jsonrpc":"2.0","id":1.0,"method":"generate","params":{"prompt":"ids","max_tokens":3}})" "\n");
+  ASSERT_TRUE(wait_until([&] { return !all_idle(d()); }));
+  c.send_raw(R"({"jsonrpc":"2.0","id":"c1","method":"cancel","params":{"id":1}})" "\n");
+  const json not_it = read_reply(c, "c1");
+  EXPECT_EQ(not_it.value("result", json()), json({{"cancelled", false}})) << not_it.dump();
+  c.send_raw(R"({"jsonrpc":"2.0","id":"c2","method":"cancel","params":{"id":1.0}})" "\n");
+  // The generate's reply (cancelled, with its id as written) and the cancel's, in either order.
+  std::optional<std::string> generate_text;
+  std::optional<json> ack;
+  while (!generate_text || !ack) {
+    const auto text = c.read_text(kReplyTimeout);
+    ASSERT_TRUE(text.has_value());
+    const json m = json::parse(*text);
+    if (m.value("id", json()) == "c2") {
+      ack = m;
+    } else {
+      generate_text = *text;
+    }
+  }
+  EXPECT_EQ(ack->value("result", json()), json({{"cancelled", true}})) << ack->dump();
+  EXPECT_NE(generate_text->find(R"("id":1.0,)"), std::string::npos) << *generate_text;
+  EXPECT_EQ(json::parse(*generate_text)["result"]["finish_reason"], "cancelled") << *generate_text;
+}
+
 TEST_F(DroverTest, ClientDisconnectMidStreamCancelsAtTheWorker) {
   ASSERT_TRUE(start({.workers = 2, .worker_args = {"--tokens-per-s", "20"}}));
   {

@@ -98,6 +98,9 @@ std::vector<std::string> describe(const std::vector<Frame>& frames) {
       case Kind::bad_header:
         out.push_back(f.fatal ? "bad_header!" : "bad_header");
         break;
+      case Kind::invalid_header:
+        out.push_back(f.fatal ? "invalid_header!" : "invalid_header");
+        break;
     }
   }
   return out;
@@ -394,6 +397,25 @@ TEST(FramingContentLength, NonNumericContentLengthIsFatal) {
        {"abc", "12x", "x12", "-1", "+5", "1.5", "", "0x10", " ", "99999999999999999999999999"}) {
     expect_fatal_bad_header("Content-Length: " + std::string(value) + "\r\n\r\n{}",
                             std::string("value '") + std::string(value) + "'");
+  }
+}
+
+// Issue 15 item 12: two Content-Length headers are refused, not last-wins (or first-wins): a
+// proxy in front that picked the other one would see a different message boundary. Equal
+// values are refused too; the rule is one header, not one value.
+TEST(FramingContentLength, DuplicateContentLengthIsRefusedAsInvalidRequest) {
+  for (std::string_view headers :
+       {"Content-Length: 2\r\nContent-Length: 11\r\n", "Content-Length: 2\r\ncontent-length: 2\r\n",
+        "Content-Length: 11\r\nContent-Type: application/json\r\nCONTENT-LENGTH: 2\r\n"}) {
+    SCOPED_TRACE(std::string(headers));
+    FrameDecoder d(kLarge);
+    d.feed(std::string(headers) + "\r\n{}{\"x\":123}\n");
+    const auto f = d.next();
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(f->kind, Kind::invalid_header);
+    EXPECT_TRUE(f->fatal);
+    EXPECT_NE(f->detail.find("duplicate Content-Length"), std::string::npos);
+    EXPECT_FALSE(d.next().has_value()) << "a failed decoder produces nothing more";
   }
 }
 
