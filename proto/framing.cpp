@@ -81,10 +81,11 @@ std::optional<Frame> FrameDecoder::next_ndjson() {
         // The line is already too long: report it now and drop the rest as it arrives, so an
         // endless line cannot grow the buffer.
         discarding_line_ = true;
+        Frame f{Frame::Kind::too_large, {}, false, fmt::format("message exceeds {} bytes", max_),
+                std::string(begin, std::min(avail, Frame::kHeadBytes))};
         pos_ = buf_.size();
         scanned_ = 0;
-        return Frame{Frame::Kind::too_large, {}, false,
-                     fmt::format("message exceeds {} bytes", max_)};
+        return f;
       }
       return std::nullopt;
     }
@@ -96,8 +97,8 @@ std::optional<Frame> FrameDecoder::next_ndjson() {
     // The size check comes first, as on the path above: a blank line longer than max_ is too
     // large too, or the verdict would depend on whether its newline arrived in the same read.
     if (line.size() > max_) {
-      return Frame{Frame::Kind::too_large, {}, false,
-                   fmt::format("message exceeds {} bytes", max_)};
+      return Frame{Frame::Kind::too_large, {}, false, fmt::format("message exceeds {} bytes", max_),
+                   std::string(line.substr(0, Frame::kHeadBytes))};
     }
     if (trim(line).empty()) continue;  // blank lines between messages are allowed
     return Frame{Frame::Kind::message, std::string(line), false, {}};

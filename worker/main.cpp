@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   app.add_option("--control-socket", rt.control_socket, "control socket to connect to")
       ->envname(drover::proto::worker::kEnvControlSocket);
   app.add_option("--worker-id", rt.worker_id, "worker id")->envname(drover::proto::worker::kEnvWorkerId);
+  app.add_option("--max-message-bytes", rt.max_message_bytes,
+                 "longest request accepted from the supervisor; a longer one is answered -32007")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 32));
   app.add_option("--model", model_name,
                  "model id served (default: sim for sim, the checkpoint's file stem for tinyllm)");
   app.add_option("--model-path", tinyllm.model_path,

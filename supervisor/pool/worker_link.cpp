@@ -647,55 +647,93 @@ void WorkerLink::flush(Batcher::FlushCause cause) {
   if (outbox_.empty() || state_ == State::dead) return;
   const auto ids = std::exchange(outbox_, {});
   const std::uint64_t flush_id = next_flush_++;
-  // Tokenize calls for one model merge into the first one's batch_tokenize.
-  std::vector<std::pair<const std::string*, std::uint64_t>> tokenize_leads;
+  // A flush is bounded in bytes as well as in calls: a quarter of max_message_bytes, so a
+  // batch of large prompts never makes one message the worker must refuse (or, worse, exit
+  // on), while a call whose request alone is larger still goes, alone. The bound applies to
+  // merged batch_tokenize replies too, estimated at kTokenReplyBytesPerTextByte per byte of
+  // text (one token per byte at worst, each written as up to 11 digits and a comma), so their
+  // answer stays within droverd's own limit on what a worker may send.
+  const std::size_t budget = std::max<std::size_t>(opt_.max_message_bytes / 4, 1);
+  constexpr std::size_t kTokenReplyBytesPerTextByte = 12;
+  auto text_bytes = [](const Call& c) {
+    std::size_t n = 0;
+    for (const auto& t : std::get<proto::worker::BatchTokenizeRequest>(c.request()).texts) {
+      n += t.size() + 1;
+    }
+    return n;
+  };
+  // Tokenize calls for one model merge into the first one's batch_tokenize, while the merged
+  // reply stays under the budget; the next one then leads a new merge.
+  struct Lead {
+    const std::string* model;
+    std::uint64_t id;
+    std::size_t reply_bytes;
+  };
+  std::vector<Lead> tokenize_leads;
   for (const std::uint64_t id : ids) {
     Held& h = inflight_.at(id);
     h.sent = true;
     h.flush = flush_id;
     if (h.call->kind() != CallKind::tokenize || ids.size() == 1) continue;
+    const std::size_t reply_bytes = text_bytes(*h.call) * kTokenReplyBytesPerTextByte;
     const auto lead = std::find_if(tokenize_leads.begin(), tokenize_leads.end(),
-                                   [&h](const auto& l) { return *l.first == h.call->model(); });
+                                   [&h](const Lead& l) { return *l.model == h.call->model(); });
     if (lead == tokenize_leads.end()) {
-      tokenize_leads.emplace_back(&h.call->model(), id);
+      tokenize_leads.push_back({&h.call->model(), id, reply_bytes});
       continue;
     }
+    if (lead->reply_bytes + reply_bytes > budget) {
+      *lead = {&h.call->model(), id, reply_bytes};
+      continue;
+    }
+    lead->reply_bytes += reply_bytes;
     auto merged = std::move(h.call);
     inflight_.erase(id);
-    inflight_.at(lead->second).merged.push_back(std::move(merged));
+    inflight_.at(lead->id).merged.push_back(std::move(merged));
   }
-  // The batch is written straight into one buffer: "[request,request,...]", or one request.
-  std::string batch;
-  std::size_t messages = 0;
+  // Each message is written straight into one buffer: "[request,request,...]", or one request.
+  std::string batch, one;
+  std::size_t messages = 0;    // worker requests in this flush
+  std::size_t in_batch = 0;    // ...in the message being built
   std::size_t merged_texts = 0;
+  auto send_batch = [this, &batch, &in_batch] {
+    if (in_batch == 0) return;
+    if (in_batch == 1) {
+      send(batch.substr(1));
+    } else {
+      batch += ']';
+      send(std::move(batch));
+    }
+    batch.clear();
+    in_batch = 0;
+  };
   for (const std::uint64_t id : ids) {
     const auto it = inflight_.find(id);
     if (it == inflight_.end()) continue;  // merged into another request
     const Held& h = it->second;
-    batch += messages++ == 0 ? '[' : ',';
+    one.clear();
     if (h.merged.empty()) {
-      h.call->encode_request(batch, id);
-      continue;
+      h.call->encode_request(one, id);
+    } else {
+      // Tokenize calls merged into the lead's batch_tokenize: its texts, then theirs.
+      std::vector<std::string_view> texts;
+      auto add_texts = [&texts](const Call& c) {
+        for (const auto& t : std::get<proto::worker::BatchTokenizeRequest>(c.request()).texts) {
+          texts.push_back(t);
+        }
+      };
+      add_texts(*h.call);
+      for (const auto& c : h.merged) add_texts(*c);
+      merged_texts += 1 + h.merged.size();
+      proto::worker::encode_batch_tokenize(one, id, h.call->model(), texts);
     }
-    // Tokenize calls for one model merged into the lead's batch_tokenize: its texts, then theirs.
-    std::vector<std::string_view> texts;
-    auto add_texts = [&texts](const Call& c) {
-      for (const auto& t : std::get<proto::worker::BatchTokenizeRequest>(c.request()).texts) {
-        texts.push_back(t);
-      }
-    };
-    add_texts(*h.call);
-    for (const auto& c : h.merged) add_texts(*c);
-    merged_texts += 1 + h.merged.size();
-    proto::worker::encode_batch_tokenize(batch, id, h.call->model(), texts);
+    if (in_batch > 0 && batch.size() + one.size() + 2 > budget) send_batch();
+    batch += in_batch++ == 0 ? '[' : ',';
+    batch += one;
+    ++messages;
   }
   flushes_.emplace(flush_id, FlushRecord{clock_.now(), messages});
-  if (messages == 1) {
-    send(batch.substr(1));
-  } else {
-    batch += ']';
-    send(std::move(batch));
-  }
+  send_batch();
   opt_.batcher->on_flush(ids.size(), merged_texts, cause);
 }
 

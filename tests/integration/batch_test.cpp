@@ -55,6 +55,77 @@ std::map<std::string, json> by_id(const json& replies) {
 constexpr const char* kFixedBatches =
     "batch_queue:\n  max_batch_size: 8\n  adaptive_sizing: false\n  fast_path: false\n";
 
+// Issue 15 item 5. workers.max_message_bytes 64 KiB (the worker's limit too): eight generates
+// with 12 KiB prompts would make one ~100 KiB batch. Flushes are bounded in bytes (a quarter
+// of the limit), so they leave in several messages and the worker is never sent one it must
+// refuse; nothing is retried, nobody is replaced.
+TEST_F(DroverTest, AFlushIsBoundedInBytesWellUnderTheWorkersMessageLimit) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--max-message-bytes", "65536"},
+                     .workers_yaml = {"max_message_bytes: 65536"},
+                     .extra_yaml = kFixedBatches}));
+  const int pid = worker_with_id(d(), 0)["pid"].get<int>();
+  json batch = json::array();
+  for (int i = 0; i < 8; ++i) {
+    batch.push_back(request("g" + std::to_string(i), "generate",
+                            gen(std::string(12 * 1024, static_cast<char>('a' + i)), i, 3)));
+  }
+  auto c = d().client();
+  c.send(batch);
+  const auto replies = c.read(kReplyTimeout);
+  ASSERT_TRUE(replies.has_value());
+  ASSERT_TRUE(replies->is_array()) << replies->dump();
+  ASSERT_EQ(replies->size(), 8u);
+  for (const auto& r : *replies) EXPECT_TRUE(is_result(r)) << r.dump().substr(0, 300);
+  const json w = worker_with_id(d(), 0);
+  EXPECT_EQ(w["pid"], pid) << "the worker was replaced";
+  EXPECT_EQ(d().client().call("telemetry.metrics")["result"]["pool"]["retries_total"], 0);
+}
+
+// ...and merged tokenize requests stop merging before their reply (a token list of up to one
+// token per byte) could pass droverd's own limit on what a worker sends: 8 x 4 KiB texts
+// would merge into one ~130 KiB reply.
+TEST_F(DroverTest, MergedTokenizeRepliesStayUnderDroverdsLimit) {
+  ASSERT_TRUE(start({.workers = 1, .workers_yaml = {"max_message_bytes: 65536"},
+                     .extra_yaml = kFixedBatches}));
+  const int pid = worker_with_id(d(), 0)["pid"].get<int>();
+  json batch = json::array();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 8; ++i) {
+    texts.push_back(std::string(4 * 1024, static_cast<char>('k' + i)));
+    batch.push_back(request("t" + std::to_string(i), "tokenize", {{"text", texts.back()}}));
+  }
+  auto c = d().client();
+  c.send(batch);
+  const auto replies = c.read(kReplyTimeout);
+  ASSERT_TRUE(replies.has_value());
+  ASSERT_TRUE(replies->is_array()) << replies->dump().substr(0, 300);
+  auto got = by_id(*replies);
+  ASSERT_EQ(got.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
+    const json& r = got["t" + std::to_string(i)];
+    ASSERT_TRUE(is_result(r)) << r.dump().substr(0, 300);
+    EXPECT_EQ(r["result"]["tokens"], bytes_of(texts[static_cast<std::size_t>(i)]));
+  }
+  EXPECT_EQ(worker_with_id(d(), 0)["pid"], pid) << "the worker was replaced";
+  EXPECT_EQ(d().log().find("garbage from worker"), std::string::npos);
+}
+
+// A request over the worker's own limit (here: smaller than droverd's) is answered -32007 by
+// the worker, which keeps serving, instead of ending it and being blamed for the request.
+TEST_F(DroverTest, AWorkerAnswersAnOversizeRequestWithAnErrorAndKeepsServing) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--max-message-bytes", "16384"},
+                     .extra_yaml = "transport: {shm: false}\n"}));
+  const int pid = worker_with_id(d(), 0)["pid"].get<int>();
+  auto c = d().client();
+  const json big = c.call("generate", gen(std::string(32 * 1024, 'z'), 1, 3));
+  EXPECT_EQ(error_code(big), -32007) << big.dump().substr(0, 300);
+  EXPECT_EQ(big["error"]["data"]["limit_bytes"], 16384);
+  EXPECT_TRUE(is_result(c.call("generate", gen("small", 2, 3))));
+  EXPECT_EQ(worker_with_id(d(), 0)["pid"], pid) << "the worker was replaced";
+}
+
 TEST_F(DroverTest, BatchedRequestsEachGetTheirOwnAnswer) {
   ASSERT_TRUE(start({.workers = 1, .extra_yaml = kFixedBatches}));
   auto c = d().client();

@@ -1,5 +1,7 @@
 #include "worker/runtime/worker_runtime.hpp"
 
+#include <charconv>
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -132,6 +134,7 @@ asio::awaitable<int> WorkerRuntime::run() {
     while (!done_) {
       auto frame = decoder_.next();
       if (!frame) break;
+      if (frame->kind == proto::Frame::Kind::too_large && refuse_too_large(*frame)) continue;
       if (frame->kind != proto::Frame::Kind::message) {
         log->error("worker {}: bad frame from supervisor: {}", opt_.worker_id, frame->detail);
         co_return 1;
@@ -658,6 +661,25 @@ void WorkerRuntime::exit_unannounced() {
   }
   component_logger("worker")->warn("worker {}: exiting after the reply (drill)", opt_.worker_id);
   ::_exit(86);
+}
+
+bool WorkerRuntime::refuse_too_large(const proto::Frame& frame) {
+  // A deferred shm message (0x1E) stands for a ring marker: dropping it would leave the ring
+  // waiting for it forever, so that still ends this incarnation (droverd bounds what it sends
+  // well under the limit, proto/README.md).
+  if (!frame.head.empty() && frame.head.front() == proto::shm::kDeferredPrefix) return false;
+  // droverd writes the id right after "jsonrpc"; a batch is never this large (its flushes are
+  // bounded), so the first id is the whole message's.
+  const auto at = frame.head.find(R"("id":)");
+  std::uint64_t id = 0;
+  const char* first = at == std::string::npos ? nullptr : frame.head.data() + at + 5;
+  const char* last = frame.head.data() + frame.head.size();
+  if (!first || std::from_chars(first, last, id).ec != std::errc()) return false;
+  component_logger("worker")->warn("worker {}: request id {} refused: {}", opt_.worker_id, id,
+                                   frame.detail);
+  reply_error(id, {RpcError::message_too_large, "Message too large",
+                   json{{"limit_bytes", opt_.max_message_bytes}}});
+  return true;
 }
 
 void WorkerRuntime::reply_error(std::uint64_t id, const BackendError& e) {
