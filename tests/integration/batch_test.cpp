@@ -60,10 +60,11 @@ constexpr const char* kFixedBatches =
 // of the limit), so they leave in several messages and the worker is never sent one it must
 // refuse; nothing is retried, nobody is replaced.
 TEST_F(DroverTest, AFlushIsBoundedInBytesWellUnderTheWorkersMessageLimit) {
+  // On the socket transport, where the worker's own limit applies to every line.
   ASSERT_TRUE(start({.workers = 1,
                      .worker_args = {"--max-message-bytes", "65536"},
                      .workers_yaml = {"max_message_bytes: 65536"},
-                     .extra_yaml = kFixedBatches}));
+                     .extra_yaml = std::string(kFixedBatches) + "transport: {shm: false}\n"}));
   const int pid = worker_with_id(d(), 0)["pid"].get<int>();
   json batch = json::array();
   for (int i = 0; i < 8; ++i) {
