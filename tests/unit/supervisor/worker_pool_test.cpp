@@ -80,5 +80,33 @@ TEST(WorkerPoolClock, PoisonRequestFailsFastUntilPoisonTtlOnThePoolsClock) {
   EXPECT_FALSE(replies.received[3]["error"]["data"].contains("poison"));
 }
 
+// Issue 15 item 7: a cancel sent to the worker holding a call is not forgotten when that worker
+// dies before answering it: the orphan ends cancelled and is not retried (a client that
+// cancelled gets no full result; a disconnected client's work does not re-run for nobody).
+TEST(WorkerPoolClock, AnOrphanWhoseCancelWasSentEndsCancelledAndIsNotRetried) {
+  FakeClock clock;
+  asio::io_context io;
+  WorkersConfig workers;
+  workers.count = 1;
+  WorkerPool pool(io, workers, CircuitBreakerConfig{}, RetryConfig{}, "/nonexistent",
+                  RoutingStrategy::round_robin, clock);
+  WorkerLinkOptions options;
+  options.slot = 0;
+  auto link = std::make_shared<WorkerLink>(io, options, pool, clock);
+
+  Replies replies;
+  auto cancelled = generate_call(replies, "cancel me", 1);
+  cancelled->mark_dispatched({0, 1, 7});
+  pool.cancel(cancelled);  // goes to the worker that holds it; the worker answers, normally
+  ASSERT_FALSE(cancelled->done());
+  LinkLoss loss{"process killed by signal 9", false, true, std::nullopt, true};
+  pool.on_lost(*link, loss, {cancelled});
+  ASSERT_TRUE(cancelled->done());
+  ASSERT_EQ(replies.received.size(), 1u);
+  EXPECT_EQ(replies.received[0]["result"]["finish_reason"], "cancelled") << replies.received[0];
+  EXPECT_TRUE(cancelled->outcome().cancelled);
+  EXPECT_EQ(pool.stats().retries, 0u);
+}
+
 }  // namespace
 }  // namespace drover::supervisor
