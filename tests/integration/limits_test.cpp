@@ -238,6 +238,31 @@ TEST(Limits, ClientThatNeverReadsIsPausedThenClosedWithMemoryBounded) {
   EXPECT_EQ(d.stop(), 0);
 }
 
+// Replies of work accepted before the pause keep coming: past 2 x write_buffer_bytes unread,
+// the connection is closed at once (not after idle_timeout_ms).
+TEST(Limits, RepliesPilingUpPastTwiceTheWriteBufferCloseTheConnection) {
+  DroverProcess d({.server_yaml = {"write_buffer_bytes: 4096"}});
+  ASSERT_TRUE(d.start());
+  auto hog = d.client();
+  // ~40 x 10+ KiB of replies: far more than the socket buffers hold, all accepted in one read.
+  std::string lines;
+  for (int i = 0; i < 40; ++i) {
+    lines += request(i, "generate", {{"prompt", "reply " + std::to_string(i)}, {"max_tokens", 3000},
+                                     {"cache", "bypass"}})
+                 .dump() +
+             "\n";
+  }
+  hog.send_raw(lines);
+  EXPECT_TRUE(wait_until([&] {
+    auto c = d.client();
+    return c.call("telemetry.metrics")["result"]["connections"]["backlog_closes_total"] == 1;
+  }));
+  EXPECT_NE(d.log().find("past 2 x write_buffer_bytes=4096; closing"), std::string::npos);
+  EXPECT_TRUE(closed_by_server(hog));
+  EXPECT_TRUE(bystander_served(d));
+  EXPECT_EQ(d.stop(), 0);
+}
+
 TEST(Limits, ClientThatReadsSlowlyIsPausedAndResumedWithEveryReply) {
   // Backpressure is a pause, not a penalty: a client that writes ahead and only then reads
   // gets every reply, in order.
