@@ -188,7 +188,10 @@ struct ModelPreloadConfig {
 // Batch queue: requests bound for one worker within a flush window travel as one JSON-RPC
 // batch (one write or ring record); tokenize requests merge into one batch_tokenize.
 struct BatchQueueConfig {
-  bool enabled = true;
+  // Off by default: measured after the hot-path redesign, IPC batching costs throughput and
+  // CPU on both transports and buys nothing until a backend computes a batch together
+  // (docs/PIPELINE.md "Batch queue", "The default").
+  bool enabled = false;
   // Requests per flush; the adaptive controller moves it within 1..100.
   int max_batch_size = 20;
   // Longest a request waits for companions (the adaptive window replaces it when on).

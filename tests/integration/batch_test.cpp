@@ -53,7 +53,7 @@ std::map<std::string, json> by_id(const json& replies) {
 // No fast path and a fixed size of 8: a client batch of 17 requests reaches the worker's link
 // in one turn, so it leaves in worker-side batches of 8, 8 and 1 whatever the machine's speed.
 constexpr const char* kFixedBatches =
-    "batch_queue:\n  max_batch_size: 8\n  adaptive_sizing: false\n  fast_path: false\n";
+    "batch_queue:\n  enabled: true\n  max_batch_size: 8\n  adaptive_sizing: false\n  fast_path: false\n";
 
 // Issue 15 item 5. workers.max_message_bytes 64 KiB (the worker's limit too): eight generates
 // with 12 KiB prompts would make one ~100 KiB batch. Flushes are bounded in bytes (a quarter
@@ -192,7 +192,7 @@ TEST_F(DroverTest, WorkerKilledWithABatchInFlightLosesNothing) {
   // 20 tokens/s: each generate holds its worker for about half a second.
   ASSERT_TRUE(start({.workers = 2,
                      .worker_args = {"--tokens-per-s", "20"},
-                     .extra_yaml = "batch_queue:\n  max_batch_size: 4\n  adaptive_sizing: false\n"
+                     .extra_yaml = "batch_queue:\n  enabled: true\n  max_batch_size: 4\n  adaptive_sizing: false\n"
                                    "  fast_path: false\n"}));
   auto c = d().client();
   json batch = json::array();

@@ -266,7 +266,7 @@ class HttpTest : public DroverTest {
 };
 
 TEST_F(HttpTest, MetricsPassPromtoolAndCountRequests) {
-  ASSERT_TRUE(start_with_metrics());
+  ASSERT_TRUE(start_with_metrics({.extra_yaml = "batch_queue: {enabled: true}\n"}));
   const auto health = http_get(port_, "/healthz");
   EXPECT_EQ(health.status, 200u);
   EXPECT_EQ(health.body, "ok\n");

@@ -13,6 +13,7 @@ const auto t0 = std::chrono::steady_clock::time_point() + 1000s;
 
 BatchQueueConfig config() {
   BatchQueueConfig c;
+  c.enabled = true;  // off by default
   c.max_batch_size = 4;
   c.flush_interval = 2000us;
   c.target_batch_time = 10ms;
