@@ -112,6 +112,8 @@ void AdminMethods::register_with(RequestHandler& handler) {
     std::string why;
     const json result = control_.reload(why);
     if (!why.empty()) return c.error(RpcError::invalid_params, "Config rejected", json{{"detail", why}});
+    // The catalog's paths or workers.command may have changed what results mean.
+    pipeline_.invalidate_results("config.reload");
     c.result(result);
   }));
 }
@@ -122,13 +124,19 @@ void AdminMethods::models_admin(LocalCall& c) {
       p["model"].get_ref<const std::string&>().empty()) {
     return c.invalid_params("param 'model' must be a model id (string)");
   }
-  auto done = [c](const json& result, const json& err) {
-    if (err.is_null()) return c.result(result);
+  const std::string model = p["model"].get<std::string>();
+  // c.request is gone when `done` runs (a load may take seconds): keep what it names.
+  auto done = [this, c, what = c.request.method + " " + model](const json& result,
+                                                               const json& err) {
+    if (err.is_null()) {
+      // What a request for this model computes may differ now (issue 15 item 8).
+      pipeline_.invalidate_results(what);
+      return c.result(result);
+    }
     const json code = err.value("code", json(-32603));
     c.error(static_cast<RpcError>(code.is_number_integer() ? code.get<int>() : -32603),
             err.value("message", std::string()), err.value("data", json()));
   };
-  const std::string model = p["model"].get<std::string>();
   if (c.request.method == "models.load") return pool_.load_model(model, std::move(done));
   pool_.unload_model(model, std::move(done));
 }

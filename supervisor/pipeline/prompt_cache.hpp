@@ -57,6 +57,12 @@ class PromptCache {
   // Stores (or replaces) `key`; false when the value alone is larger than max_bytes.
   bool insert(const std::string& key, CachedResult value, Clock::time_point now);
 
+  // Drops every entry (not counted as evictions).
+  void clear() {
+    lru_.clear();
+    index_.clear();
+    bytes_ = 0;
+  }
   std::size_t entries() const { return index_.size(); }
   std::size_t bytes() const { return bytes_; }
   const Stats& stats() const { return stats_; }

@@ -2,6 +2,7 @@
 
 #include <boost/asio/post.hpp>
 
+#include "common/log.hpp"
 #include "proto/worker_codec.hpp"
 
 namespace drover::supervisor {
@@ -45,7 +46,8 @@ void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
     call->set_cache_status("bypass");
     return pool_.submit(std::move(call));
   }
-  const std::string& key = *req.key;
+  // The generation first: results of an earlier one are never found (invalidate_results).
+  const std::string key = std::to_string(generation_) + ':' + *req.key;
   const bool stream = call->streaming();
   const auto now = clock_.now();
 
@@ -160,6 +162,13 @@ void RequestPipeline::cancel(const std::shared_ptr<Call>& call) {
   pool_.cancel(call);
 }
 
+void RequestPipeline::invalidate_results(std::string_view why) {
+  ++generation_;
+  cache_.clear();  // its entries can never be found again: give their memory back now
+  ++stats_.invalidations;
+  component_logger("pipeline")->info("stored results and runs in progress are not shared from now on: {}", why);
+}
+
 void RequestPipeline::serve_stored(Call& call, const proto::worker::GenerateResult& result,
                                    const std::vector<std::string>& chunks, int worker_slot,
                                    std::string_view status) {
@@ -214,6 +223,7 @@ json RequestPipeline::telemetry() const {
           {"executions_total", stats_.executions},
           {"abandoned_total", stats_.abandoned},
           {"bypassed_total", stats_.bypassed},
+          {"invalidations_total", stats_.invalidations},
           {"runs_in_progress", live_.size()}};
 }
 

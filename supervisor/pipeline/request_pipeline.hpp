@@ -66,6 +66,8 @@ struct PipelineStats {
   std::uint64_t abandoned = 0;     // runs cancelled because every subscriber left
   // Generates sent straight to the pool: not deterministic, or no stage applied.
   std::uint64_t bypassed = 0;
+  // invalidate_results() calls: model loads/unloads and config reloads.
+  std::uint64_t invalidations = 0;
 };
 
 class RequestPipeline {
@@ -83,6 +85,11 @@ class RequestPipeline {
   // subscriber of a run cancels the run itself, so its answer is the worker's (the text so
   // far); a subscriber among others is detached and the run goes on for them.
   void cancel(const std::shared_ptr<Call>& call);
+  // What the workers compute may have changed (a model loaded or unloaded, the configuration
+  // reloaded: the catalog's paths, workers.command): results stored before are not served
+  // again, and runs in progress are not joined. Keys carry a generation that this advances,
+  // so a run that finishes later stores its result where no lookup finds it.
+  void invalidate_results(std::string_view why);
 
   // The `pipeline` object of telemetry.metrics.
   json telemetry() const;
@@ -122,6 +129,7 @@ class RequestPipeline {
   // The run each unfinished subscriber waits on, for cancel.
   std::unordered_map<const Call*, std::weak_ptr<SharedExecution>> run_of_;
   PipelineStats stats_;
+  std::uint64_t generation_ = 0;  // see invalidate_results()
 };
 
 }  // namespace drover::supervisor

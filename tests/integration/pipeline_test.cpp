@@ -109,6 +109,24 @@ TEST_F(DroverTest, PromptCacheHitIsServedWithoutAWorkerAndStreamsTheCachedChunks
   EXPECT_EQ(p["bypassed_total"], 1);
 }
 
+// Issue 15 item 8: after a config reload (which may change the catalog's paths or
+// workers.command), a stored result is not served again; the first request after it runs on a
+// worker and is stored afresh.
+TEST_F(DroverTest, AReloadKeepsEarlierResultsFromBeingServed) {
+  ASSERT_TRUE(start({.workers = 1}));
+  auto c = d().client();
+  EXPECT_EQ(c.call("generate", deterministic("before reload", 8))["result"]["cache"], "miss");
+  EXPECT_EQ(c.call("generate", deterministic("before reload", 8))["result"]["cache"], "hit");
+  const json reloaded = d().admin().call("config.reload");
+  ASSERT_TRUE(is_result(reloaded)) << reloaded.dump();
+  const json after = c.call("generate", deterministic("before reload", 8));
+  ASSERT_TRUE(is_result(after)) << after.dump();
+  EXPECT_EQ(after["result"]["cache"], "miss") << "a result stored before the reload was served";
+  EXPECT_EQ(after["result"]["worker"], 0);
+  EXPECT_EQ(c.call("generate", deterministic("before reload", 8))["result"]["cache"], "hit");
+  EXPECT_EQ(pipeline(d())["invalidations_total"], 1);
+}
+
 TEST_F(DroverTest, StagesOffInConfigRunEveryRequest) {
   ASSERT_TRUE(start({.workers = 1,
                      .extra_yaml = "prompt_cache:\n  enabled: false\n"
