@@ -2,6 +2,7 @@
 
 #include "common/log.hpp"
 #include "proto/client_params.hpp"
+#include "proto/json_write.hpp"
 #include "proto/methods.hpp"
 #include "supervisor/frontend/client_session.hpp"
 #include "supervisor/pipeline/request_key.hpp"
@@ -29,8 +30,15 @@ std::string_view id_of(const proto::RpcRequest& req) {
   return req.id ? std::string_view(*req.id) : proto::kNullId;
 }
 
-std::string invalid_params_data(std::string_view why) {
-  return proto::dump(json{{"detail", why}});
+// `{"<name>":"<value>"}`: the data of the errors this handler answers per request (a bad
+// param, an unknown method), written as bytes like every other reply on the request path.
+std::string string_member(std::string_view name, std::string_view value) {
+  std::string out = "{";
+  proto::append_string(out, name);
+  out += ':';
+  proto::append_string(out, value);
+  out += '}';
+  return out;
 }
 
 }  // namespace
@@ -133,13 +141,14 @@ void RequestHandler::handle_request(ClientSession& session, proto::RpcRequest& r
   auto invalid_params = [&reply, id](std::string_view why) {
     if (reply) {
       reply(proto::make_error(id, RpcError::invalid_params, {},
-                              std::string_view(invalid_params_data(why))));
+                              std::string_view(string_member("detail", why))));
     }
   };
   const Method* method = find(req.method);
   if (!method) {
     if (reply) {
-      reply(proto::make_error(id, RpcError::method_not_found, {}, json{{"method", req.method}}));
+      reply(proto::make_error(id, RpcError::method_not_found, {},
+                              std::string_view(string_member("method", req.method))));
     }
     return;
   }

@@ -699,11 +699,11 @@ void WorkerLink::flush(Batcher::FlushCause cause) {
   auto send_batch = [this, &batch, &in_batch] {
     if (in_batch == 0) return;
     if (in_batch == 1) {
-      send(batch.substr(1));
+      batch.erase(0, 1);  // a lone request is sent as itself, not as a batch of one
     } else {
       batch += ']';
-      send(std::move(batch));
     }
+    send(std::move(batch));
     batch.clear();
     in_batch = 0;
   };
