@@ -38,6 +38,23 @@ ensure_packages() {
   fi
 }
 
+# ensure_npm_modules DIR: install DIR's npm dependencies (package.json, package-lock.json) into
+# DIR/node_modules (git-ignored) from the npm registry, once and again when the lock changes.
+ensure_npm_modules() {
+  local dir="$1" stamp="$1/node_modules/.drover-installed"
+  if [ -f "$stamp" ] && [ ! "$dir/package-lock.json" -nt "$stamp" ] && [ ! "$dir/package.json" -nt "$stamp" ]; then
+    return 0
+  fi
+  command -v npm >/dev/null || { echo "drover needs Node.js 20 and npm for $dir" >&2; exit 1; }
+  log "installing npm packages in $dir"
+  if [ -f "$dir/package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  else
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  touch "$stamp"
+}
+
 # configure_tree DIR BUILD_TYPE [extra cmake args...]: configure out of tree (once).
 configure_tree() {
   local dir="$1" type="$2"
