@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import re
+import subprocess
+import sys
 import unittest
 
 from droverd import WAIT_S, Droverd, wait_until
@@ -133,6 +137,20 @@ class SyncClientServerLifecycleTest(unittest.TestCase):
                 self.assertEqual(c.generate("after restart", max_tokens=3)["usage"]["completion_tokens"], 3)
         finally:
             d.close()
+
+
+class ReadmeExamplesTest(unittest.TestCase):
+    """The README's examples run as written (against this droverd, through DROVER_SERVER_SOCKET)."""
+
+    def test_every_python_block_runs(self) -> None:
+        package = os.path.join(os.path.dirname(__file__), "..")
+        with open(os.path.join(package, "README.md")) as f:
+            blocks = re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+        self.assertGreaterEqual(len(blocks), 3)
+        env = dict(os.environ, DROVER_SERVER_SOCKET=D.socket, PYTHONPATH=os.path.abspath(package))
+        for block in blocks:
+            r = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=WAIT_S)
+            self.assertEqual(r.returncode, 0, f"README block failed:\n{block}\n{r.stdout}\n{r.stderr}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 // DroverClient against a real droverd with sim workers (docs/API.md).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 import { type Chunk, DroverClient, DroverError, ErrorCode, type GenerateResult } from 'drover-client';
 
@@ -116,5 +120,20 @@ describe('DroverClient', () => {
     assert.ok([...answered.values()].every((n) => n === 1));
     assert.ok(results.every((r) => r.usage.completion_tokens === 2));
     assert.equal(c.inflight, 0);
+  });
+
+  test('the README examples run as written', async () => {
+    // dist-test/test/ -> the package root
+    const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const readme = fs.readFileSync(path.join(pkg, 'README.md'), 'utf8');
+    const blocks = [...readme.matchAll(/^```js\n([\s\S]*?)^```/gm)].map((m) => m[1]);
+    assert.ok(blocks.length >= 3);
+    for (const block of blocks) {
+      await new Promise<void>((resolve, reject) => {
+        execFile(process.execPath, ['--input-type=module', '-e', block],
+          { cwd: pkg, env: { ...process.env, DROVER_SERVER_SOCKET: d.socket }, timeout: WAIT_MS },
+          (error, stdout, stderr) => error ? reject(new Error(`README block failed:\n${block}\n${stdout}\n${stderr}`)) : resolve());
+      });
+    }
   });
 });
