@@ -42,10 +42,23 @@ class _AsyncInbox:
             self._items.append((kind, payload))
             self._changed.set()
 
-    async def pop(self) -> tuple[str, Any]:
-        while not self._items:
-            self._changed.clear()
-            await self._changed.wait()
+    async def pop(self, deadline: float | None) -> tuple[str, Any] | None:
+        """The next item, or None once `deadline` (time.monotonic()) has passed. A timer wakes the
+        wait rather than asyncio.wait_for, which can swallow a cancellation that arrives as the
+        item does (and the caller's cancel would then never reach droverd)."""
+        timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._changed.set)
+        try:
+            while not self._items:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
         item = self._items.popleft()
         self._changed.set()
         return item
@@ -163,15 +176,14 @@ async def _pop(conn: _AsyncConnection, request_id: int, inbox: _AsyncInbox,
     """The call's next item; a deadline that passes, or the awaiting task being cancelled,
     cancels the call at droverd."""
     try:
-        if deadline is None:
-            return await inbox.pop()
-        return await asyncio.wait_for(inbox.pop(), max(0.0, deadline - time.monotonic()))
-    except asyncio.TimeoutError:
-        conn.cancel(request_id)
-        raise client_timeout(timeout or 0) from None
+        item = await inbox.pop(deadline)
     except asyncio.CancelledError:
         conn.cancel(request_id)
         raise
+    if item is None:
+        conn.cancel(request_id)
+        raise client_timeout(timeout or 0)
+    return item
 
 
 class AsyncStream:

@@ -11,8 +11,10 @@ from typing import Any
 SOCKET_ENV = "DROVER_SERVER_SOCKET"
 DEFAULT_SOCKET = "/tmp/drover.sock"
 
-# A reply longer than this is refused (droverd's own default limit is 8 MiB per message).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A message from droverd longer than this fails the connection (droverd refuses requests over
+# 8 MiB by default; a reply this long would be a generate of millions of tokens). AsyncClient's
+# stream reader buffers up to twice this before it stops reading the socket.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Chunks a stream may hold unread before the client stops reading its connection (droverd
 # then coalesces that connection's chunks, and refuses with -32010 past its own limit).
 MAX_BUFFERED_CHUNKS = 1024

@@ -123,26 +123,27 @@ class _Connection:
             raise ConnectionLostError(f"connection to {self.path} lost: {e}", self.path) from e
 
     def _read_loop(self) -> None:
-        buf = b""
+        buf = bytearray()
         reason: Exception | None = None
         try:
             while True:
                 data = self._sock.recv(1 << 16)
                 if not data:
                     break
+                scan_from = len(buf)  # what was there before holds no newline
                 buf += data
                 start = 0
-                while (end := buf.find(b"\n", start)) >= 0:
+                while (end := buf.find(b"\n", scan_from)) >= 0:
                     self._dispatch(buf[start:end])
-                    start = end + 1
-                buf = buf[start:]
+                    start = scan_from = end + 1
+                del buf[:start]
                 if len(buf) > protocol.MAX_MESSAGE_BYTES:
                     raise ValueError(f"a message from droverd exceeds {protocol.MAX_MESSAGE_BYTES} bytes")
         except (OSError, ValueError) as e:
             reason = e
         self._lost(reason)
 
-    def _dispatch(self, line: bytes) -> None:
+    def _dispatch(self, line: bytearray) -> None:
         if not line.strip():
             return
         routed = protocol.route(json.loads(line))

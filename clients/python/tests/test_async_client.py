@@ -93,9 +93,9 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
         self.assertIn("sim", [m["id"] for m in await self.c.models()])
 
     async def test_worker_killed_mid_stream_the_stream_continues(self) -> None:
-        reference = await self.c.generate("async failover", max_tokens=200, seed=12, cache="bypass")
+        reference = await self.c.generate("async failover", max_tokens=400, seed=12, cache="bypass")
         chunks = []
-        async with self.c.stream("async failover", max_tokens=200, seed=12, cache="bypass") as s:
+        async with self.c.stream("async failover", max_tokens=400, seed=12, cache="bypass") as s:
             async for chunk in s:
                 chunks.append(chunk)
                 if len(chunks) == 5:

@@ -86,8 +86,8 @@ class SyncClientTest(unittest.TestCase):
         self.assertIn("sim", [m["id"] for m in self.c.models()])
 
     def test_worker_killed_mid_stream_the_stream_continues(self) -> None:
-        reference = self.c.generate("failover", max_tokens=200, seed=11, cache="bypass")
-        s = self.c.stream("failover", max_tokens=200, seed=11, cache="bypass")
+        reference = self.c.generate("failover", max_tokens=400, seed=11, cache="bypass")
+        s = self.c.stream("failover", max_tokens=400, seed=11, cache="bypass")
         chunks = [next(s) for _ in range(5)]
         [busy] = [w for w in D.workers() if w["inflight"] > 0]
         D.admin("workers.kill", {"id": busy["id"], "signal": "KILL"})
@@ -95,7 +95,7 @@ class SyncClientTest(unittest.TestCase):
         self.assertEqual([c["index"] for c in chunks], list(range(len(chunks))))
         self.assertEqual("".join(c["text"] for c in chunks), s.result["text"])
         self.assertEqual(s.result["text"], reference["text"])
-        self.assertEqual(s.result["usage"]["completion_tokens"], 200)
+        self.assertEqual(s.result["usage"]["completion_tokens"], 400)
         wait_until(lambda: sum(w["state"] == "ready" for w in D.workers()) == 2, what="the replacement")
 
     def test_thousand_concurrent_calls_answered_once_each(self) -> None:

@@ -28,7 +28,7 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Unread chunks a stream may hold before its connection stops reading. Default 1024. */
   maxBufferedChunks?: number;
-  /** Longest message accepted from droverd. Default 64 MiB. */
+  /** Longest message accepted from droverd; a longer one fails the connection. Default 16 MiB. */
   maxMessageBytes?: number;
 }
 
@@ -50,7 +50,7 @@ export class DroverClient {
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.timeoutMs = options.timeoutMs;
     this.maxBufferedChunks = Math.max(1, options.maxBufferedChunks ?? 1024);
-    this.maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
+    this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
   }
 
   /** Opens the connections; rejects with DroverConnectionError when droverd cannot be reached. */
@@ -74,12 +74,14 @@ export class DroverClient {
     if (signal?.aborted) throw abortError(signal);
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let settled = false;
       const onAbort = () => {
         done();
         conn.cancel(id);
         reject(abortError(signal!));
       };
       const done = () => {
+        settled = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
       };
@@ -93,6 +95,7 @@ export class DroverClient {
           reject(error);
         },
       });
+      if (settled) return;  // the connection had closed: rejected already
       signal?.addEventListener('abort', onAbort, { once: true });
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {

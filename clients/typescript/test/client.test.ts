@@ -90,7 +90,7 @@ describe('DroverClient', () => {
   });
 
   test('a worker SIGKILLed mid-stream: the stream continues', async () => {
-    const params = { prompt: 'ts failover', max_tokens: 200, seed: 11, cache: 'bypass' as const };
+    const params = { prompt: 'ts failover', max_tokens: 400, seed: 11, cache: 'bypass' as const };
     const reference = await c.generate(params);
     const s = c.stream(params);
     const chunks: Chunk[] = [];
