@@ -98,6 +98,18 @@ class SyncClientTest(unittest.TestCase):
         self.assertEqual(s.result["usage"]["completion_tokens"], 400)
         wait_until(lambda: sum(w["state"] == "ready" for w in D.workers()) == 2, what="the replacement")
 
+    def test_slow_reader_gets_the_whole_stream_in_order(self) -> None:
+        with Client(D.socket, timeout=WAIT_S, max_buffered_chunks=2) as slow:
+            chunks = []
+            with slow.stream("slow reader", max_tokens=30, seed=5) as s:
+                for chunk in s:
+                    chunks.append(chunk)
+                    # Two tokens' time per chunk read, one per chunk produced: unread chunks pile up.
+                    self.c.generate(f"slow reader {chunk['index']}", max_tokens=2, cache="bypass")
+        self.assertEqual([c["index"] for c in chunks], list(range(len(chunks))))
+        self.assertEqual("".join(c["text"] for c in chunks), s.result["text"])
+        self.assertEqual(s.result["usage"]["completion_tokens"], 30)
+
     def test_thousand_concurrent_calls_answered_once_each(self) -> None:
         n = 1000
         with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:

@@ -3,7 +3,8 @@
 // flight with ConnectionLostError when the socket closes. Never re-sends anything.
 //
 // Bounded buffering: a stream whose consumer lags holds its connection's reading
-// (hold()/release()), so unread chunks wait in the kernel and then at droverd (which coalesces
+// (hold()/release()): dispatching stops (the rest of the current read waits as it is) and the
+// socket is paused, so unread chunks wait in the kernel and then at droverd (which coalesces
 // them, and refuses the stream with -32010 past its own limit) instead of growing here; and
 // requests wait for the socket to drain (writable()) once more than kWriteHighWater bytes are
 // queued for it.
@@ -26,6 +27,7 @@ export class Connection {
   private partial: Buffer[] = [];
   private partialBytes = 0;
   private readonly holders = new Set<object>();
+  private backlog: Buffer | undefined;  // bytes read while held, not yet dispatched
   private lostReason: Error | undefined;
   private closedFlag = false;
 
@@ -107,7 +109,11 @@ export class Connection {
   }
 
   release(holder: object): void {
-    if (this.holders.delete(holder) && this.holders.size === 0 && !this.closedFlag) this.socket.resume();
+    if (!this.holders.delete(holder) || this.holders.size > 0 || this.closedFlag) return;
+    const backlog = this.backlog;
+    this.backlog = undefined;
+    if (backlog) this.onData(backlog);  // may hold again
+    if (this.holders.size === 0 && !this.closedFlag) this.socket.resume();
   }
 
   close(): Promise<void> {
@@ -131,6 +137,11 @@ export class Connection {
       }
       start = nl + 1;
       if (line.length > 0 && !this.dispatch(line)) return;
+      if (this.holders.size > 0 && start < data.length) {
+        // A stream is full: the rest of this read waits until it is released.
+        this.backlog = data.subarray(start);
+        return;
+      }
     }
     if (start < data.length) {
       this.partialBytes += data.length - start;

@@ -109,6 +109,25 @@ describe('DroverClient', () => {
     await waitUntil(async () => (await d.workers()).filter((w) => w.state === 'ready').length === 2, 'the replacement');
   });
 
+  test('a slow reader: the stream, held to 2 unread chunks, arrives whole and in order', async () => {
+    const slow = await DroverClient.connect({ socket: d.socket, maxBufferedChunks: 2, timeoutMs: WAIT_MS });
+    try {
+      const s = slow.stream({ prompt: 'ts slow reader', max_tokens: 30, seed: 5 });
+      const chunks: Chunk[] = [];
+      for await (const chunk of s) {
+        chunks.push(chunk);
+        // Two tokens' time per chunk read, one per chunk produced: unread chunks pile up.
+        await c.generate({ prompt: `ts slow reader ${chunk.index}`, max_tokens: 2, cache: 'bypass' });
+      }
+      const result = await s.result;
+      assert.deepEqual(chunks.map((x) => x.index), [...chunks.keys()]);
+      assert.equal(chunks.map((x) => x.text).join(''), result.text);
+      assert.equal(result.usage.completion_tokens, 30);
+    } finally {
+      await slow.close();
+    }
+  });
+
   test('1,000 concurrent calls are answered once each', async () => {
     const answered = new Map<number, number>();
     const results = await Promise.all(Array.from({ length: 1000 }, async (_, i): Promise<GenerateResult> => {
