@@ -2,9 +2,10 @@
 """Requests per second of drover_client against a raw socket client (newline-delimited JSON, one
 json.loads per line: the least a correct client does), one connection each: 1 call in flight
 (Client vs a blocking socket) and 64 in flight (AsyncClient vs an asyncio socket). Prompts are
-unique and bypass the prompt cache, so every call reaches a worker.
+unique and bypass the prompt cache, so every call reaches a worker. Each cell runs `rounds` times,
+raw and library alternating, and reports the median (a shared machine's load drifts).
 
-    python3 bench.py [--socket PATH] [--seconds 3] [--max-tokens 8]
+    python3 bench.py [--socket PATH] [--seconds 2] [--rounds 3] [--max-tokens 8]
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import itertools
 import json
 import os
 import socket
+import statistics
 import sys
 import time
 
@@ -100,17 +102,36 @@ async def lib_concurrent(path: str, seconds: float, max_tokens: int, inflight: i
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--socket", default=default_socket())
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=8)
     a = ap.parse_args()
     lib_serial(a.socket, 0.5, a.max_tokens)  # warm-up
-    print(f"socket {a.socket}, {a.seconds} s per cell, max_tokens {a.max_tokens}, one connection each")
-    print("in flight | raw socket req/s | drover_client req/s | library cost")
-    rows = [(1, raw_serial(a.socket, a.seconds, a.max_tokens), lib_serial(a.socket, a.seconds, a.max_tokens))]
-    rows.append((64, asyncio.run(raw_concurrent(a.socket, a.seconds, a.max_tokens, 64)),
-                 asyncio.run(lib_concurrent(a.socket, a.seconds, a.max_tokens, 64))))
-    for inflight, raw, lib in rows:
-        print(f"{inflight:>9} | {raw:>16.0f} | {lib:>19.0f} | {(raw - lib) / raw * 100:.1f} %")
+    print(f"socket {a.socket}, median of {a.rounds} x {a.seconds} s per cell, max_tokens {a.max_tokens}, "
+          "one connection each")
+    print("in flight | raw socket req/s | drover_client req/s | library cost | client CPU µs/req raw / library")
+    cells = {
+        1: (lambda: raw_serial(a.socket, a.seconds, a.max_tokens),
+            lambda: lib_serial(a.socket, a.seconds, a.max_tokens)),
+        64: (lambda: asyncio.run(raw_concurrent(a.socket, a.seconds, a.max_tokens, 64)),
+             lambda: asyncio.run(lib_concurrent(a.socket, a.seconds, a.max_tokens, 64))),
+    }
+    def measured(cell):
+        # req/s, and this process's CPU time per call (µs), which droverd's speed and the
+        # machine's load do not change.
+        cpu0 = time.process_time()
+        rate = cell()
+        return rate, (time.process_time() - cpu0) * 1e6 / (rate * a.seconds)
+
+    for inflight, (raw_cell, lib_cell) in cells.items():
+        raws, libs = [], []
+        for _ in range(a.rounds):
+            raws.append(measured(raw_cell))
+            libs.append(measured(lib_cell))
+        raw, lib = statistics.median(r for r, _ in raws), statistics.median(r for r, _ in libs)
+        cpu_raw, cpu_lib = statistics.median(c for _, c in raws), statistics.median(c for _, c in libs)
+        print(f"{inflight:>9} | {raw:>16.0f} | {lib:>19.0f} | {(raw - lib) / raw * 100:>10.1f} % | "
+              f"{cpu_raw:.1f} / {cpu_lib:.1f}")
 
 
 if __name__ == "__main__":

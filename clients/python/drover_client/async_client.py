@@ -20,53 +20,64 @@ from .errors import ConnectionLostError, DroverConnectionError, DroverError, cli
 
 class _AsyncInbox:
     """A call's received items; chunks wait up to `limit` (then the reader waits, so droverd sees
-    a client that does not read), the final item never waits and ends the inbox."""
+    a client that does not read), the final item never waits and ends the inbox. The reader and
+    the consumer never wait at once (one waits for an empty inbox, the other for a full one),
+    so one waiter slot serves both."""
+
+    __slots__ = ("_items", "_limit", "_ended", "_waiter")
 
     def __init__(self, limit: int):
         self._items: deque[tuple[str, Any]] = deque()
         self._limit = limit
         self._ended = False
-        self._changed = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def push_chunk(self, chunk: Any) -> None:
         while len(self._items) >= self._limit and not self._ended:
-            self._changed.clear()
-            await self._changed.wait()
+            await self._wait()
         if not self._ended:
             self._items.append(("chunk", chunk))
-            self._changed.set()
+            self._wake()
 
     def end(self, kind: str, payload: Any) -> None:
         if not self._ended:
             self._ended = True
             self._items.append((kind, payload))
-            self._changed.set()
+            self._wake()
 
     async def pop(self, deadline: float | None) -> tuple[str, Any] | None:
         """The next item, or None once `deadline` (time.monotonic()) has passed. A timer wakes the
         wait rather than asyncio.wait_for, which can swallow a cancellation that arrives as the
         item does (and the caller's cancel would then never reach droverd)."""
         timer = None
-        if deadline is not None:
+        if deadline is not None and not self._items:
             loop = asyncio.get_running_loop()
-            timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._changed.set)
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._wake)
         try:
             while not self._items:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
-                self._changed.clear()
-                await self._changed.wait()
+                await self._wait()
         finally:
             if timer is not None:
                 timer.cancel()
         item = self._items.popleft()
-        self._changed.set()
+        self._wake()
         return item
 
     def abandon(self) -> None:
         self._ended = True
         self._items.clear()
-        self._changed.set()
+        self._wake()
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class _AsyncConnection:
