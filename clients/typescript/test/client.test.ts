@@ -59,6 +59,16 @@ describe('DroverClient', () => {
     assert.equal(c.inflight, 0);
   });
 
+  test('abort of a unary generate rejects with AbortError and cancels at the worker', async () => {
+    const ac = new AbortController();
+    const call = c.generate({ prompt: 'ts aborted unary', max_tokens: LONG }, { signal: ac.signal });
+    const rejected = assert.rejects(call, { name: 'AbortError' });
+    await waitUntil(async () => (await d.inflight()) > 0, 'the call to reach a worker');
+    ac.abort();
+    await rejected;
+    await waitUntil(async () => (await d.inflight()) === 0, 'the worker to end the cancelled call');
+  });
+
   test('leaving the loop early cancels; result is the cancelled generation', async () => {
     const s = c.stream({ prompt: 'ts left early', max_tokens: LONG, seed: 2 });
     let n = 0;
