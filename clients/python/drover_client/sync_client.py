@@ -69,7 +69,9 @@ class _Connection:
         self.path = path
         self._limit = max_buffered_chunks
         self._sock = _connect(path, connect_timeout)
-        self._lock = threading.Lock()  # guards _calls and closed
+        # Guards _calls and closed. Reentrant: a Stream dropped by the garbage collector while
+        # this thread holds it cancels its call from __del__.
+        self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._calls: dict[int, _Inbox] = {}
         self._ids = itertools.count(1)
