@@ -72,7 +72,7 @@ class _Connection:
         # Guards _calls and closed. Reentrant: a Stream dropped by the garbage collector while
         # this thread holds it cancels its call from __del__.
         self._lock = threading.RLock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # reentrant for the same reason
         self._calls: dict[int, _Inbox] = {}
         self._ids = itertools.count(1)
         self.closed = False
