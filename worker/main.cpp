@@ -47,6 +47,11 @@ int main(int argc, char** argv) {
   app.add_option("--threads", tinyllm.threads, "tinyllm: threads per forward pass")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  app.add_option("--max-batch", tinyllm.max_batch,
+                 "tinyllm: generations computed together per step (continuous batching); more "
+                 "wait for a free place")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
   app.add_option("--load-ms", sim.load_ms, "sim: model load time")->check(CLI::Range(0, 3'600'000));
   app.add_option("--ttft-ms", sim.ttft_ms, "sim: time to first token")->check(CLI::Range(0, 3'600'000));
   app.add_option("--tokens-per-s", sim.tokens_per_s, "sim: generation rate (0: unlimited)")
