@@ -424,6 +424,56 @@ TEST_F(TinyllmBackendTest, GeneratesArrivingTogetherShareEveryStep) {
   EXPECT_EQ(backend_->steps() - before, static_cast<std::uint64_t>(longest));
 }
 
+// Beyond max_batch, generations wait for a place; one cancelled while waiting ends at the next
+// step boundary, without running (not once a place frees), while the one holding the place
+// goes on.
+TEST(TinyllmBackendBatching, CancelWhileWaitingForAPlaceEndsItAtOnce) {
+  const auto& m = tinyllm::testing::tiny_model();
+  asio::io_context io;
+  TinyLlmOptions opt;
+  opt.model_path = m.model;
+  opt.tokenizer_path = m.tokenizer;
+  opt.max_batch = 1;
+  TinyLlmBackend b(io.get_executor(), opt);
+  asio::co_spawn(io, b.load(), [](std::exception_ptr e, BackendResult<json> r) {
+    if (e) std::rethrow_exception(e);
+    ASSERT_TRUE(r.has_value());
+  });
+  io.run();
+  io.restart();
+  GenerateRequest running;
+  running.prompt = "Once upon a time";
+  running.max_tokens = 20;
+  running.temperature = 0.0;
+  running.stream = true;
+  GenerateRequest waiting = running;
+  auto cancel = std::make_shared<CancelFlag>();
+  cancel->cancelled = true;  // before it ever gets the place `running` holds
+  std::vector<std::string> order;
+  std::optional<BackendResult<GenerateOutcome>> a, w;
+  asio::co_spawn(io,
+                 b.generate(running, [](const std::string&) {}, std::make_shared<CancelFlag>()),
+                 [&](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                   if (e) std::rethrow_exception(e);
+                   a = std::move(r);
+                   order.push_back("running");
+                 });
+  asio::co_spawn(io, b.generate(waiting, [](const std::string&) {}, cancel),
+                 [&](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                   if (e) std::rethrow_exception(e);
+                   w = std::move(r);
+                   order.push_back("waiting");
+                 });
+  io.run();
+  ASSERT_TRUE(a && a->has_value() && w && w->has_value());
+  EXPECT_EQ((*w)->finish_reason, "cancelled");
+  EXPECT_EQ((*w)->completion_tokens, 0);
+  EXPECT_EQ((*w)->text, "");
+  EXPECT_NE((*a)->finish_reason, "cancelled");
+  EXPECT_GT((*a)->completion_tokens, 1);
+  EXPECT_EQ(order, (std::vector<std::string>{"waiting", "running"}));
+}
+
 TEST(TinyllmBackendLoad, MissingFilesFailInitWithAClearMessage) {
   asio::io_context io;
   TinyLlmOptions opt;

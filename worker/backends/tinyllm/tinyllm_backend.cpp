@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <exception>
 #include <filesystem>
 
 #include "common/log.hpp"
@@ -244,6 +245,14 @@ asio::awaitable<void> TinyLlmBackend::run_steps() {
   std::vector<Transformer::Row> rows;
   std::vector<Job*> owner;  // rows[i] belongs to owner[i]
   while (!running_.empty() || !waiting_.empty()) {
+    // Cancelled while waiting for a place: ends now, before its prompt is even read.
+    std::erase_if(waiting_, [](const std::shared_ptr<Job>& j) {
+      if (!j->cancel->cancelled) return false;
+      j->out.finish_reason = "cancelled";
+      j->result.emplace(std::move(j->out));
+      j->done.cancel();
+      return true;
+    });
     while (!waiting_.empty() && static_cast<int>(running_.size()) < max_batch_) {
       running_.push_back(std::move(waiting_.front()));
       waiting_.pop_front();
@@ -294,8 +303,30 @@ asio::awaitable<void> TinyLlmBackend::run_steps() {
         if (rows[i].want_logits) owner[i]->sampled = owner[i]->sampler.sample(t.logits(i));
       }
     };
-    co_await on_compute(std::move(step));
+    std::exception_ptr failed;
+    try {
+      co_await on_compute(std::move(step));
+    } catch (...) {
+      failed = std::current_exception();
+    }
     ++steps_;
+    if (failed) {
+      // A step that threw (out of memory) ends the generations in it, not the worker.
+      std::string what = "tinyllm: forward pass failed";
+      try {
+        std::rethrow_exception(failed);
+      } catch (const std::exception& e) {
+        what += std::string(": ") + e.what();
+      } catch (...) {
+      }
+      for (auto& j : running_) {
+        j->result.emplace(boost::system::in_place_error,
+                          BackendError{RpcError::internal_error, what, nullptr});
+        j->done.cancel();
+      }
+      running_.clear();
+      continue;
+    }
     std::erase_if(running_, [&](const std::shared_ptr<Job>& jp) { return after_step(*jp, tok); });
   }
   stepping_ = false;
