@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -97,11 +98,11 @@ int main(int argc, char** argv) {
     };
     for (const auto& [key, value] : o.items()) {
       static const std::set<std::string> known = {"load_ms", "ttft_ms", "tokens_per_s", "threads",
-                                                  "tokenizer_path"};
+                                                  "tokenizer_path", "max_batch"};
       if (!known.contains(key)) {
         return Result(boost::system::in_place_error,
                       "unknown option '" + key + "' (known: load_ms, ttft_ms, tokens_per_s for sim; "
-                      "threads, tokenizer_path for tinyllm)");
+                      "threads, tokenizer_path, max_batch for tinyllm)");
       }
     }
     if (spec.backend == "sim") {
@@ -124,6 +125,13 @@ int main(int argc, char** argv) {
         options.tokenizer_path = t->get<std::string>();
       }
       options.threads = number("threads", options.threads);
+      if (const auto mb = o.find("max_batch"); mb != o.end()) {
+        if (!mb->is_number_integer() || mb->get<std::int64_t>() < 1 || mb->get<std::int64_t>() > 256) {
+          return Result(boost::system::in_place_error,
+                        "option 'max_batch' must be an integer in 1..256");
+        }
+        options.max_batch = mb->get<int>();
+      }
       return std::unique_ptr<drover::worker::Backend>(
           std::make_unique<drover::worker::TinyLlmBackend>(io.get_executor(), options));
     }
