@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -45,6 +46,11 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer-path", tinyllm.tokenizer_path,
                  "tinyllm: tokenizer.bin (default: tokenizer.bin beside the checkpoint)");
   app.add_option("--threads", tinyllm.threads, "tinyllm: threads per forward pass")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--max-batch", tinyllm.max_batch,
+                 "tinyllm: generations computed together per step (continuous batching); more "
+                 "wait for a free place")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   app.add_option("--load-ms", sim.load_ms, "sim: model load time")->check(CLI::Range(0, 3'600'000));
@@ -92,11 +98,11 @@ int main(int argc, char** argv) {
     };
     for (const auto& [key, value] : o.items()) {
       static const std::set<std::string> known = {"load_ms", "ttft_ms", "tokens_per_s", "threads",
-                                                  "tokenizer_path"};
+                                                  "tokenizer_path", "max_batch"};
       if (!known.contains(key)) {
         return Result(boost::system::in_place_error,
                       "unknown option '" + key + "' (known: load_ms, ttft_ms, tokens_per_s for sim; "
-                      "threads, tokenizer_path for tinyllm)");
+                      "threads, tokenizer_path, max_batch for tinyllm)");
       }
     }
     if (spec.backend == "sim") {
@@ -119,6 +125,13 @@ int main(int argc, char** argv) {
         options.tokenizer_path = t->get<std::string>();
       }
       options.threads = number("threads", options.threads);
+      if (const auto mb = o.find("max_batch"); mb != o.end()) {
+        if (!mb->is_number_integer() || mb->get<std::int64_t>() < 1 || mb->get<std::int64_t>() > 256) {
+          return Result(boost::system::in_place_error,
+                        "option 'max_batch' must be an integer in 1..256");
+        }
+        options.max_batch = mb->get<int>();
+      }
       return std::unique_ptr<drover::worker::Backend>(
           std::make_unique<drover::worker::TinyLlmBackend>(io.get_executor(), options));
     }

@@ -432,6 +432,12 @@ void WorkerLink::handle_reply(proto::worker::Message& m) {
     if (!tree || !tree->is_object()) return fail("garbage from worker: init result is not an object", true);
     const json& result = *tree;
     if (const auto models = result.find("models"); models != result.end()) read_models(*models);
+    if (const auto mb = result.find("max_batch"); mb != result.end()) {
+      if (!mb->is_number_integer() || mb->get<std::int64_t>() < 1) {
+        return fail("garbage from worker: init result max_batch must be a positive integer", true);
+      }
+      max_batch_ = mb->get<std::size_t>();
+    }
     if (const auto f = result.find("faults"); f != result.end() && f->is_array()) {
       faults_.emplace();
       for (const auto& name : *f) {
@@ -615,6 +621,7 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
   }
   inflight_.emplace(id, Held{std::move(call), {}, false, 0});
   outbox_.push_back(id);
+  if (max_batch_ > 0 && outbox_.size() >= max_batch_) return flush(Batcher::FlushCause::full);
   switch (batcher->decide(outbox_.size(), flushes_.size())) {
     case Batcher::Decision::flush_alone:
       return flush(Batcher::FlushCause::alone);

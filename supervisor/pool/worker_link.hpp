@@ -20,7 +20,8 @@
 //
 // Batching (batch_queue, supervisor/pool/batcher.hpp): with a Batcher and a worker whose
 // hello says `capabilities.batch`, dispatched calls wait in the link's outbox until the
-// Batcher says flush (fast path, batch full) or the link's one flush timer ends the window;
+// Batcher says flush (fast path, batch full, or as many as the worker's init reply says it
+// computes together: `max_batch`) or the link's one flush timer ends the window;
 // a flush sends every outbox call in one JSON-RPC batch array, one send(), with the tokenize
 // calls for one model merged into a single batch_tokenize whose reply is split back per call.
 // Calls in the outbox count as held: a cancel takes them out, a death orphans them.
@@ -183,6 +184,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // Calls held: in the outbox or sent and not yet answered.
   std::size_t inflight() const { return held_calls_; }
   bool batch_capable() const { return batch_capable_; }
+  // init reply: the most requests the worker computes together (0: it states none). A batch
+  // queue flush never holds more calls than this, so a flushed batch starts together.
+  std::size_t max_batch() const { return max_batch_; }
   // The faults the worker said in its init reply it can enact (workers.inject); empty until
   // then, and for workers that do not say.
   const std::optional<std::vector<std::string>>& faults() const { return faults_; }
@@ -271,6 +275,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   asio::steady_timer flush_timer_;
   bool flush_armed_ = false;
   bool batch_capable_ = false;  // hello: capabilities.batch
+  std::size_t max_batch_ = 0;   // init reply: max_batch
   std::optional<std::vector<std::string>> faults_;  // init reply: faults
   struct FlushRecord {
     Clock::time_point sent_at;

@@ -169,6 +169,43 @@ TEST_F(DroverTest, BatchedRequestsEachGetTheirOwnAnswer) {
   EXPECT_EQ(s["batch_time"]["count"], 3) << s.dump();
 }
 
+// A worker that computes generations together states its max_batch in the init reply
+// (tinyllm --max-batch 3): the batch queue never sends it more calls at once, so each batch it
+// sends starts together, in one step. A client batch of 7 generates leaves in worker batches
+// of 3, 3 and 1, and each answer equals the same request sent alone.
+TEST_F(DroverTest, BatchesNeverExceedTheWorkersMaxBatch) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--model-path", DROVER_MODEL_PATH, "--threads", "1",
+                                     "--max-batch", "3"},
+                     .workers_yaml = {"backend: tinyllm"},
+                     .extra_yaml = kFixedBatches}));
+  auto params = [](int i) {
+    return json{{"prompt", "Once upon a time " + std::to_string(i)}, {"seed", i},
+                {"temperature", 0.8}, {"max_tokens", 6 + i}, {"cache", "bypass"}};
+  };
+  json batch = json::array();
+  for (int i = 0; i < 7; ++i) batch.push_back(request("g" + std::to_string(i), "generate", params(i)));
+  auto c = d().client();
+  c.send(batch);
+  const json reply = read_one(c);
+  ASSERT_TRUE(reply.is_array()) << reply.dump();
+  ASSERT_EQ(reply.size(), 7u);
+  const auto replies = by_id(reply);
+  const json s = batch_stats(d());
+  EXPECT_EQ(s["requests"], 7) << s.dump();
+  EXPECT_EQ(s["flushes"], 3) << s.dump();
+  EXPECT_EQ(s["flush_causes"]["full"], 2) << s.dump();
+  for (int i = 0; i < 7; ++i) {
+    const std::string id = "g" + std::to_string(i);
+    ASSERT_TRUE(replies.contains(id)) << id;
+    ASSERT_TRUE(is_result(replies.at(id))) << replies.at(id).dump();
+    const json alone = d().client().call("generate", params(i));
+    ASSERT_TRUE(is_result(alone)) << alone.dump();
+    EXPECT_EQ(replies.at(id)["result"]["text"], alone["result"]["text"]) << id;
+    EXPECT_EQ(replies.at(id)["result"]["finish_reason"], alone["result"]["finish_reason"]) << id;
+  }
+}
+
 // feature_flags.batch_queue rolls batching out by the client's id: at 0 % every request is
 // sent on its own (the batch queue sees no flush), and telemetry counts them out.
 TEST_F(DroverTest, BatchQueueRolloutZeroSendsEveryRequestAlone) {

@@ -16,7 +16,8 @@ const std::string kModel = DROVER_MODEL_PATH;
 DroverOptions catalog_options(const std::string& memory_policy = "") {
   DroverOptions o;
   o.extra_yaml = "models:\n"
-                 "  tiny: {backend: tinyllm, path: " + kModel + ", options: {threads: 1}}\n"
+                 "  tiny: {backend: tinyllm, path: " + kModel + ", options: {threads: 1, max_batch: 4}}\n"
+                 "  badbatch: {backend: tinyllm, path: " + kModel + ", options: {max_batch: 0}}\n"
                  "  slow: {backend: sim, options: {load_ms: 300}}\n"
                  "  broken: {backend: tinyllm, path: /nonexistent/model.bin}\n" +
                  memory_policy;
@@ -104,6 +105,11 @@ TEST(Models, UnknownAndUnloadableModelsAnswer32006NamingTheModel) {
   EXPECT_EQ(broken["error"]["data"]["model"], "broken");
   EXPECT_NE(broken["error"]["data"]["detail"].get<std::string>().find("/nonexistent/model.bin"),
             std::string::npos);
+  const json badbatch = generate(c, "badbatch");
+  ASSERT_TRUE(badbatch.contains("error")) << badbatch.dump();
+  EXPECT_EQ(badbatch["error"]["code"], -32006);
+  EXPECT_NE(badbatch["error"]["data"]["detail"].get<std::string>().find("max_batch"),
+            std::string::npos) << badbatch.dump();
   // A failed load is not the worker's crash: the pool is intact and serves the rest.
   EXPECT_EQ(d.health()["workers_ready"], 2);
   EXPECT_TRUE(generate(c, "tiny").contains("result"));

@@ -4,6 +4,7 @@
 //   generate --model M --prompt P ...       one generation through TinyLlmBackend: text and
 //                                           load time, time to first token and tokens/s
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "common/async_util.hpp"
@@ -75,54 +77,101 @@ int cmd_encode(const std::string& model_path, const std::string& tokenizer_path)
   return 0;
 }
 
-int cmd_generate(const TinyLlmOptions& opt, GenerateRequest req, int repeat) {
+// User + system CPU time of this process (all threads) so far: on a shared machine the
+// tokens per CPU-second of a run do not depend on how much of a core the scheduler gave it.
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// `concurrent` generations per run, started together (seeds seed, seed+1, ...): with more than
+// one, the backend's continuous batching computes them in shared steps.
+int cmd_generate(const TinyLlmOptions& opt, GenerateRequest req, int repeat, int concurrent) {
   boost::asio::io_context io;
   TinyLlmBackend backend(io.get_executor(), opt);
   int rc = 0;
-  drover::spawn(io, [&]() -> boost::asio::awaitable<void> {
-    const auto load_start = Clock::now();
-    auto loaded = co_await backend.load();
-    const double load_total_ms =
-        std::chrono::duration<double, std::milli>(Clock::now() - load_start).count();
-    if (!loaded) {
-      std::cerr << loaded.error().message << "\n";
-      rc = 1;
-      co_return;
+  const auto load_start = Clock::now();
+  std::optional<drover::worker::BackendResult<json>> loaded;
+  drover::spawn(io, [&]() -> boost::asio::awaitable<void> { loaded = co_await backend.load(); });
+  io.run();
+  io.restart();
+  const double load_total_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - load_start).count();
+  if (!loaded || !*loaded) {
+    std::cerr << (loaded ? loaded->error().message : std::string("load did not finish")) << "\n";
+    return 1;
+  }
+  std::cout << fmt::format(
+      "load: {:.2f} ms (map + tokenizer {:.2f} ms, warm-up forward {:.2f} ms), "
+      "{} parameters, {} threads, max batch {}\n",
+      load_total_ms, (**loaded)["load_ms"].get<double>(), (**loaded)["warmup_ms"].get<double>(),
+      (**loaded)["model"]["parameters"].get<std::uint64_t>(),
+      (**loaded)["model"]["threads"].get<int>(), (**loaded)["max_batch"].get<int>());
+  struct Stream {
+    GenerateRequest req;
+    Clock::time_point first{}, end{};
+    std::optional<drover::worker::BackendResult<drover::worker::GenerateOutcome>> out;
+  };
+  for (int i = 0; i < repeat; ++i) {
+    std::vector<Stream> streams(static_cast<std::size_t>(concurrent));
+    const double cpu_start = cpu_seconds();
+    const std::uint64_t steps_start = backend.steps();
+    const auto start = Clock::now();
+    for (std::size_t k = 0; k < streams.size(); ++k) {
+      Stream& st = streams[k];
+      st.req = req;
+      st.req.stream = true;
+      st.req.seed = req.seed + k;
+      drover::spawn(io, [&st, &backend]() -> boost::asio::awaitable<void> {
+        st.out = co_await backend.generate(
+            st.req,
+            [&st](const std::string&) {
+              if (st.first == Clock::time_point{}) st.first = Clock::now();
+            },
+            std::make_shared<CancelFlag>());
+        st.end = Clock::now();
+      });
     }
-    std::cout << fmt::format(
-        "load: {:.2f} ms (map + tokenizer {:.2f} ms, warm-up forward {:.2f} ms), "
-        "{} parameters, {} threads\n",
-        load_total_ms, (*loaded)["load_ms"].get<double>(), (*loaded)["warmup_ms"].get<double>(),
-        (*loaded)["model"]["parameters"].get<std::uint64_t>(),
-        (*loaded)["model"]["threads"].get<int>());
-    for (int i = 0; i < repeat; ++i) {
-      const auto start = Clock::now();
-      Clock::time_point first{};
-      req.stream = true;
-      auto out = co_await backend.generate(
-          req,
-          [&first](const std::string&) {
-            if (first == Clock::time_point{}) first = Clock::now();
-          },
-          std::make_shared<CancelFlag>());
-      const double total = std::chrono::duration<double>(Clock::now() - start).count();
-      if (!out) {
-        std::cerr << out.error().message << "\n";
-        rc = 1;
-        co_return;
+    io.run();
+    io.restart();
+    const double total = std::chrono::duration<double>(Clock::now() - start).count();
+    const double cpu = cpu_seconds() - cpu_start;
+    int tokens = 0;
+    double slowest = 1e300, fastest = 0, ttft_max = 0;
+    for (const auto& st : streams) {
+      if (!st.out || !*st.out) {
+        std::cerr << (st.out ? st.out->error().message : std::string("did not finish")) << "\n";
+        return 1;
       }
-      const double ttft_ms = first == Clock::time_point{}
-                                 ? 0.0
-                                 : std::chrono::duration<double, std::milli>(first - start).count();
-      if (i == 0) std::cout << "text: " << json(out->text).dump() << "\n";
+      const auto& o = **st.out;
+      tokens += o.completion_tokens;
+      const double secs = std::chrono::duration<double>(st.end - start).count();
+      slowest = std::min(slowest, o.completion_tokens / secs);
+      fastest = std::max(fastest, o.completion_tokens / secs);
+      if (st.first != Clock::time_point{}) {
+        ttft_max = std::max(ttft_max, std::chrono::duration<double, std::milli>(st.first - start).count());
+      }
+    }
+    const auto& o0 = **streams[0].out;
+    if (i == 0) std::cout << "text: " << json(o0.text).dump() << "\n";
+    if (concurrent == 1) {
       std::cout << fmt::format(
           "run {}: {} prompt + {} new tokens ({}) in {:.1f} ms: {:.1f} tokens/s, first chunk "
-          "after {:.2f} ms\n",
-          i + 1, out->prompt_tokens, out->completion_tokens, out->finish_reason, total * 1000,
-          out->completion_tokens / total, ttft_ms);
+          "after {:.2f} ms; {:.1f} ms CPU: {:.1f} tokens per CPU-second\n",
+          i + 1, o0.prompt_tokens, o0.completion_tokens, o0.finish_reason, total * 1000,
+          o0.completion_tokens / total, ttft_max, cpu * 1000, o0.completion_tokens / cpu);
+    } else {
+      std::cout << fmt::format(
+          "run {}: {} streams, {} new tokens in {} steps, {:.1f} ms: {:.1f} tokens/s in total; per stream "
+          "{:.1f} (slowest) to {:.1f} (fastest) tokens/s; last first chunk after {:.2f} ms; "
+          "{:.1f} ms CPU: {:.1f} tokens per CPU-second\n",
+          i + 1, concurrent, tokens, backend.steps() - steps_start, total * 1000, tokens / total,
+          slowest, fastest, ttft_max,
+          cpu * 1000, tokens / cpu);
     }
-  });
-  io.run();
+  }
   return rc;
 }
 
@@ -134,6 +183,7 @@ int main(int argc, char** argv) {
   std::string model_path, tokenizer_path, tokens_csv;
   int threads = 1;
   int repeat = 3;
+  int concurrent = 1;
   GenerateRequest req;
   req.prompt = "Once upon a time";
   req.max_tokens = 256;
@@ -153,7 +203,14 @@ int main(int argc, char** argv) {
   gen->add_option("--temperature", req.temperature)->capture_default_str();
   gen->add_option("--top-p", req.top_p)->capture_default_str();
   gen->add_option("--seed", req.seed)->capture_default_str();
-  gen->add_option("--repeat", repeat, "generations to run")->capture_default_str();
+  gen->add_option("--repeat", repeat, "runs")->capture_default_str();
+  gen->add_option("--concurrent", concurrent, "generations per run, started together")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  int max_batch = TinyLlmOptions::kDefaultMaxBatch;
+  gen->add_option("--max-batch", max_batch, "generations computed together per step")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   drover::configure_logging("warn", drover::LogFormat::text);
   if (*logits) return cmd_logits(model_path, tokens_csv, threads);
@@ -162,5 +219,6 @@ int main(int argc, char** argv) {
   opt.model_path = model_path;
   opt.tokenizer_path = tokenizer_path;
   opt.threads = threads;
-  return cmd_generate(opt, req, repeat);
+  opt.max_batch = max_batch;
+  return cmd_generate(opt, req, repeat, concurrent);
 }

@@ -288,6 +288,192 @@ TEST_F(TinyllmBackendTest, ConcurrentGenerationsMatchTheirSoloRuns) {
   EXPECT_EQ((*b)->text, solo_b->text);
 }
 
+// Continuous batching through the backend: generations with their own prompts, sampling,
+// seeds, stop strings and streams, started together and joining while others run, give what
+// each gives alone, at every max_batch (those beyond it wait for a place).
+TEST(TinyllmBackendBatching, GenerationsMatchTheirSoloRunsAtEveryBatchSize) {
+  const auto& m = tinyllm::testing::tiny_model();
+  struct Case {
+    GenerateRequest req;
+    int join_after_chunk;  // -1: at the start; else when generation 0 streamed this many chunks
+  };
+  const char* prompts[] = {"Once upon a time", "The dog", "", "hello there", "A",
+                           "a cat sat on the mat", "zz", "Tom and Lily"};
+  std::vector<Case> cases;
+  for (int i = 0; i < 20; ++i) {
+    GenerateRequest r;
+    r.prompt = prompts[i % 8];
+    r.max_tokens = 6 + (i * 7) % 17;
+    r.temperature = i % 3 == 0 ? 0.0 : 0.7 + 0.1 * (i % 4);
+    r.top_p = i % 2 == 0 ? 0.9 : 1.0;
+    r.seed = static_cast<std::uint64_t>(100 + i);
+    r.stream = i % 4 != 1;
+    if (i % 5 == 2) r.stop = {"e"};
+    cases.push_back({r, i < 6 ? -1 : i % 7});
+  }
+  struct Got {
+    std::optional<BackendResult<GenerateOutcome>> out;
+    std::string streamed;
+  };
+  auto run_all = [&](int max_batch, bool together) {
+    asio::io_context io;
+    TinyLlmOptions opt;
+    opt.model_path = m.model;
+    opt.tokenizer_path = m.tokenizer;
+    opt.model_name = "tiny";
+    opt.threads = 2;
+    opt.max_batch = max_batch;
+    TinyLlmBackend b(io.get_executor(), opt);
+    std::optional<BackendResult<json>> loaded;
+    asio::co_spawn(io, b.load(), [&](std::exception_ptr e, BackendResult<json> r) {
+      if (e) std::rethrow_exception(e);
+      loaded = std::move(r);
+    });
+    io.run();
+    io.restart();
+    EXPECT_TRUE(loaded && loaded->has_value());
+    EXPECT_EQ((**loaded)["max_batch"], max_batch);
+    std::vector<Got> got(cases.size());
+    std::vector<bool> started(cases.size(), false);
+    int chunks_of_first = 0;
+    int joined_while_running = 0;
+    std::function<void(std::size_t)> start = [&](std::size_t i) {
+      started[i] = true;
+      asio::co_spawn(io,
+                     b.generate(cases[i].req,
+                                [&, i](const std::string& text) {
+                                  got[i].streamed += text;
+                                  if (i != 0 || !together) return;
+                                  ++chunks_of_first;
+                                  for (std::size_t k = 0; k < cases.size(); ++k) {
+                                    if (!started[k] && cases[k].join_after_chunk == chunks_of_first) {
+                                      ++joined_while_running;
+                                      start(k);
+                                    }
+                                  }
+                                },
+                                std::make_shared<CancelFlag>()),
+                     [&, i](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                       if (e) std::rethrow_exception(e);
+                       got[i].out = std::move(r);
+                     });
+    };
+    if (together) {
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        if (cases[i].join_after_chunk < 0) start(i);
+      }
+      io.run();
+      io.restart();
+      EXPECT_GE(joined_while_running, 3);
+      // Those whose chunk never came (generation 0 ended first) start now, beside each other.
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        if (!started[i]) start(i);
+      }
+      io.run();
+    } else {
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        start(i);
+        io.run();
+        io.restart();
+      }
+    }
+    return got;
+  };
+  const auto solo = run_all(1, false);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(solo[i].out && solo[i].out->has_value()) << i;
+  }
+  for (const int max_batch : {1, 2, 3, 8, 16, 32}) {
+    const auto got = run_all(max_batch, true);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      ASSERT_TRUE(got[i].out && got[i].out->has_value()) << "max_batch " << max_batch << " #" << i;
+      const auto& a = **got[i].out;
+      const auto& e = **solo[i].out;
+      EXPECT_EQ(a.text, e.text) << "max_batch " << max_batch << " #" << i;
+      EXPECT_EQ(a.finish_reason, e.finish_reason) << "max_batch " << max_batch << " #" << i;
+      EXPECT_EQ(a.completion_tokens, e.completion_tokens) << "max_batch " << max_batch << " #" << i;
+      EXPECT_EQ(a.prompt_tokens, e.prompt_tokens);
+      EXPECT_EQ(got[i].streamed, cases[i].req.stream ? a.text : std::string());
+    }
+  }
+}
+
+// Generates that arrive together (one handler: a batch from droverd's batch queue) start in
+// the same step and share every step: the steps taken are those of the longest generation,
+// not the sum. Short prompts fit one step with their first token.
+TEST_F(TinyllmBackendTest, GeneratesArrivingTogetherShareEveryStep) {
+  std::vector<std::optional<BackendResult<GenerateOutcome>>> outs(8);
+  std::vector<GenerateRequest> reqs;
+  for (int i = 0; i < 8; ++i) reqs.push_back(request(i % 2 ? "hi" : "the cat", 10, 0.9, 70 + i));
+  const auto before = backend_->steps();
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    asio::co_spawn(io_, backend_->generate(reqs[i], [](const std::string&) {},
+                                           std::make_shared<CancelFlag>()),
+                   [&outs, i](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                     if (e) std::rethrow_exception(e);
+                     outs[i] = std::move(r);
+                   });
+  }
+  io_.run();
+  io_.restart();
+  int longest = 0;
+  for (const auto& o : outs) {
+    ASSERT_TRUE(o && o->has_value());
+    longest = std::max(longest, (*o)->completion_tokens);
+  }
+  EXPECT_EQ(backend_->steps() - before, static_cast<std::uint64_t>(longest));
+}
+
+// Beyond max_batch, generations wait for a place; one cancelled while waiting ends at the next
+// step boundary, without running (not once a place frees), while the one holding the place
+// goes on.
+TEST(TinyllmBackendBatching, CancelWhileWaitingForAPlaceEndsItAtOnce) {
+  const auto& m = tinyllm::testing::tiny_model();
+  asio::io_context io;
+  TinyLlmOptions opt;
+  opt.model_path = m.model;
+  opt.tokenizer_path = m.tokenizer;
+  opt.max_batch = 1;
+  TinyLlmBackend b(io.get_executor(), opt);
+  asio::co_spawn(io, b.load(), [](std::exception_ptr e, BackendResult<json> r) {
+    if (e) std::rethrow_exception(e);
+    ASSERT_TRUE(r.has_value());
+  });
+  io.run();
+  io.restart();
+  GenerateRequest running;
+  running.prompt = "Once upon a time";
+  running.max_tokens = 20;
+  running.temperature = 0.0;
+  running.stream = true;
+  GenerateRequest waiting = running;
+  auto cancel = std::make_shared<CancelFlag>();
+  cancel->cancelled = true;  // before it ever gets the place `running` holds
+  std::vector<std::string> order;
+  std::optional<BackendResult<GenerateOutcome>> a, w;
+  asio::co_spawn(io,
+                 b.generate(running, [](const std::string&) {}, std::make_shared<CancelFlag>()),
+                 [&](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                   if (e) std::rethrow_exception(e);
+                   a = std::move(r);
+                   order.push_back("running");
+                 });
+  asio::co_spawn(io, b.generate(waiting, [](const std::string&) {}, cancel),
+                 [&](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                   if (e) std::rethrow_exception(e);
+                   w = std::move(r);
+                   order.push_back("waiting");
+                 });
+  io.run();
+  ASSERT_TRUE(a && a->has_value() && w && w->has_value());
+  EXPECT_EQ((*w)->finish_reason, "cancelled");
+  EXPECT_EQ((*w)->completion_tokens, 0);
+  EXPECT_EQ((*w)->text, "");
+  EXPECT_NE((*a)->finish_reason, "cancelled");
+  EXPECT_GT((*a)->completion_tokens, 1);
+  EXPECT_EQ(order, (std::vector<std::string>{"waiting", "running"}));
+}
+
 TEST(TinyllmBackendLoad, MissingFilesFailInitWithAClearMessage) {
   asio::io_context io;
   TinyLlmOptions opt;

@@ -2,9 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <exception>
 #include <filesystem>
 
 #include "common/log.hpp"
@@ -17,9 +22,9 @@ using namespace tinyllm;
 
 namespace {
 
-// Prompt tokens forwarded per compute step: large enough that the hop to the io thread and
-// back (a few microseconds) is noise, small enough that a cancel or another request's token
-// waits for at most this many forward passes.
+// Prompt tokens of one generation forwarded per step (in one matrix-matrix pass): large
+// enough that the weights are read once for many positions, small enough that a cancel or the
+// other generations' next tokens wait for at most this many more rows.
 constexpr int kPrefillChunk = 16;
 
 double ms_since(std::chrono::steady_clock::time_point start) {
@@ -36,7 +41,10 @@ std::string default_name(const TinyLlmOptions& o) {
 }  // namespace
 
 TinyLlmBackend::TinyLlmBackend(asio::any_io_executor executor, TinyLlmOptions options)
-    : executor_(std::move(executor)), opt_(std::move(options)), name_(default_name(opt_)) {}
+    : executor_(std::move(executor)),
+      opt_(std::move(options)),
+      name_(default_name(opt_)),
+      max_batch_(std::max(1, opt_.max_batch)) {}
 
 TinyLlmBackend::~TinyLlmBackend() {
   // Let the step in flight (and any queued one) finish: they use model_ and the sequences of
@@ -134,6 +142,7 @@ asio::awaitable<BackendResult<json>> TinyLlmBackend::load() {
   co_return R(boost::system::in_place_value, json{{"models", models()},
                                                   {"load_ms", loaded->load_ms},
                                                   {"warmup_ms", loaded->warmup_ms},
+                                                  {"max_batch", max_batch_},
                                                   {"model",
                                                    {{"id", name_},
                                                     {"path", model_->checkpoint.path()},
@@ -159,90 +168,200 @@ std::optional<BackendError> TinyLlmBackend::check_model(const std::string& model
   return std::nullopt;
 }
 
+// One generation in the batch. The io-thread fields are touched only there; the compute-thread
+// fields only inside a step (while the io thread waits for it, it does not read them).
+struct TinyLlmBackend::Job {
+  Job(asio::any_io_executor ex, const GenerateRequest& r, ChunkSink sink,
+      std::shared_ptr<CancelFlag> c, const Transformer& t)
+      : prompt_text(r.prompt),
+        max_tokens(r.max_tokens),
+        stream(r.stream),
+        on_chunk(std::move(sink)),
+        cancel(std::move(c)),
+        done(std::move(ex), asio::steady_timer::time_point::max()),
+        seq(t.new_sequence()),
+        sampler(t.config().vocab_size, static_cast<float>(std::max(0.0, r.temperature)),
+                static_cast<float>(r.top_p), r.seed),
+        completion(r.stop) {}
+
+  // The request (io thread, read-only afterwards).
+  std::string prompt_text;
+  int max_tokens;
+  bool stream;
+  ChunkSink on_chunk;
+  std::shared_ptr<CancelFlag> cancel;
+  asio::steady_timer done;  // cancelled when `result` is set
+  std::optional<BackendResult<GenerateOutcome>> result;
+  // Seen cancelled before a step: the step leaves it out and the io thread finishes it.
+  bool cancel_seen = false;
+
+  // Compute thread: the prompt (encoded in the job's first step), the KV cache, sampling.
+  bool encoded = false;
+  std::optional<BackendError> error;
+  std::vector<int> prompt;
+  int max_new = 0;
+  Transformer::Sequence seq;
+  Sampler sampler;
+  int pos = 0;    // the next position to forward
+  int token = 0;  // the token to forward at `pos` once the prompt is in the cache
+  std::optional<int> sampled;  // the token this step sampled, if it reached the prompt's end
+
+  // io thread: what the client gets.
+  Completion completion;
+  GenerateOutcome out;
+};
+
 asio::awaitable<BackendResult<GenerateOutcome>> TinyLlmBackend::generate(
     const GenerateRequest& req, ChunkSink on_chunk, std::shared_ptr<CancelFlag> cancel) {
   using R = BackendResult<GenerateOutcome>;
   if (auto err = check_model(req.model)) co_return R(boost::system::in_place_error, *err);
-  const Model& m = *model_;
-  const ModelConfig& c = m.checkpoint.config();
-
-  // Everything the compute thread touches lives in one shared block, so it stays valid even
-  // if this coroutine were destroyed while a step runs.
-  struct Job {
-    std::vector<int> prompt;
-    Transformer::Sequence seq;
-    Sampler sampler;
-    int next = 0;
-  };
-  const std::string prompt = req.prompt;
-  auto job = std::make_shared<Job>(
-      Job{{},
-          m.transformer->new_sequence(),
-          Sampler(c.vocab_size, static_cast<float>(std::max(0.0, req.temperature)),
-                  static_cast<float>(req.top_p), req.seed),
-          0});
-  auto encode = [job, &m, prompt] { job->prompt = m.tokenizer.encode(prompt, true, false); };
-  co_await on_compute(std::move(encode));
-  const int n_prompt = static_cast<int>(job->prompt.size());
-  if (n_prompt > c.seq_len) {
-    co_return R(boost::system::in_place_error,
-                BackendError{RpcError::invalid_params,
-                             fmt::format("prompt is {} tokens; model '{}' has a context of {}",
-                                         n_prompt, name_, c.seq_len),
-                             json{{"prompt_tokens", n_prompt}, {"seq_len", c.seq_len}}});
+  auto job = std::make_shared<Job>(executor_, req, std::move(on_chunk), std::move(cancel),
+                                   *model_->transformer);
+  waiting_.push_back(job);
+  if (!stepping_) {
+    // Started by a post, so every generate of the message being handled (a batch from
+    // droverd's batch queue) joins before the first step: they start together.
+    stepping_ = true;
+    asio::co_spawn(executor_, run_steps(), asio::detached);
   }
+  if (!job->result) {
+    // Woken by finish(), which cancels the timer; the error code says so and is expected.
+    co_await job->done.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_return std::move(*job->result);
+}
 
-  GenerateOutcome out;
-  out.prompt_tokens = n_prompt;
-  out.finish_reason = "length";
-  // The last prompt token's forward pass yields the first new token; each new token but the
-  // last is forwarded at the next position, so at most seq_len - n_prompt + 1 fit.
-  const int max_new = std::max(0, std::min(req.max_tokens, c.seq_len - n_prompt + 1));
-  Completion completion(req.stop);
-  auto emit = [&](const std::string& text) {
-    if (!text.empty() && req.stream) on_chunk(text);
-  };
-
-  // Prompt positions 0 .. n_prompt - 2 only fill the KV cache.
-  int pos = 0;
-  while (max_new > 0 && pos < n_prompt - 1) {
-    if (cancel->cancelled) break;
-    const int end = std::min(n_prompt - 1, pos + kPrefillChunk);
-    auto prefill = [job, &m, pos, end] {
-      for (int p = pos; p < end; ++p) {
-        m.transformer->forward(job->seq, job->prompt[static_cast<std::size_t>(p)], p, false);
+// Iteration-level scheduling: each step admits waiting generations (up to max_batch running),
+// runs one forward pass over every running one (a chunk of its prompt, or its next token) on
+// the compute thread, then, back on the io thread, turns each sampled token into text, and
+// drops the generations that ended. Between two steps the io thread serves cancels, heartbeats
+// and new requests; cancel is checked before every step.
+asio::awaitable<void> TinyLlmBackend::run_steps() {
+  co_await asio::post(executor_, asio::use_awaitable);
+  Transformer& t = *model_->transformer;
+  const Tokenizer& tok = model_->tokenizer;
+  const ModelConfig& c = model_->checkpoint.config();
+  const std::string name = name_;
+  std::vector<Transformer::Row> rows;
+  std::vector<Job*> owner;  // rows[i] belongs to owner[i]
+  while (!running_.empty() || !waiting_.empty()) {
+    // Cancelled while waiting for a place: ends now, before its prompt is even read.
+    std::erase_if(waiting_, [](const std::shared_ptr<Job>& j) {
+      if (!j->cancel->cancelled) return false;
+      j->out.finish_reason = "cancelled";
+      j->result.emplace(std::move(j->out));
+      j->done.cancel();
+      return true;
+    });
+    while (!waiting_.empty() && static_cast<int>(running_.size()) < max_batch_) {
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+    for (auto& j : running_) j->cancel_seen = j->cancel->cancelled;
+    auto step = [this, &t, &tok, &c, &name, &rows, &owner] {
+      rows.clear();
+      owner.clear();
+      for (auto& jp : running_) {
+        Job& j = *jp;
+        j.sampled.reset();
+        if (!j.encoded) {
+          j.encoded = true;
+          j.prompt = tok.encode(j.prompt_text, true, false);
+          const int n = static_cast<int>(j.prompt.size());
+          if (n > c.seq_len) {
+            j.error = BackendError{
+                RpcError::invalid_params,
+                fmt::format("prompt is {} tokens; model '{}' has a context of {}", n, name,
+                            c.seq_len),
+                json{{"prompt_tokens", n}, {"seq_len", c.seq_len}}};
+          }
+          // The last prompt token's forward pass yields the first new token; each new token
+          // but the last is forwarded at the next position, so at most seq_len - n + 1 fit.
+          j.max_new = std::max(0, std::min(j.max_tokens, c.seq_len - n + 1));
+          j.token = j.prompt.back();
+        }
+        if (j.error || j.cancel_seen || j.max_new == 0) continue;
+        // Prompt positions 0 .. n-2 only fill the KV cache (up to kPrefillChunk of them per
+        // step, so a long prompt delays the others' next token by that much at most); the
+        // last prompt token, then each sampled one, yields the next token.
+        const int last_prompt = static_cast<int>(j.prompt.size()) - 1;
+        int added = 0;
+        for (; j.pos + added < last_prompt && added < kPrefillChunk; ++added) {
+          rows.push_back({&j.seq, j.prompt[static_cast<std::size_t>(j.pos + added)],
+                          j.pos + added, false});
+          owner.push_back(&j);
+        }
+        if (j.pos + added >= last_prompt && added < kPrefillChunk) {
+          rows.push_back({&j.seq, j.token, j.pos + added, true});
+          owner.push_back(&j);
+          ++added;
+        }
+        j.pos += added;
+      }
+      t.forward(rows);
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i].want_logits) owner[i]->sampled = owner[i]->sampler.sample(t.logits(i));
       }
     };
-    co_await on_compute(std::move(prefill));
-    pos = end;
-  }
-  int token = job->prompt.back();
-  while (out.completion_tokens < max_new) {
-    if (cancel->cancelled) break;
-    auto step = [job, &m, token, pos] {
-      job->next = job->sampler.sample(m.transformer->forward(job->seq, token, pos, true));
-    };
-    co_await on_compute(std::move(step));
-    ++pos;
-    ++out.completion_tokens;
-    const int next = job->next;
-    if (next == kBosToken || next == kEosToken) {
-      out.finish_reason = "stop";
-      break;
+    std::exception_ptr failed;
+    try {
+      co_await on_compute(std::move(step));
+    } catch (...) {
+      failed = std::current_exception();
     }
-    emit(completion.push(m.tokenizer.decode(token, next)));
-    if (completion.stopped()) {
-      out.finish_reason = "stop";
-      break;
+    ++steps_;
+    if (failed) {
+      // A step that threw (out of memory) ends the generations in it, not the worker.
+      std::string what = "tinyllm: forward pass failed";
+      try {
+        std::rethrow_exception(failed);
+      } catch (const std::exception& e) {
+        what += std::string(": ") + e.what();
+      } catch (...) {
+      }
+      for (auto& j : running_) {
+        j->result.emplace(boost::system::in_place_error,
+                          BackendError{RpcError::internal_error, what, nullptr});
+        j->done.cancel();
+      }
+      running_.clear();
+      continue;
     }
-    token = next;
+    std::erase_if(running_, [&](const std::shared_ptr<Job>& jp) { return after_step(*jp, tok); });
   }
-  if (cancel->cancelled && out.finish_reason == "length" && out.completion_tokens < max_new) {
-    out.finish_reason = "cancelled";
+  stepping_ = false;
+}
+
+bool TinyLlmBackend::after_step(Job& j, const Tokenizer& tok) {
+  GenerateOutcome& out = j.out;
+  out.prompt_tokens = static_cast<int>(j.prompt.size());
+  auto emit = [&j](const std::string& text) {
+    if (!text.empty() && j.stream) j.on_chunk(text);
+  };
+  auto finish = [&](std::string reason) {
+    out.finish_reason = std::move(reason);
+    emit(j.completion.finish());
+    out.text = j.completion.text();
+    j.result.emplace(std::move(out));
+    j.done.cancel();
+    return true;
+  };
+  if (j.error) {
+    j.result.emplace(boost::system::in_place_error, std::move(*j.error));
+    j.done.cancel();
+    return true;
   }
-  emit(completion.finish());
-  out.text = completion.text();
-  co_return out;
+  if (j.cancel_seen) return finish("cancelled");
+  if (j.max_new == 0) return finish("length");
+  if (!j.sampled) return false;  // still in the prompt
+  const int next = *j.sampled;
+  ++out.completion_tokens;
+  if (next == kBosToken || next == kEosToken) return finish("stop");
+  emit(j.completion.push(tok.decode(j.token, next)));
+  if (j.completion.stopped()) return finish("stop");
+  j.token = next;
+  if (out.completion_tokens >= j.max_new) return finish("length");
+  return false;
 }
 
 BackendResult<std::vector<std::vector<std::int64_t>>> TinyLlmBackend::batch_tokenize(

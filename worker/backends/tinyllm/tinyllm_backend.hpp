@@ -5,11 +5,17 @@
 //
 // Threads: the runtime calls every method on its io_context thread. Forward passes never run
 // there: they run on one compute thread owned by this object (plus the --threads - 1 matmul
-// helpers of the Transformer), one step at a time (a token, or a chunk of prompt tokens), and
-// the generate coroutine resumes on the io_context after each step. So heartbeats and cancels
-// are handled while tokens are produced, cancel is checked between tokens, and concurrent
-// generates interleave token by token on the compute thread (fair, and the KV caches stay
-// per request). The destructor waits for the step in flight, if any.
+// helpers of the Transformer), one step at a time, and the io_context resumes after each step.
+// So heartbeats and cancels are handled while tokens are produced, and cancel is checked
+// between steps. The destructor waits for the step in flight, if any.
+//
+// Continuous batching: concurrent generates share each step. A step is one forward pass over
+// every running generation — the next chunk of its prompt (batched prefill) or its next token
+// — so the weights are read once per step, not once per generation. Generations join and leave
+// between steps (iteration-level scheduling), up to max_batch at once (the rest wait, in
+// order); each keeps its own KV cache, sampler and seed, stop strings, stream and cancel. A
+// generation's tokens are the same whatever else runs beside it (transformer.hpp: each output
+// element is computed alone, in a fixed order).
 //
 // Generation follows llama2.c's run.c: the prompt is encoded with BOS and the dummy prefix,
 // prompt positions are forced, then tokens are sampled until max_tokens, the end of the
@@ -19,7 +25,9 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <deque>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "worker/backends/backend.hpp"
@@ -34,6 +42,8 @@ struct TinyLlmOptions {
   std::string model_path;      // llama2.c checkpoint (.bin)
   std::string tokenizer_path;  // empty: tokenizer.bin in the checkpoint's directory
   int threads = 1;             // threads per forward pass (matmul rows, attention heads)
+  int max_batch = kDefaultMaxBatch;  // generations per step (the worker's capability)
+  static constexpr int kDefaultMaxBatch = 32;
 };
 
 class TinyLlmBackend final : public Backend {
@@ -43,8 +53,8 @@ class TinyLlmBackend final : public Backend {
 
   std::vector<std::string> models() const override { return {name_}; }
   // Maps the checkpoint, reads the tokenizer, builds the transformer and runs one forward pass
-  // to fault the weights in. Result: {models, load_ms, warmup_ms, model: {config, parameters,
-  // file_bytes, threads}}; errors name the file and the problem.
+  // to fault the weights in. Result: {models, load_ms, warmup_ms, max_batch, model: {config,
+  // parameters, file_bytes, threads}}; errors name the file and the problem.
   boost::asio::awaitable<BackendResult<json>> load() override;
   boost::asio::awaitable<BackendResult<GenerateOutcome>> generate(
       const GenerateRequest& request, ChunkSink on_chunk,
@@ -61,6 +71,8 @@ class TinyLlmBackend final : public Backend {
   const tinyllm::ModelConfig* config() const {
     return model_ ? &model_->checkpoint.config() : nullptr;
   }
+  // Forward passes run for generations so far (each serves every generation then running).
+  std::uint64_t steps() const { return steps_; }
 
  private:
   struct Model {
@@ -68,7 +80,12 @@ class TinyLlmBackend final : public Backend {
     tinyllm::Tokenizer tokenizer;
     std::unique_ptr<tinyllm::Transformer> transformer;
   };
+  struct Job;
   std::optional<BackendError> check_model(const std::string& model) const;
+  // The step loop: runs while generations run or wait; started by the first generate.
+  boost::asio::awaitable<void> run_steps();
+  // Turns a step's sampled token into text on the io thread; true when the job ended.
+  bool after_step(Job& job, const tinyllm::Tokenizer& tok);
   template <typename F>
   boost::asio::awaitable<void> on_compute(F&& fn);
 
@@ -76,6 +93,11 @@ class TinyLlmBackend final : public Backend {
   TinyLlmOptions opt_;
   std::string name_;
   std::unique_ptr<Model> model_;  // set once by load(), then immutable
+  int max_batch_;
+  std::deque<std::shared_ptr<Job>> waiting_;  // io thread
+  std::vector<std::shared_ptr<Job>> running_;  // io thread, and the compute thread in a step
+  bool stepping_ = false;                      // run_steps() is running
+  std::uint64_t steps_ = 0;
   boost::asio::thread_pool compute_{1};
 };
 

@@ -1,5 +1,6 @@
 #include "worker/backends/tinyllm/transformer.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <cstring>
@@ -22,58 +23,113 @@ namespace {
 // given build and CPU always gives the same bits. GCC vector extensions keep this portable.
 typedef float Lanes __attribute__((vector_size(32)));
 
-__attribute__((always_inline)) inline float dot(const float* a, const float* b, int n) {
-  Lanes acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+// K dot products of one weight row w with K vectors x[0..K-1]: out[k] = w . x[k]. Each weight
+// vector is loaded once and multiplied into the K outputs while in a register (on x86-64-v3
+// an FMA with the x operand read from memory), so a batch costs fewer loads per product than
+// K separate dots. Every out[k] is computed by exactly the operations of the K = 1 case, in
+// the same order — lanes i mod 8 of four accumulators, the same reduction, the same scalar
+// tail — so the result does not depend on K or on which other vectors share the call.
+template <int K>
+__attribute__((always_inline)) inline void dots(const float* w, const float* const* x, int n,
+                                                float* out) {
+  Lanes acc[K][4] = {};
   int i = 0;
   for (; i + 32 <= n; i += 32) {
-    Lanes a0, a1, a2, a3, b0, b1, b2, b3;
-    std::memcpy(&a0, a + i, sizeof(Lanes));  // unaligned loads: weights start at byte 28
-    std::memcpy(&a1, a + i + 8, sizeof(Lanes));
-    std::memcpy(&a2, a + i + 16, sizeof(Lanes));
-    std::memcpy(&a3, a + i + 24, sizeof(Lanes));
-    std::memcpy(&b0, b + i, sizeof(Lanes));
-    std::memcpy(&b1, b + i + 8, sizeof(Lanes));
-    std::memcpy(&b2, b + i + 16, sizeof(Lanes));
-    std::memcpy(&b3, b + i + 24, sizeof(Lanes));
-    acc0 += a0 * b0;
-    acc1 += a1 * b1;
-    acc2 += a2 * b2;
-    acc3 += a3 * b3;
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      Lanes wj;
+      std::memcpy(&wj, w + i + 8 * j, sizeof(Lanes));  // unaligned: weights start at byte 28
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        Lanes xj;
+        std::memcpy(&xj, x[k] + i + 8 * j, sizeof(Lanes));
+        acc[k][j] += wj * xj;
+      }
+    }
   }
   for (; i + 8 <= n; i += 8) {
-    Lanes a0, b0;
-    std::memcpy(&a0, a + i, sizeof(Lanes));
-    std::memcpy(&b0, b + i, sizeof(Lanes));
-    acc0 += a0 * b0;
+    Lanes w0;
+    std::memcpy(&w0, w + i, sizeof(Lanes));
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
+      Lanes x0;
+      std::memcpy(&x0, x[k] + i, sizeof(Lanes));
+      acc[k][0] += w0 * x0;
+    }
   }
-  const Lanes acc = (acc0 + acc1) + (acc2 + acc3);
-  float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+#pragma GCC unroll 4
+  for (int k = 0; k < K; ++k) {
+    const Lanes a = (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]);
+    float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (int t = i; t < n; ++t) sum += w[t] * x[k][t];
+    out[k] = sum;
+  }
 }
 
-// out[r] = W[r] . x for rows [begin, end) of a row-major (rows x n) matrix.
-DROVER_TINYLLM_CLONES
-void matvec(float* out, const float* w, const float* x, int n, int begin, int end) {
-  for (int r = begin; r < end; ++r) out[r] = dot(w + static_cast<std::size_t>(r) * n, x, n);
+__attribute__((always_inline)) inline float dot(const float* a, const float* b, int n) {
+  float out;
+  dots<1>(a, &b, n, &out);
+  return out;
 }
 
-// out[r] += W[r] . x (the residual connections after wo and w2).
-DROVER_TINYLLM_CLONES
-void matvec_add(float* out, const float* w, const float* x, int n, int begin, int end) {
-  for (int r = begin; r < end; ++r) out[r] += dot(w + static_cast<std::size_t>(r) * n, x, n);
+// Calls emit(b, w . x[b]) for every vector b < batch, three at a time (12 accumulators and a
+// weight vector fit the 16 AVX2 registers), then the remainder.
+template <typename Emit>
+__attribute__((always_inline)) inline void row_times_batch(const float* w, const float* const* x,
+                                                           int batch, int n, Emit&& emit) {
+  float r[3];
+  int b = 0;
+  for (; b + 3 <= batch; b += 3) {
+    dots<3>(w, x + b, n, r);
+    emit(b, r[0]);
+    emit(b + 1, r[1]);
+    emit(b + 2, r[2]);
+  }
+  if (batch - b == 2) {
+    dots<2>(w, x + b, n, r);
+    emit(b, r[0]);
+    emit(b + 1, r[1]);
+  } else if (batch - b == 1) {
+    dots<1>(w, x + b, n, r);
+    emit(b, r[0]);
+  }
 }
 
-// hb[r] = silu(W1[r] . x) * (W3[r] . x): SwiGLU, in run.c's order of operations.
+// out[b][r] = W[r] . x[b] for rows [begin, end) of a row-major (rows x n) matrix and every
+// activation vector b < batch. Row-outer: a weight row is read from memory once and stays in
+// L1 while every vector multiplies it.
 DROVER_TINYLLM_CLONES
-void swiglu(float* hb, const float* w1, const float* w3, const float* x, int n, int begin,
+void matmul(float* const* out, const float* w, const float* const* x, int batch, int n, int begin,
             int end) {
   for (int r = begin; r < end; ++r) {
+    row_times_batch(w + static_cast<std::size_t>(r) * n, x, batch, n,
+                    [&](int b, float v) { out[b][r] = v; });
+  }
+}
+
+// out[b][r] += W[r] . x[b] (the residual connections after wo and w2).
+DROVER_TINYLLM_CLONES
+void matmul_add(float* const* out, const float* w, const float* const* x, int batch, int n,
+                int begin, int end) {
+  for (int r = begin; r < end; ++r) {
+    row_times_batch(w + static_cast<std::size_t>(r) * n, x, batch, n,
+                    [&](int b, float v) { out[b][r] += v; });
+  }
+}
+
+// hb[b][r] = silu(W1[r] . x[b]) * (W3[r] . x[b]): SwiGLU, in run.c's order of operations.
+// hb[b][r] holds W1[r] . x[b] until W3's row has been multiplied.
+DROVER_TINYLLM_CLONES
+void swiglu(float* const* hb, const float* w1, const float* w3, const float* const* x, int batch,
+            int n, int begin, int end) {
+  for (int r = begin; r < end; ++r) {
     const std::size_t off = static_cast<std::size_t>(r) * n;
-    float a = dot(w1 + off, x, n);
-    const float b = dot(w3 + off, x, n);
-    a = a * (1.0f / (1.0f + std::exp(-a)));
-    hb[r] = a * b;
+    row_times_batch(w1 + off, x, batch, n, [&](int b, float v) { hb[b][r] = v; });
+    row_times_batch(w3 + off, x, batch, n, [&](int b, float c) {
+      float a = hb[b][r];
+      a = a * (1.0f / (1.0f + std::exp(-a)));
+      hb[b][r] = a * c;
+    });
   }
 }
 
@@ -102,13 +158,7 @@ void softmax_in_place(float* x, int size) {
 
 }  // namespace
 
-Transformer::Sequence::Sequence(const ModelConfig& c)
-    : x_(static_cast<std::size_t>(c.dim)),
-      xb_(static_cast<std::size_t>(c.dim)),
-      hb_(static_cast<std::size_t>(c.hidden_dim)),
-      q_(static_cast<std::size_t>(c.dim)),
-      att_(static_cast<std::size_t>(c.n_heads) * static_cast<std::size_t>(c.seq_len)),
-      logits_(static_cast<std::size_t>(c.vocab_size)) {
+Transformer::Sequence::Sequence(const ModelConfig& c) {
   const std::size_t cache = static_cast<std::size_t>(c.n_layers) *
                             static_cast<std::size_t>(c.seq_len) *
                             static_cast<std::size_t>(c.kv_dim());
@@ -139,10 +189,37 @@ Transformer::Transformer(const Checkpoint& checkpoint, int threads)
   }
 }
 
-std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want_logits) {
-  assert(token >= 0 && token < config_.vocab_size);
-  assert(pos == s.next_pos_ && pos < config_.seq_len);
+void Transformer::reserve(std::size_t rows) {
+  if (rows <= capacity_) return;
   const ModelConfig& c = config_;
+  const auto d = static_cast<std::size_t>(c.dim);
+  x_.resize(rows * d);
+  xb_.resize(rows * d);
+  q_.resize(rows * d);
+  hb_.resize(rows * static_cast<std::size_t>(c.hidden_dim));
+  att_.resize(rows * static_cast<std::size_t>(c.n_heads) * static_cast<std::size_t>(c.seq_len));
+  logits_row_.resize(rows);
+  capacity_ = rows;
+}
+
+std::span<float> Transformer::logits(std::size_t row) {
+  assert(row < logits_row_.size());
+  const std::ptrdiff_t at = logits_row_[row];
+  if (at < 0) return {};
+  const auto v = static_cast<std::size_t>(config_.vocab_size);
+  return {logits_.data() + static_cast<std::size_t>(at) * v, v};
+}
+
+std::span<float> Transformer::forward(Sequence& seq, int token, int pos, bool want_logits) {
+  const Row row{&seq, token, pos, want_logits};
+  forward(std::span<const Row>(&row, 1));
+  return logits(0);
+}
+
+void Transformer::forward(std::span<const Row> rows) {
+  const ModelConfig& c = config_;
+  const int batch = static_cast<int>(rows.size());
+  const std::size_t nb = rows.size();
   const int dim = c.dim;
   const int kv_dim = c.kv_dim();
   const int kv_mul = c.n_heads / c.n_kv_heads;
@@ -151,63 +228,90 @@ std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want
   const std::size_t d = static_cast<std::size_t>(dim);
   const std::size_t kvd = static_cast<std::size_t>(kv_dim);
   const std::size_t hd = static_cast<std::size_t>(hidden);
-  float* x = s.x_.data();
-  float* xb = s.xb_.data();
-  float* q = s.q_.data();
-  float* hb = s.hb_.data();
-
-  std::memcpy(x, w_.token_embedding + static_cast<std::size_t>(token) * d, d * sizeof(float));
-  const float* rc =
-      rope_cos_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
-  const float* rs =
-      rope_sin_.data() + static_cast<std::size_t>(pos) * static_cast<std::size_t>(hs / 2);
+  const std::size_t sl = static_cast<std::size_t>(c.seq_len);
+  const std::size_t half = static_cast<std::size_t>(hs / 2);
   const float sqrt_hs = std::sqrt(static_cast<float>(hs));
+  reserve(nb);
+  logits_row_.assign(nb, -1);
+  if (rows.empty()) return;
+
+  // Row b's activation vectors, as the pointer arrays the matmuls take.
+  std::vector<float*> x(nb), xb(nb), q(nb), hb(nb), k(nb), v(nb);
+  std::vector<const float*> xb_in(nb), hb_in(nb);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const Row& r = rows[b];
+    assert(r.token >= 0 && r.token < c.vocab_size);
+    assert(r.pos == r.seq->next_pos_ && r.pos < c.seq_len);
+    r.seq->next_pos_ = r.pos + 1;  // the next row of this sequence, if any, is at pos + 1
+    x[b] = x_.data() + b * d;
+    xb[b] = xb_.data() + b * d;
+    q[b] = q_.data() + b * d;
+    hb[b] = hb_.data() + b * hd;
+    xb_in[b] = xb[b];
+    hb_in[b] = hb[b];
+    std::memcpy(x[b], w_.token_embedding + static_cast<std::size_t>(r.token) * d,
+                d * sizeof(float));
+  }
 
   for (int l = 0; l < c.n_layers; ++l) {
     const std::size_t ul = static_cast<std::size_t>(l);
-    rmsnorm(xb, x, w_.rms_att + ul * d, dim);
+    for (std::size_t b = 0; b < nb; ++b) rmsnorm(xb[b], x[b], w_.rms_att + ul * d, dim);
 
-    // q, k, v in one parallel loop over the rows of [wq; wk; wv]; k and v go straight into the
-    // cache at this position.
-    const std::size_t loff = ul * static_cast<std::size_t>(c.seq_len) * kvd;
-    float* k = s.key_cache_.get() + loff + static_cast<std::size_t>(pos) * kvd;
-    float* v = s.value_cache_.get() + loff + static_cast<std::size_t>(pos) * kvd;
+    // q, k, v in one parallel loop over the rows of [wq; wk; wv]; k and v go straight into
+    // each sequence's cache at the row's position.
+    const std::size_t loff = ul * sl * kvd;
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::size_t at = loff + static_cast<std::size_t>(rows[b].pos) * kvd;
+      k[b] = rows[b].seq->key_cache_.get() + at;
+      v[b] = rows[b].seq->value_cache_.get() + at;
+    }
     const float* wq = w_.wq + ul * d * d;
     const float* wk = w_.wk + ul * kvd * d;
     const float* wv = w_.wv + ul * kvd * d;
     pool_.run(dim + 2 * kv_dim, [&](int begin, int end) {
-      auto part = [&](float* out, const float* w, int lo, int hi, int base) {
+      auto part = [&](float* const* out, const float* w, int lo, int hi, int base) {
         const int b = std::max(begin, lo), e = std::min(end, hi);
-        if (b < e) matvec(out, w, xb, dim, b - base, e - base);
+        if (b < e) matmul(out, w, xb_in.data(), batch, dim, b - base, e - base);
       };
-      part(q, wq, 0, dim, 0);
-      part(k, wk, dim, dim + kv_dim, dim);
-      part(v, wv, dim + kv_dim, dim + 2 * kv_dim, dim + kv_dim);
+      part(q.data(), wq, 0, dim, 0);
+      part(k.data(), wk, dim, dim + kv_dim, dim);
+      part(v.data(), wv, dim + kv_dim, dim + 2 * kv_dim, dim + kv_dim);
     });
 
     // RoPE: rotate each (even, odd) pair of q and k by the angle of its position in the head.
-    for (int i = 0; i < dim; i += 2) {
-      const int pair = (i % hs) / 2;
-      const float fcr = rc[pair];
-      const float fci = rs[pair];
-      const float q0 = q[i], q1 = q[i + 1];
-      q[i] = q0 * fcr - q1 * fci;
-      q[i + 1] = q0 * fci + q1 * fcr;
-      if (i < kv_dim) {
-        const float k0 = k[i], k1 = k[i + 1];
-        k[i] = k0 * fcr - k1 * fci;
-        k[i + 1] = k0 * fci + k1 * fcr;
+    for (std::size_t b = 0; b < nb; ++b) {
+      const float* rc = rope_cos_.data() + static_cast<std::size_t>(rows[b].pos) * half;
+      const float* rs = rope_sin_.data() + static_cast<std::size_t>(rows[b].pos) * half;
+      float* qb = q[b];
+      float* kb = k[b];
+      for (int i = 0; i < dim; i += 2) {
+        const int pair = (i % hs) / 2;
+        const float fcr = rc[pair];
+        const float fci = rs[pair];
+        const float q0 = qb[i], q1 = qb[i + 1];
+        qb[i] = q0 * fcr - q1 * fci;
+        qb[i + 1] = q0 * fci + q1 * fcr;
+        if (i < kv_dim) {
+          const float k0 = kb[i], k1 = kb[i + 1];
+          kb[i] = k0 * fcr - k1 * fci;
+          kb[i + 1] = k0 * fci + k1 * fcr;
+        }
       }
     }
 
-    // Attention, one head per task; query heads h share key/value head h / kv_mul.
-    const float* key_layer = s.key_cache_.get() + loff;
-    const float* value_layer = s.value_cache_.get() + loff;
-    pool_.run(c.n_heads, [&](int begin, int end) {
-      for (int h = begin; h < end; ++h) {
-        const float* qh = q + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
-        float* att =
-            s.att_.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(c.seq_len);
+    // Attention, one (row, head) per task; query heads h share key/value head h / kv_mul. A
+    // row reads only positions <= its own, all written by now (earlier passes, or this pass's
+    // earlier rows of the same sequence).
+    pool_.run(batch * c.n_heads, [&](int begin, int end) {
+      for (int task = begin; task < end; ++task) {
+        const std::size_t b = static_cast<std::size_t>(task / c.n_heads);
+        const int h = task % c.n_heads;
+        const int pos = rows[b].pos;
+        const float* key_layer = rows[b].seq->key_cache_.get() + loff;
+        const float* value_layer = rows[b].seq->value_cache_.get() + loff;
+        const float* qh = q[b] + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
+        float* att = att_.data() + (b * static_cast<std::size_t>(c.n_heads) +
+                                    static_cast<std::size_t>(h)) * sl;
         const std::size_t kv_off =
             static_cast<std::size_t>(h / kv_mul) * static_cast<std::size_t>(hs);
         for (int t = 0; t <= pos; ++t) {
@@ -215,7 +319,7 @@ std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want
               dot_product(qh, key_layer + static_cast<std::size_t>(t) * kvd + kv_off, hs) / sqrt_hs;
         }
         softmax_in_place(att, pos + 1);
-        float* out = xb + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
+        float* out = xb[b] + static_cast<std::size_t>(h) * static_cast<std::size_t>(hs);
         std::memset(out, 0, static_cast<std::size_t>(hs) * sizeof(float));
         for (int t = 0; t <= pos; ++t) {
           const float* vt = value_layer + static_cast<std::size_t>(t) * kvd + kv_off;
@@ -227,23 +331,40 @@ std::span<float> Transformer::forward(Sequence& s, int token, int pos, bool want
 
     // Output projection and residual: x += wo . xb.
     const float* wo = w_.wo + ul * d * d;
-    pool_.run(dim, [&](int begin, int end) { matvec_add(x, wo, xb, dim, begin, end); });
+    pool_.run(dim, [&](int begin, int end) {
+      matmul_add(x.data(), wo, xb_in.data(), batch, dim, begin, end);
+    });
 
     // Feed-forward: x += w2 . (silu(w1 . xb) * (w3 . xb)), xb = rmsnorm(x).
-    rmsnorm(xb, x, w_.rms_ffn + ul * d, dim);
+    for (std::size_t b = 0; b < nb; ++b) rmsnorm(xb[b], x[b], w_.rms_ffn + ul * d, dim);
     const float* w1 = w_.w1 + ul * hd * d;
     const float* w3 = w_.w3 + ul * hd * d;
-    pool_.run(hidden, [&](int begin, int end) { swiglu(hb, w1, w3, xb, dim, begin, end); });
+    pool_.run(hidden, [&](int begin, int end) {
+      swiglu(hb.data(), w1, w3, xb_in.data(), batch, dim, begin, end);
+    });
     const float* w2 = w_.w2 + ul * d * hd;
-    pool_.run(dim, [&](int begin, int end) { matvec_add(x, w2, hb, hidden, begin, end); });
+    pool_.run(dim, [&](int begin, int end) {
+      matmul_add(x.data(), w2, hb_in.data(), batch, hidden, begin, end);
+    });
   }
-  s.next_pos_ = pos + 1;
-  if (!want_logits) return {};
 
-  rmsnorm(x, x, w_.rms_final, dim);
-  float* logits = s.logits_.data();
-  pool_.run(c.vocab_size, [&](int begin, int end) { matvec(logits, w_.wcls, x, dim, begin, end); });
-  return s.logits_;
+  // The classifier, for the rows that want logits only.
+  std::vector<float*> out;
+  std::vector<const float*> in;
+  for (std::size_t b = 0; b < nb; ++b) {
+    if (!rows[b].want_logits) continue;
+    logits_row_[b] = static_cast<std::ptrdiff_t>(out.size());
+    rmsnorm(x[b], x[b], w_.rms_final, dim);
+    in.push_back(x[b]);
+    out.push_back(nullptr);
+  }
+  if (out.empty()) return;
+  const auto vocab = static_cast<std::size_t>(c.vocab_size);
+  if (logits_.size() < out.size() * vocab) logits_.resize(out.size() * vocab);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = logits_.data() + i * vocab;
+  pool_.run(c.vocab_size, [&](int begin, int end) {
+    matmul(out.data(), w_.wcls, in.data(), static_cast<int>(out.size()), dim, begin, end);
+  });
 }
 
 }  // namespace drover::worker::tinyllm
