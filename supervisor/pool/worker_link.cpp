@@ -78,6 +78,11 @@ void WorkerLink::start() {
   cleanup_socket_file();
   acceptor_.open(asio::local::stream_protocol(), ec);
   if (!ec) acceptor_.bind(asio::local::stream_protocol::endpoint(opt_.socket_path), ec);
+  // Only this worker's identity may connect: the file is its own, mode 0600 (the directory is
+  // droverd's, searchable but not listable by the workers' group).
+  if (!ec && opt_.run_as && ::lchown(opt_.socket_path.c_str(), opt_.run_as->uid, opt_.run_as->gid) != 0) {
+    ec.assign(errno, boost::system::system_category());
+  }
   if (!ec) ::chmod(opt_.socket_path.c_str(), 0600);
   if (!ec) acceptor_.listen(1, ec);
   if (ec) {
@@ -86,7 +91,8 @@ void WorkerLink::start() {
   auto spawned = WorkerProcess::spawn(
       io_.get_executor(), opt_.command,
       {{proto::worker::kEnvWorkerId, std::to_string(opt_.worker_id)},
-       {proto::worker::kEnvControlSocket, opt_.socket_path}});
+       {proto::worker::kEnvControlSocket, opt_.socket_path}},
+      opt_.run_as);
   if (!spawned) return fail_soon(spawned.error());
   process_ = std::move(*spawned);
   log_->info("worker_id={} generation={} pid={} spawned", opt_.slot, opt_.generation, process_->pid());

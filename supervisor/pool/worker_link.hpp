@@ -108,6 +108,9 @@ struct WorkerLinkOptions {
   // transport.shm / transport.ring_bytes: offer the shared-memory rings to a worker that can.
   bool shm = true;
   std::size_t ring_bytes = 1024 * 1024;
+  // workers.user / workers.group: the process runs as this identity, and its control socket is
+  // handed to it (the shm segment travels as a descriptor and needs nothing).
+  std::optional<WorkerCredentials> run_as;
 };
 
 // Messages and bytes this incarnation moved, per path (workers.list, Prometheus).

@@ -122,6 +122,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.shm = transport_.shm;
   opt.ring_bytes = transport_.ring_bytes;
   opt.batcher = batcher_;
+  opt.run_as = worker_credentials_;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this, clock_);
   link->start();
   return link;
