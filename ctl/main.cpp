@@ -58,7 +58,7 @@ json call(const Target& t, const std::string& method, const json& params,
 }
 
 void print_workers(const json& result) {
-  std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9} {:>10} {:>9} {:<9} {}\n", "ID",
+  std::cout << fmt::format("{:>4} {:>8} {:<9} {:>8} {:>8} {:>9} {:>10} {:>9} {:<9} {}\n", "ID",
                            "PID", "STATE", "INFLIGHT", "RESTARTS", "UPTIME_S", "RSS_MB", "HB_AGE",
                            "TRANSPORT", "MODELS");
   for (const auto& w : result.value("workers", json::array())) {
@@ -68,7 +68,7 @@ void print_workers(const json& result) {
       models.append(m.get<std::string>());
     }
     const json age = w.value("heartbeat_age_ms", json());
-    std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9} {:<9} {}\n",
+    std::cout << fmt::format("{:>4} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9} {:<9} {}\n",
                              w.value("id", -1), w.value("pid", 0), w.value("state", std::string()),
                              w.value("inflight", 0), w.value("restarts", 0),
                              w.value("uptime_s", 0.0), w.value("rss_bytes", 0) / 1048576.0,

@@ -180,6 +180,10 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   int slot() const { return opt_.slot; }
   void set_slot(int slot) { opt_.slot = slot; }
   int worker_id() const { return opt_.worker_id; }
+  // The one id this worker is known by (docs/OPERATIONS.md, "Worker ids"): its slot while it
+  // serves one, else (a warm spare) the id it was started with, 1000 and up. Every log line,
+  // workers.list entry, metric label and result `worker` field about it uses this.
+  int id() const { return opt_.slot >= 0 ? opt_.slot : opt_.worker_id; }
   std::uint64_t generation() const { return opt_.generation; }
   int pid() const { return process_ ? process_->pid() : 0; }
   State state() const { return state_; }
