@@ -1,0 +1,169 @@
+"""Client (blocking) against a real droverd with sim workers (docs/API.md)."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+from droverd import WAIT_S, Droverd, wait_until
+from drover_client import Client, ConnectionLostError, DroverError
+
+LONG = 100_000  # tokens: a stream that would run for minutes unless cancelled
+D: Droverd
+
+
+def setUpModule() -> None:
+    global D
+    D = Droverd(workers=2).start()
+
+
+def tearDownModule() -> None:
+    D.close()
+
+
+class SyncClientTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.c = Client(D.socket, timeout=WAIT_S)
+
+    def tearDown(self) -> None:
+        self.c.close()
+
+    def test_unary_equals_droverctl(self) -> None:
+        r = self.c.generate("unary equality", max_tokens=12, seed=7)
+        [ctl] = D.droverctl("generate", "unary equality", "--max-tokens", "12", "--seed", "7")
+        self.assertEqual(r["text"], ctl["text"])
+        self.assertEqual(r["finish_reason"], ctl["finish_reason"])
+        self.assertEqual(r["usage"], ctl["usage"])
+
+    def test_stream_equals_droverctl(self) -> None:
+        with self.c.stream("stream equality", max_tokens=12, seed=9) as s:
+            chunks = list(s)
+        ctl = D.droverctl("generate", "stream equality", "--stream", "--max-tokens", "12", "--seed", "9")
+        ctl_chunks, ctl_result = [m["params"] for m in ctl[:-1]], ctl[-1]
+        self.assertEqual([c["index"] for c in chunks], list(range(len(chunks))))
+        self.assertEqual("".join(c["text"] for c in chunks), "".join(c["text"] for c in ctl_chunks))
+        self.assertEqual(s.result["text"], ctl_result["text"])
+        self.assertEqual(s.result["text"], "".join(c["text"] for c in chunks))
+
+    def test_close_mid_stream_cancels_at_the_worker(self) -> None:
+        pids = {w["pid"] for w in D.workers()}
+        s = self.c.stream("abandoned stream", max_tokens=LONG, seed=1)
+        for _ in range(3):
+            next(s)
+        self.assertGreater(D.inflight(), 0)
+        s.close()
+        wait_until(lambda: D.inflight() == 0, what="the worker to end the cancelled stream")
+        self.assertEqual({w["pid"] for w in D.workers()}, pids, "no worker was replaced")
+        self.assertEqual(self.c.health()["status"], "ok")  # the connection is still usable
+
+    def test_timeout_raises_timed_out_and_cancels(self) -> None:
+        with self.assertRaises(DroverError) as e:
+            self.c.generate("too slow", max_tokens=LONG, timeout=0.3)
+        self.assertEqual(e.exception.code, -32004)
+        self.assertEqual(e.exception.data["source"], "client")
+        wait_until(lambda: D.inflight() == 0, what="the timed-out call to be cancelled")
+
+    def test_invalid_params(self) -> None:
+        with self.assertRaises(DroverError) as e:
+            self.c.generate(5, max_tokens=2)
+        self.assertEqual(e.exception.code, -32602)
+        self.assertIn("prompt", e.exception.data["detail"])
+        with self.assertRaises(DroverError) as e:
+            self.c.generate("typo", max_token=2)
+        self.assertEqual(e.exception.code, -32602)
+        self.assertIn("max_token", e.exception.data["detail"])
+
+    def test_tokenize_detokenize_health_models(self) -> None:
+        tokens = self.c.tokenize("héllo")
+        self.assertEqual(tokens, list("héllo".encode()))
+        self.assertEqual(self.c.detokenize(tokens), "héllo")
+        h = self.c.health()
+        self.assertIn(h["status"], ("ok", "degraded"))
+        self.assertEqual(h["workers_total"], 2)
+        self.assertIn("sim", [m["id"] for m in self.c.models()])
+
+    def test_worker_killed_mid_stream_the_stream_continues(self) -> None:
+        reference = self.c.generate("failover", max_tokens=400, seed=11, cache="bypass")
+        s = self.c.stream("failover", max_tokens=400, seed=11, cache="bypass")
+        chunks = [next(s) for _ in range(5)]
+        [busy] = [w for w in D.workers() if w["inflight"] > 0]
+        D.admin("workers.kill", {"id": busy["id"], "signal": "KILL"})
+        chunks += list(s)
+        self.assertEqual([c["index"] for c in chunks], list(range(len(chunks))))
+        self.assertEqual("".join(c["text"] for c in chunks), s.result["text"])
+        self.assertEqual(s.result["text"], reference["text"])
+        self.assertEqual(s.result["usage"]["completion_tokens"], 400)
+        wait_until(lambda: sum(w["state"] == "ready" for w in D.workers()) == 2, what="the replacement")
+
+    def test_slow_reader_gets_the_whole_stream_in_order(self) -> None:
+        with Client(D.socket, timeout=WAIT_S, max_buffered_chunks=2) as slow:
+            chunks = []
+            with slow.stream("slow reader", max_tokens=30, seed=5) as s:
+                for chunk in s:
+                    chunks.append(chunk)
+                    # Two tokens' time per chunk read, one per chunk produced: unread chunks pile up.
+                    self.c.generate(f"slow reader {chunk['index']}", max_tokens=2, cache="bypass")
+        self.assertEqual([c["index"] for c in chunks], list(range(len(chunks))))
+        self.assertEqual("".join(c["text"] for c in chunks), s.result["text"])
+        self.assertEqual(s.result["usage"]["completion_tokens"], 30)
+
+    def test_thousand_concurrent_calls_answered_once_each(self) -> None:
+        n = 1000
+        with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+            results = list(pool.map(lambda i: self.c.generate(f"many {i}", max_tokens=2, seed=i), range(n)))
+        self.assertEqual(len(results), n)
+        self.assertTrue(all(r["usage"]["completion_tokens"] == 2 for r in results))
+        self.assertEqual(self.c._conn._calls, {}, "every call was answered and forgotten")
+
+
+class SyncClientServerLifecycleTest(unittest.TestCase):
+    def test_overloaded_raises_with_retry_after(self) -> None:
+        d = Droverd(workers=1, server_yaml=["max_queue: 1"]).start()
+        try:
+            with Client(d.socket, timeout=WAIT_S) as c:
+                with c.stream("holds the only slot", max_tokens=LONG) as s:
+                    next(s)
+                    with self.assertRaises(DroverError) as e:
+                        c.generate("refused", max_tokens=1)
+                    self.assertEqual(e.exception.code, -32001)
+                    self.assertIsInstance(e.exception.retry_after_ms, int)
+        finally:
+            d.close()
+
+    def test_droverd_restarted_in_flight_fails_next_call_succeeds(self) -> None:
+        d = Droverd(workers=1).start()
+        try:
+            with Client(d.socket, timeout=WAIT_S, connect_timeout=WAIT_S) as c:
+                s = c.stream("interrupted", max_tokens=LONG)
+                next(s)
+                d.kill()
+                with self.assertRaises(ConnectionLostError):
+                    for _ in s:
+                        pass
+                d.launch()
+                self.assertEqual(c.health()["workers_total"], 1)  # reconnects while droverd starts
+                d.wait_ready()
+                self.assertEqual(c.generate("after restart", max_tokens=3)["usage"]["completion_tokens"], 3)
+        finally:
+            d.close()
+
+
+class ReadmeExamplesTest(unittest.TestCase):
+    """The README's examples run as written (against this droverd, through DROVER_SERVER_SOCKET)."""
+
+    def test_every_python_block_runs(self) -> None:
+        package = os.path.join(os.path.dirname(__file__), "..")
+        with open(os.path.join(package, "README.md")) as f:
+            blocks = re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+        self.assertGreaterEqual(len(blocks), 3)
+        env = dict(os.environ, DROVER_SERVER_SOCKET=D.socket, PYTHONPATH=os.path.abspath(package))
+        for block in blocks:
+            r = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=WAIT_S)
+            self.assertEqual(r.returncode, 0, f"README block failed:\n{block}\n{r.stdout}\n{r.stderr}")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,195 @@
+// DroverClient: droverd's client API over one or more connections (docs/API.md).
+//
+// Calls go to the open connection with the fewest calls in flight. A connection that drops
+// fails its calls in flight with ConnectionLostError (never re-sent) and is opened again, with
+// backoff, when a new call needs it; a call waits up to connectTimeoutMs for a connection.
+import { Connection } from './connection.js';
+import { DroverConnectionError, abortError, clientTimeout } from './errors.js';
+import { GenerateStream } from './stream.js';
+import type { CallOptions, GenerateParams, GenerateResult, Health, ModelInfo } from './types.js';
+
+/** droverctl's default socket and environment variable (ctl/main.cpp). */
+export const SOCKET_ENV = 'DROVER_SERVER_SOCKET';
+export const DEFAULT_SOCKET = '/tmp/drover.sock';
+
+export function defaultSocket(): string {
+  return process.env[SOCKET_ENV] || DEFAULT_SOCKET;
+}
+
+export interface ConnectOptions {
+  /** droverd's client socket; default $DROVER_SERVER_SOCKET, else /tmp/drover.sock. */
+  socket?: string;
+  /** Connections to open, for concurrency (droverd answers each connection in order of
+   *  completion, but limits the calls one connection may have in flight). Default 1. */
+  connections?: number;
+  /** How long opening a connection keeps retrying (backoff 50 ms doubling to 1 s). Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Default client-side deadline of every call; none by default. */
+  timeoutMs?: number;
+  /** Unread chunks a stream may hold before its connection stops reading. Default 1024. */
+  maxBufferedChunks?: number;
+  /** Longest message accepted from droverd; a longer one fails the connection. Default 16 MiB. */
+  maxMessageBytes?: number;
+}
+
+export class DroverClient {
+  readonly socket: string;
+  private readonly conns: (Connection | undefined)[];
+  private readonly connecting: (Promise<Connection> | undefined)[];
+  private readonly connectTimeoutMs: number;
+  private readonly timeoutMs: number | undefined;
+  private readonly maxBufferedChunks: number;
+  private readonly maxMessageBytes: number;
+  private closed = false;
+
+  private constructor(options: ConnectOptions) {
+    this.socket = options.socket ?? defaultSocket();
+    const n = Math.max(1, Math.floor(options.connections ?? 1));
+    this.conns = new Array(n).fill(undefined);
+    this.connecting = new Array(n).fill(undefined);
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.timeoutMs = options.timeoutMs;
+    this.maxBufferedChunks = Math.max(1, options.maxBufferedChunks ?? 1024);
+    this.maxMessageBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+  }
+
+  /** Opens the connections; rejects with DroverConnectionError when droverd cannot be reached. */
+  static async connect(options: ConnectOptions = {}): Promise<DroverClient> {
+    const client = new DroverClient(options);
+    try {
+      await Promise.all(client.conns.map((_, i) => client.reconnect(i)));
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /** Any method: resolves to its result, rejects with DroverError. */
+  async call<T = unknown>(method: string, params?: unknown, options: CallOptions = {}): Promise<T> {
+    const { signal, timeoutMs = this.timeoutMs } = options;
+    if (signal?.aborted) throw abortError(signal);
+    const conn = await this.pick();
+    await conn.writable();
+    if (signal?.aborted) throw abortError(signal);
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let settled = false;
+      const onAbort = () => {
+        done();
+        conn.cancel(id);
+        reject(abortError(signal!));
+      };
+      const done = () => {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const id = conn.send(method, params, {
+        resolve: (value) => {
+          done();
+          resolve(value as T);
+        },
+        reject: (error) => {
+          done();
+          reject(error);
+        },
+      });
+      if (settled) return;  // the connection had closed: rejected already
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          done();
+          conn.cancel(id);
+          reject(clientTimeout(timeoutMs));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  generate(params: GenerateParams, options?: CallOptions): Promise<GenerateResult> {
+    return this.call<GenerateResult>('generate', { ...params, stream: false }, options);
+  }
+
+  /** `for await (const chunk of client.stream(params))`; then `await stream.result`. */
+  stream(params: GenerateParams, options: CallOptions = {}): GenerateStream {
+    const withDefaults = { ...options, timeoutMs: options.timeoutMs ?? this.timeoutMs };
+    return new GenerateStream(() => this.pick(), params, withDefaults, this.maxBufferedChunks);
+  }
+
+  async tokenize(params: { text: string; model?: string; priority?: string }, options?: CallOptions): Promise<number[]> {
+    return (await this.call<{ tokens: number[] }>('tokenize', params, options)).tokens;
+  }
+
+  async detokenize(params: { tokens: number[]; model?: string }, options?: CallOptions): Promise<string> {
+    return (await this.call<{ text: string }>('detokenize', params, options)).text;
+  }
+
+  health(options?: CallOptions): Promise<Health> {
+    return this.call<Health>('health', undefined, options);
+  }
+
+  async models(options?: CallOptions): Promise<ModelInfo[]> {
+    return (await this.call<{ models: ModelInfo[] }>('models.list', undefined, options)).models;
+  }
+
+  /** Calls in flight over all connections. */
+  get inflight(): number {
+    return this.conns.reduce((n, c) => n + (c && !c.closed ? c.inflight : 0), 0);
+  }
+
+  /** Closes every connection; calls in flight reject with ConnectionLostError. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.conns.map((c) => c?.close()));
+  }
+
+  private async pick(): Promise<Connection> {
+    if (this.closed) throw new DroverConnectionError('client is closed', this.socket);
+    let best: Connection | undefined;
+    const dead: number[] = [];
+    this.conns.forEach((c, i) => {
+      if (!c || c.closed) dead.push(i);
+      else if (!best || c.inflight < best.inflight) best = c;
+    });
+    if (best) {
+      for (const i of dead) this.reconnect(i).catch(() => {});  // back in the pool once open
+      return best;
+    }
+    try {
+      return await Promise.any(dead.map((i) => this.reconnect(i)));
+    } catch (e) {
+      throw (e as AggregateError).errors?.[0] ?? e;
+    }
+  }
+
+  // Opens slot i's connection, retrying with backoff until connectTimeoutMs; one attempt loop
+  // per slot at a time, shared by every call that waits for it.
+  private reconnect(i: number): Promise<Connection> {
+    this.connecting[i] ??= (async () => {
+      const deadline = Date.now() + this.connectTimeoutMs;
+      let delay = 50;
+      try {
+        for (;;) {
+          try {
+            const conn = await Connection.open(this.socket, this.maxMessageBytes);
+            if (this.closed) {
+              await conn.close();
+              throw new DroverConnectionError('client is closed', this.socket);
+            }
+            this.conns[i] = conn;
+            return conn;
+          } catch (e) {
+            const left = deadline - Date.now();
+            if (this.closed || left <= 0) throw e;
+            await new Promise((resolve) => setTimeout(resolve, Math.min(delay, left)));  // backoff
+            delay = Math.min(delay * 2, 1000);
+          }
+        }
+      } finally {
+        this.connecting[i] = undefined;
+      }
+    })();
+    return this.connecting[i]!;
+  }
+}
