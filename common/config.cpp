@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <limits>
 #include <set>
 #include <sstream>
+
+#include "common/run_paths.hpp"
 
 extern char** environ;
 
@@ -378,6 +381,8 @@ Config read_blocks(const YAML::Node& root) {
     r.integer("max_rss_mb", c.workers.max_rss_mb, 0, 1LL << 24);
     r.integer("max_message_bytes", c.workers.max_message_bytes, 1024, 1LL << 30);
     r.integer("max_notifications_per_s", c.workers.max_notifications_per_s, 0, 10'000'000);
+    r.string("user", c.workers.user, /*allow_empty=*/true);
+    r.string("group", c.workers.group, /*allow_empty=*/true);
     r.finish();
     if (c.workers.heartbeat_timeout <= c.workers.heartbeat_interval) {
       throw ConfigError(fmt::format(
@@ -600,7 +605,11 @@ Config parse_config(const std::string& yaml_text, const Environment& env,
   }
   apply_environment(root, env);
   apply_flags(root, flags);
-  return read_blocks(root);
+  Config c = read_blocks(root);
+  const std::string base = default_run_base(env, ::geteuid());
+  if (c.server.socket.empty()) c.server.socket = default_client_socket(base);
+  if (c.server.admin_socket.empty()) c.server.admin_socket = default_admin_socket(base);
+  return c;
 }
 
 Config load_config_file(const std::string& path, const Environment& env,
@@ -682,7 +691,9 @@ nlohmann::json to_json(const Config& c) {
         {"max_requests_jitter", c.workers.max_requests_jitter},
         {"max_rss_mb", c.workers.max_rss_mb},
         {"max_message_bytes", c.workers.max_message_bytes},
-        {"max_notifications_per_s", c.workers.max_notifications_per_s}}},
+        {"max_notifications_per_s", c.workers.max_notifications_per_s},
+        {"user", c.workers.user},
+        {"group", c.workers.group}}},
       {"routing", {{"strategy", to_string(c.routing.strategy)},
                    {"model_affinity", c.routing.model_affinity}}},
       {"transport", {{"shm", c.transport.shm}, {"ring_bytes", c.transport.ring_bytes}}},

@@ -27,9 +27,11 @@ class ConfigError : public std::runtime_error {
 };
 
 struct ServerConfig {
-  std::string socket = "/tmp/drover.sock";
+  // Unset: drover.sock and admin.sock in the private run directory (common/run_paths.hpp),
+  // filled in by parse_config, so a loaded Config always holds the paths in use.
+  std::string socket;
   std::uint32_t socket_mode = 0660;
-  std::string admin_socket = "/tmp/drover-admin.sock";  // always mode 0600
+  std::string admin_socket;  // always mode 0600
   // Peer uids (SO_PEERCRED) allowed on the admin socket besides droverd's own uid and root.
   std::vector<std::uint32_t> admin_uids;
   std::size_t max_connections = 4096;
@@ -40,8 +42,8 @@ struct ServerConfig {
   std::size_t write_buffer_bytes = 16 * 1024 * 1024;
   // Deadline of a request that does not carry timeout_ms.
   Millis request_timeout{300'000};
-  // Where per-worker control sockets are created; empty means a fresh directory under
-  // $TMPDIR (or /tmp) named drover-<pid>-XXXXXX, removed on exit.
+  // Where per-worker control sockets are created; empty means a fresh directory
+  // drover-<pid>-XXXXXX in the private run directory (common/run_paths.hpp), removed on exit.
   std::string run_dir;
   // Group owning the client socket (name or number; empty: droverd's group), so socket_mode
   // 0660 admits exactly that group's members.
@@ -99,6 +101,12 @@ struct WorkersConfig {
   // in a second, is garbage: the worker is killed and replaced. 0 disables the rate limit.
   std::size_t max_message_bytes = 64 * 1024 * 1024;
   int max_notifications_per_s = 1000;
+  // Workers run as this user (name or uid) and group (name or gid; empty: the user's primary
+  // group) instead of droverd's identity, so a compromised worker is not droverd's user. Only a
+  // droverd started as root that stays root (server.user empty) can do it; checked at start
+  // (docs/SECURITY.md "Workers as another user").
+  std::string user;
+  std::string group;
 };
 
 struct CircuitBreakerConfig {

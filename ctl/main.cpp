@@ -3,12 +3,15 @@
 // stderr), 2 on usage errors, 3 when droverd cannot be reached.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "client/rpc_client.hpp"
 #include "common/config.hpp"
+#include "common/run_paths.hpp"
 #include "proto/methods.hpp"
 
 namespace {
@@ -20,6 +23,7 @@ struct Target {
   std::string socket;
   std::string admin_socket;
   int timeout_ms = 300'000;
+  std::string run_base;  // the default private run directory (common/run_paths.hpp)
 };
 
 // Prints a reply; returns the exit status it stands for.
@@ -40,12 +44,21 @@ int report(const json& reply, bool as_json, const std::function<void(const json&
 
 json call(const Target& t, const std::string& method, const json& params,
           const std::function<void(const json&)>& on_notification = {}) {
-  RpcClient c(drover::proto::is_admin_method(method) ? t.admin_socket : t.socket);
+  const std::string& path = drover::proto::is_admin_method(method) ? t.admin_socket : t.socket;
+  // A socket in the default run directory is trusted only if that directory is ours (or
+  // root's): in the /tmp fallback another user could have made it first and be listening.
+  if (std::filesystem::path(path).parent_path() == std::filesystem::path(t.run_base)) {
+    if (const std::string problem = drover::untrusted_run_base(t.run_base, ::geteuid());
+        !problem.empty()) {
+      throw drover::client::ClientError(problem);
+    }
+  }
+  RpcClient c(path);
   return c.call(method, params, std::chrono::milliseconds(t.timeout_ms), on_notification);
 }
 
 void print_workers(const json& result) {
-  std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9} {:>10} {:>9} {:<9} {}\n", "ID",
+  std::cout << fmt::format("{:>4} {:>8} {:<9} {:>8} {:>8} {:>9} {:>10} {:>9} {:<9} {}\n", "ID",
                            "PID", "STATE", "INFLIGHT", "RESTARTS", "UPTIME_S", "RSS_MB", "HB_AGE",
                            "TRANSPORT", "MODELS");
   for (const auto& w : result.value("workers", json::array())) {
@@ -55,7 +68,7 @@ void print_workers(const json& result) {
       models.append(m.get<std::string>());
     }
     const json age = w.value("heartbeat_age_ms", json());
-    std::cout << fmt::format("{:>3} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9} {:<9} {}\n",
+    std::cout << fmt::format("{:>4} {:>8} {:<9} {:>8} {:>8} {:>9.1f} {:>10.1f} {:>9} {:<9} {}\n",
                              w.value("id", -1), w.value("pid", 0), w.value("state", std::string()),
                              w.value("inflight", 0), w.value("restarts", 0),
                              w.value("uptime_s", 0.0), w.value("rss_bytes", 0) / 1048576.0,
@@ -69,8 +82,10 @@ void print_workers(const json& result) {
 int main(int argc, char** argv) {
   CLI::App app{"droverctl: talk to droverd (JSON-RPC over its Unix sockets)"};
   app.require_subcommand(1);
-  const drover::ServerConfig defaults;
-  Target target{defaults.socket, defaults.admin_socket};
+  // droverd's defaults: the same private run directory from the same environment.
+  const std::string run_base = drover::default_run_base(drover::current_environment(), ::geteuid());
+  Target target{drover::default_client_socket(run_base), drover::default_admin_socket(run_base),
+                300'000, run_base};
   if (const char* s = std::getenv("DROVER_SERVER_SOCKET")) target.socket = s;
   if (const char* s = std::getenv("DROVER_SERVER_ADMIN_SOCKET")) target.admin_socket = s;
   bool as_json = false;

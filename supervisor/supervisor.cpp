@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
+#include "common/run_paths.hpp"
 #include "supervisor/admin/privileges.hpp"
 #include "supervisor/admin/run_dir.hpp"
 #include "supervisor/admin/stale_state.hpp"
@@ -32,12 +33,30 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   // Names resolve before anything is created, so a typo leaves no socket or directory behind.
   const RunAs run_as = resolve_run_as(config_.server.user, config_.server.group);
   const auto socket_gid = resolve_group("server.socket_group", config_.server.socket_group);
-  run_dir_ = make_run_dir(config_.server.run_dir, run_as.owner_uid(), run_as.owner_gid());
+  const auto workers_as = resolve_workers_as(config_.workers.user, config_.workers.group, run_as,
+                                             config_.server.admin_uids);
+  // The private run directory holds the default sockets and run directories; workers running
+  // as another user may search it (0710, their group) to reach their own control socket.
+  run_base_ = default_run_base(current_environment(), ::geteuid());
+  RunDirAccess access{run_as.owner_uid(), run_as.owner_gid(), 0700};
+  if (workers_as) {
+    access.group = workers_as->gid;
+    access.mode = 0710;
+  }
+  const auto in_base = [this](const std::string& path) {
+    return std::filesystem::path(path).parent_path() == std::filesystem::path(run_base_);
+  };
+  if (config_.server.run_dir.empty() || in_base(config_.server.socket) ||
+      in_base(config_.server.admin_socket)) {
+    ensure_private_dir(run_base_, "default run directory", access.mode, access.owner, access.group);
+  }
+  run_dir_ = make_run_dir(config_.server.run_dir, run_base_, access);
   own_run_dir_ = config_.server.run_dir.empty();
   if (own_run_dir_) run_dir_cleanup_.own(run_dir_);
   pool_ = std::make_unique<WorkerPool>(io_, config_.workers, config_.circuit_breaker, config_.retry,
                                        run_dir_, config_.routing.strategy);
   pool_->set_transport(config_.transport);
+  pool_->set_worker_credentials(workers_as);
   pool_->set_models(config_.model_preload, config_.models, config_.routing.model_affinity,
                     config_.memory_policy.idle_unload);
   pool_->set_streaming(config_.streaming);
@@ -109,11 +128,15 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   // Everything privileged (binding, chown) is done; workers spawn in run(), after this.
   if (run_as.drop) {
     drop_privileges(run_as);
+  } else if (workers_as) {
+    log_->info("workers run as uid {} gid {} (workers.user '{}'); droverd stays root to start them",
+               workers_as->uid, workers_as->gid, config_.workers.user);
   } else if (::geteuid() == 0) {
-    log_->warn("running as root: set server.user to drop privileges once the sockets are bound");
+    log_->warn("running as root: set server.user to drop privileges once the sockets are bound, "
+               "or workers.user to run the workers as another user");
   }
   // As the final user, and before any worker or segment of ours exists.
-  remove_stale_state(temp_dir(), "/dev/shm", ::geteuid(), own_run_dir_ ? run_dir_ : std::string());
+  remove_stale_state(run_base_, "/dev/shm", ::geteuid(), own_run_dir_ ? run_dir_ : std::string());
 }
 
 Supervisor::~Supervisor() {
@@ -169,7 +192,7 @@ json Supervisor::reload(std::string& error) {
       "server.socket",          "server.socket_mode",        "server.admin_socket",
       "server.admin_uids",      "server.max_connections",    "server.max_message_bytes",
       "server.write_buffer_bytes", "server.run_dir", "server.socket_group", "server.user",
-      "server.group", "metrics.enabled", "metrics.listen"};
+      "server.group", "workers.user", "workers.group", "metrics.enabled", "metrics.listen"};
   json applied = json::array(), restart_required = json::array();
   for (const auto& key : changed_keys(config_, next)) {
     (kRestartOnly.contains(key) ? restart_required : applied).push_back(key);
@@ -181,6 +204,8 @@ json Supervisor::reload(std::string& error) {
     return s;
   }();
   next.metrics = config_.metrics;  // the HTTP endpoint is bound at start
+  next.workers.user = config_.workers.user;  // resolved once, while droverd could check them
+  next.workers.group = config_.workers.group;
   config_ = std::move(next);
   configure_logging(config_.logging.level, config_.logging.format);
   admission_.set_limit(config_.server.max_queue);

@@ -66,6 +66,7 @@ class Supervisor final : public AdminControl {
   std::string config_path_;
   ConfigOverrides flags_;
   asio::io_context io_;
+  std::string run_base_;  // the private run directory (common/run_paths.hpp)
   std::string run_dir_;
   bool own_run_dir_ = false;
   RunDirCleanup run_dir_cleanup_;  // before pool_: removed after the workers' sockets

@@ -18,7 +18,7 @@
 namespace drover::bench {
 
 struct ChaosOptions {
-  std::string admin_socket = "/tmp/drover-admin.sock";
+  std::string admin_socket;  // drover-bench's default: droverd's (common/run_paths.hpp)
   std::chrono::milliseconds interval{1000};  // between kills
   std::chrono::milliseconds steady{5000};    // fault-free phase before the chaos phase
   bool via_admin = false;                    // workers.kill instead of kill(2)

@@ -32,6 +32,7 @@
 #include "bench/scenarios/report.hpp"
 #include "bench/scenarios/stress.hpp"
 #include "bench/scenarios/throughput.hpp"
+#include "common/run_paths.hpp"
 
 namespace {
 
@@ -166,7 +167,10 @@ int main(int argc, char** argv) {
   CLI::App app{"drover-bench: load, stress and regression tool for droverd"};
   app.require_subcommand(1);
 
+  // droverd's default sockets: the private run directory, from the same environment.
+  const std::string run_base = drover::default_run_base(drover::current_environment(), ::geteuid());
   ThroughputOptions opt;
+  opt.socket = drover::default_client_socket(run_base);
   Target target;
   double duration_s = 10.0, warmup_s = 1.0, timeout_s = 30.0;
   std::int64_t requests = 0;
@@ -259,6 +263,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   drover::bench::ChaosOptions chaos_opt;
+  chaos_opt.admin_socket = drover::default_admin_socket(run_base);
   std::int64_t chaos_interval_ms = 1000, recovery_timeout_ms = 30'000;
   double steady_s = 5.0;
   CLI::App* chaos = app.add_subcommand(

@@ -29,7 +29,7 @@
 namespace drover::bench {
 
 struct ThroughputOptions {
-  std::string socket = "/tmp/drover.sock";
+  std::string socket;  // drover-bench's default: droverd's (common/run_paths.hpp)
   int connections = 1;
   int inflight = 1;  // per connection
   std::chrono::milliseconds duration{10'000};

@@ -60,7 +60,7 @@ struct User {
   std::string name;
 };
 
-User resolve_user(const std::string& value) {
+User resolve_user(std::string_view key, const std::string& value) {
   passwd pw{};
   std::vector<char> buf;
   if (lookup(::getpwnam_r, value.c_str(), pw, buf)) return {pw.pw_uid, pw.pw_gid, pw.pw_name};
@@ -70,7 +70,7 @@ User resolve_user(const std::string& value) {
     }
     return {static_cast<uid_t>(*id), std::nullopt, {}};  // a uid without a passwd entry
   }
-  throw error("server.user", value, "is not a known user name or a numeric uid");
+  throw error(key, value, "is not a known user name or a numeric uid");
 }
 
 // Capabilities left in the permitted or effective set (e.g. SECBIT_NO_SETUID_FIXUP set by a
@@ -108,7 +108,7 @@ RunAs resolve_run_as(const std::string& user, const std::string& group) {
     }
     return r;
   }
-  const User u = resolve_user(user);
+  const User u = resolve_user("server.user", user);
   if (u.uid == 0) {
     throw error("server.user", user,
                 "is root (uid 0): that drops nothing; leave server.user empty to run as root");
@@ -141,6 +141,61 @@ RunAs resolve_run_as(const std::string& user, const std::string& group) {
   r.user_name = u.name;
   r.drop = true;
   return r;
+}
+
+std::optional<WorkerCredentials> resolve_workers_as(const std::string& user,
+                                                    const std::string& group, const RunAs& run_as,
+                                                    const std::vector<std::uint32_t>& admin_uids) {
+  if (user.empty()) {
+    if (!group.empty()) {
+      throw error("workers.group", group,
+                  "is set without workers.user; set workers.user too, or remove workers.group");
+    }
+    return std::nullopt;
+  }
+  if (::geteuid() != 0) {
+    throw error("workers.user", user,
+                fmt::format("needs droverd started as root to start workers as another user "
+                            "(droverd runs as uid {}); remove workers.user and workers.group",
+                            ::geteuid()));
+  }
+  if (run_as.drop) {
+    throw error("workers.user", user,
+                "needs droverd to stay root to start each worker as another user, but "
+                "server.user drops root after start-up; leave server.user empty (droverd keeps "
+                "root, the workers run unprivileged) or remove workers.user");
+  }
+  const User u = resolve_user("workers.user", user);
+  if (u.uid == 0) throw error("workers.user", user, "is root (uid 0): workers would keep root");
+  if (std::find(admin_uids.begin(), admin_uids.end(), u.uid) != admin_uids.end()) {
+    throw error("workers.user", user,
+                fmt::format("(uid {}) is in server.admin_uids: a worker could call admin methods",
+                            u.uid));
+  }
+  std::optional<gid_t> gid = resolve_group("workers.group", group);
+  if (!gid) gid = u.primary_gid;
+  if (!gid) {
+    throw error("workers.user", user,
+                "is a uid without a passwd entry, so it has no primary group; set workers.group");
+  }
+  if (*gid == 0) throw error("workers.group", group.empty() ? user : group, "is root's group (gid 0)");
+  WorkerCredentials c{u.uid, *gid, {*gid}};
+  // The user's supplementary groups, resolved here: the child may only make async-signal-safe
+  // calls, and NSS lookups are not.
+  if (!u.name.empty()) {
+    int n = 64;
+    std::vector<gid_t> groups(static_cast<std::size_t>(n));
+    while (::getgrouplist(u.name.c_str(), *gid, groups.data(), &n) < 0) {
+      groups.resize(static_cast<std::size_t>(n));
+    }
+    groups.resize(static_cast<std::size_t>(n));
+    c.groups.clear();
+    for (const gid_t g : groups) {
+      if (g != 0) c.groups.push_back(g);  // never root's group, even if listed
+    }
+    if (std::find(c.groups.begin(), c.groups.end(), *gid) == c.groups.end()) c.groups.push_back(*gid);
+  }
+  return c;
 }
 
 void drop_privileges(const RunAs& run_as) {

@@ -11,9 +11,13 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "supervisor/pool/worker_process.hpp"
 
 namespace drover::supervisor {
 
@@ -42,6 +46,14 @@ RunAs resolve_run_as(const std::string& user, const std::string& group);
 // A group given as a name (getgrnam_r) or, failing that, a number. Empty: nullopt. Throws
 // std::runtime_error "<key>: '<value>' is not a known group name or a numeric gid" otherwise.
 std::optional<gid_t> resolve_group(std::string_view key, const std::string& value);
+
+// Resolves workers.user and workers.group: nullopt when both are empty. Refused with a
+// std::runtime_error naming the key: a group without a user, droverd not root, droverd
+// dropping root (server.user set: it could no longer switch identities per worker), an unknown
+// name, root as the workers' user or group, or a uid allowed on the admin socket.
+std::optional<WorkerCredentials> resolve_workers_as(const std::string& user,
+                                                    const std::string& group, const RunAs& run_as,
+                                                    const std::vector<std::uint32_t>& admin_uids);
 
 // setgroups (initgroups when the user has a passwd entry), setresgid, setresuid, in that order;
 // then checks that the process cannot become root again (setuid(0) and setgid(0) must fail)

@@ -1,9 +1,7 @@
 #include "supervisor/admin/run_dir.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,43 +9,9 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "common/run_paths.hpp"
+
 namespace drover::supervisor {
-namespace {
-
-// Adopts an existing directory: opened without following a final symlink (a run_dir under
-// a shared directory such as /tmp could have been planted by another user), then checked and
-// changed through the descriptor, so what is checked is what is changed.
-void adopt(const std::string& path, uid_t owner, gid_t group) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    throw std::runtime_error(
-        fmt::format("server.run_dir: '{}' cannot be opened as a directory "
-                    "(a symlink is refused): {}",
-                    path, std::strerror(errno)));
-  }
-  struct stat st {};
-  std::string problem;
-  if (::fstat(fd, &st) != 0) {
-    problem = fmt::format("cannot be inspected: {}", std::strerror(errno));
-  } else if (st.st_uid != ::geteuid() && st.st_uid != owner) {
-    problem =
-        fmt::format("is owned by uid {}, not by droverd's user; refusing to use it", st.st_uid);
-  } else if (owner != static_cast<uid_t>(-1) && ::fchown(fd, owner, group) != 0) {
-    problem = fmt::format("cannot be given to uid {}: {}", owner, std::strerror(errno));
-  } else if (::fchmod(fd, 0700) != 0) {
-    problem = fmt::format("cannot be made mode 0700: {}", std::strerror(errno));
-  }
-  ::close(fd);
-  if (!problem.empty())
-    throw std::runtime_error(fmt::format("server.run_dir: '{}' {}", path, problem));
-}
-
-}  // namespace
-
-std::string temp_dir() {
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/tmp";
-}
 
 RunDirCleanup::~RunDirCleanup() {
   if (path_.empty()) return;
@@ -55,7 +19,8 @@ RunDirCleanup::~RunDirCleanup() {
   std::filesystem::remove_all(path_, ec);  // best effort at exit: nothing left to report to
 }
 
-std::string make_run_dir(const std::string& configured, uid_t owner, gid_t group) {
+std::string make_run_dir(const std::string& configured, const std::string& base,
+                         const RunDirAccess& access) {
   if (!configured.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(configured, ec);
@@ -63,15 +28,15 @@ std::string make_run_dir(const std::string& configured, uid_t owner, gid_t group
       throw std::runtime_error(
           fmt::format("server.run_dir: cannot create '{}': {}", configured, ec.message()));
     }
-    adopt(configured, owner, group);
+    ensure_private_dir(configured, "server.run_dir", access.mode, access.owner, access.group);
     return configured;
   }
-  std::string templ = fmt::format("{}/{}{}-XXXXXX", temp_dir(), kStateNamePrefix, ::getpid());
+  std::string templ = fmt::format("{}/{}{}-XXXXXX", base, kStateNamePrefix, ::getpid());
   if (::mkdtemp(templ.data()) == nullptr) {
     throw std::runtime_error(
-        fmt::format("cannot create run directory {}: {}", templ, std::strerror(errno)));
+        fmt::format("server.run_dir: cannot create {}: {}", templ, std::strerror(errno)));
   }
-  adopt(templ, owner, group);
+  ensure_private_dir(templ, "server.run_dir", access.mode, access.owner, access.group);
   return templ;
 }
 

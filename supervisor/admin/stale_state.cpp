@@ -119,7 +119,7 @@ void for_each_stale(const std::string& path, Suffix suffix, uid_t owner, Fn fn) 
 
 }  // namespace
 
-StaleStateReport remove_stale_state(const std::string& temp_dir, const std::string& shm_dir,
+StaleStateReport remove_stale_state(const std::string& run_base, const std::string& shm_dir,
                                     uid_t owner, const std::string& keep) {
   auto log = component_logger("supervisor");
   StaleStateReport report;
@@ -134,12 +134,12 @@ StaleStateReport remove_stale_state(const std::string& temp_dir, const std::stri
   };
 
   // Pids whose stale run directory was found here: their segments are provably a dead droverd's
-  // of this temp dir. A segment of any other dead pid may be another droverd's (one with another
-  // temp dir, or a test's fixture), so it is not this droverd's to remove.
+  // of this run base. A segment of any other dead pid may be another droverd's (one with another
+  // run base, or a test's fixture), so it is not this droverd's to remove.
   std::set<pid_t> dead_droverds;
-  for_each_stale(temp_dir, Suffix::alnum, owner,
+  for_each_stale(run_base, Suffix::alnum, owner,
                  [&](int fd, const char* name, const struct stat& st) {
-                   const std::string path = fmt::format("{}/{}", temp_dir, name);
+                   const std::string path = fmt::format("{}/{}", run_base, name);
                    if (!S_ISDIR(st.st_mode) || path == keep) return;
                    dead_droverds.insert(*pid_of(name, Suffix::alnum));
                    std::string why;

@@ -78,6 +78,11 @@ void WorkerLink::start() {
   cleanup_socket_file();
   acceptor_.open(asio::local::stream_protocol(), ec);
   if (!ec) acceptor_.bind(asio::local::stream_protocol::endpoint(opt_.socket_path), ec);
+  // Only this worker's identity may connect: the file is its own, mode 0600 (the directory is
+  // droverd's, searchable but not listable by the workers' group).
+  if (!ec && opt_.run_as && ::lchown(opt_.socket_path.c_str(), opt_.run_as->uid, opt_.run_as->gid) != 0) {
+    ec.assign(errno, boost::system::system_category());
+  }
   if (!ec) ::chmod(opt_.socket_path.c_str(), 0600);
   if (!ec) acceptor_.listen(1, ec);
   if (ec) {
@@ -86,17 +91,19 @@ void WorkerLink::start() {
   auto spawned = WorkerProcess::spawn(
       io_.get_executor(), opt_.command,
       {{proto::worker::kEnvWorkerId, std::to_string(opt_.worker_id)},
-       {proto::worker::kEnvControlSocket, opt_.socket_path}});
+       {proto::worker::kEnvControlSocket, opt_.socket_path}},
+      opt_.run_as);
   if (!spawned) return fail_soon(spawned.error());
   process_ = std::move(*spawned);
-  log_->info("worker_id={} generation={} pid={} spawned", opt_.slot, opt_.generation, process_->pid());
+  log_->info("worker_id={} generation={} pid={} spawned{}", id(), opt_.generation, process_->pid(),
+             opt_.slot < 0 ? " as a warm spare" : "");
   process_->async_wait([self](ExitStatus status) { self->on_process_exit(status); });
   // What the worker prints goes to droverd's log, prefixed, never lost.
   spawn(io_, [self]() -> asio::awaitable<void> {
     auto out = component_logger("worker");
     const int pid = self->pid();
     co_await self->process_->forward_output([&out, &self, pid](std::string_view line) {
-      out->info("worker_id={} pid={} | {}", self->opt_.slot, pid, line);
+      out->info("worker_id={} pid={} | {}", self->id(), pid, line);
     });
   });
   start_timer_.expires_after(opt_.start_timeout);
@@ -241,7 +248,7 @@ json WorkerLink::offer_transport(const json& capabilities) {
   if (!offered || !opt_.shm) return json{{"kind", "socket"}};
   auto made = proto::shm::create_channel_resources(opt_.ring_bytes);
   if (!made) {
-    log_->warn("worker_id={} shm segment not created ({}); using the socket", opt_.slot,
+    log_->warn("worker_id={} shm segment not created ({}); using the socket", id(),
                made.error().message());
     return json{{"kind", "socket"}};
   }
@@ -265,7 +272,7 @@ void WorkerLink::send_init(const json& init) {
                                    boost::system::errc::make_error_code(
                                        boost::system::errc::operation_in_progress));
   if (!sent) {
-    log_->warn("worker_id={} cannot pass the shm descriptors ({}); using the socket", opt_.slot,
+    log_->warn("worker_id={} cannot pass the shm descriptors ({}); using the socket", id(),
                sent.error().message());
     offered_shm_.reset();
     json plain = init;
@@ -287,7 +294,7 @@ void WorkerLink::accept_transport(const json& result) {
   const std::string kind = t.is_object() ? t.value("kind", std::string()) : std::string();
   if (kind != "shm") {
     std::string why = t.is_object() ? t.value("error", std::string()) : std::string();
-    log_->warn("worker_id={} pid={} declined shm ({}); using the socket", opt_.slot, pid(),
+    log_->warn("worker_id={} pid={} declined shm ({}); using the socket", id(), pid(),
                why.empty() ? "no reason given" : why);
     return;  // `resources` closes the segment and eventfds
   }
@@ -311,7 +318,7 @@ void WorkerLink::accept_transport(const json& result) {
                                                       std::move(resources), std::move(hooks));
   channel_->start();
   if (channel_->closed()) return;
-  log_->info("worker_id={} pid={} transport shm (ring_bytes={})", opt_.slot, pid(),
+  log_->info("worker_id={} pid={} transport shm (ring_bytes={})", id(), pid(),
              channel_->ring_bytes());
 }
 
@@ -358,7 +365,7 @@ void WorkerLink::dispatch_message(proto::worker::Message& m) {
         return handle_hello(*params);
       }
       if (m.method == wm::kModelLoaded) {
-        log_->info("worker_id={} model loaded: {}", opt_.slot, m.params);
+        log_->info("worker_id={} model loaded: {}", id(), m.params);
         return;
       }
       return fail(fmt::format("protocol error: unknown notification '{}'", m.method), true);
@@ -454,14 +461,14 @@ void WorkerLink::handle_reply(proto::worker::Message& m) {
       // The preload report: per model, load and warmup time or the failure.
       if (p.value("ok", false)) {
         log_->info("worker_id={} preload: model {} loaded in {:.1f} ms, warmed in {:.1f} ms ({} requests)",
-                   opt_.slot, p.value("model", std::string()), p.value("load_ms", 0.0),
+                   id(), p.value("model", std::string()), p.value("load_ms", 0.0),
                    p.value("warmup_ms", 0.0), p.value("warmup_requests", 0));
       } else {
-        log_->error("worker_id={} preload: model {} FAILED: {}", opt_.slot,
+        log_->error("worker_id={} preload: model {} FAILED: {}", id(),
                     p.value("model", std::string()), p.value("error", std::string()));
       }
     }
-    log_->info("worker_id={} pid={} ready in {} ms", opt_.slot, pid(),
+    log_->info("worker_id={} pid={} ready in {} ms", id(), pid(),
                ms_since(started_at_, now).count());
     observer_.on_ready(*this);
     return;
@@ -527,7 +534,7 @@ void WorkerLink::handle_reply(proto::worker::Message& m) {
   } else {
     breaker_.record(true, now);
     if (generated) {
-      held.merged.front()->finish_generate(*generated, opt_.slot);
+      held.merged.front()->finish_generate(*generated, id());
     } else if (kind == CallKind::tokenize) {
       for (std::size_t i = 0; i < texts; ++i) held.merged[i]->finish_tokens(token_lists[i]);
     } else {
@@ -565,14 +572,14 @@ void WorkerLink::handle_chunk(std::string_view params) {
       return;
     case Call::ChunkResult::slow_consumer:
       log_->warn("request_id={} worker_id={} client is not reading its stream; failing it",
-                 call.request_id(), opt_.slot);
+                 call.request_id(), id());
       call.finish_error(RpcError::slow_consumer);
       return cancel(it->first);
     case Call::ChunkResult::diverged:
       log_->error("request_id={} worker_id={} replayed stream differs from what the client has",
-                  call.request_id(), opt_.slot);
+                  call.request_id(), id());
       call.finish_error(RpcError::worker_failed, "Worker failed: stream failover diverged",
-                        json{{"attempts", call.attempts()}, {"worker", opt_.slot},
+                        json{{"attempts", call.attempts()}, {"worker", id()},
                              {"reason", "stream failover diverged"}});
       return cancel(it->first);
   }
@@ -899,9 +906,9 @@ void WorkerLink::fail(const std::string& reason, bool worker_at_fault) {
   }
   LinkLoss loss{reason, worker_at_fault, ready_at_.has_value(), ready_at_, process_exited_};
   if (was == State::stopping && orphans.empty() && !worker_at_fault) {
-    log_->info("worker_id={} pid={} stopped ({})", opt_.slot, pid(), reason);
+    log_->info("worker_id={} pid={} stopped ({})", id(), pid(), reason);
   } else {
-    log_->warn("worker_id={} pid={} lost while {}: {} ({} requests held{})", opt_.slot, pid(),
+    log_->warn("worker_id={} pid={} lost while {}: {} ({} requests held{})", id(), pid(),
                to_string(was), reason, orphans.size(), worker_at_fault ? "" : ", not its fault");
   }
   observer_.on_lost(*this, loss, std::move(orphans));

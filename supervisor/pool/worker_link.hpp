@@ -109,6 +109,9 @@ struct WorkerLinkOptions {
   // transport.shm / transport.ring_bytes: offer the shared-memory rings to a worker that can.
   bool shm = true;
   std::size_t ring_bytes = 1024 * 1024;
+  // workers.user / workers.group: the process runs as this identity, and its control socket is
+  // handed to it (the shm segment travels as a descriptor and needs nothing).
+  std::optional<WorkerCredentials> run_as;
 };
 
 // Messages and bytes this incarnation moved, per path (workers.list, Prometheus).
@@ -178,6 +181,10 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   int slot() const { return opt_.slot; }
   void set_slot(int slot) { opt_.slot = slot; }
   int worker_id() const { return opt_.worker_id; }
+  // The one id this worker is known by (docs/OPERATIONS.md, "Worker ids"): its slot while it
+  // serves one, else (a warm spare) the id it was started with, 1000 and up. Every log line,
+  // workers.list entry, metric label and result `worker` field about it uses this.
+  int id() const { return opt_.slot >= 0 ? opt_.slot : opt_.worker_id; }
   std::uint64_t generation() const { return opt_.generation; }
   int pid() const { return process_ ? process_->pid() : 0; }
   State state() const { return state_; }

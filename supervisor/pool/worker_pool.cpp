@@ -122,6 +122,7 @@ std::shared_ptr<WorkerLink> WorkerPool::make_link(int slot, int worker_id) {
   opt.shm = transport_.shm;
   opt.ring_bytes = transport_.ring_bytes;
   opt.batcher = batcher_;
+  opt.run_as = worker_credentials_;
   auto link = std::make_shared<WorkerLink>(io_, std::move(opt), *this, clock_);
   link->start();
   return link;
@@ -136,13 +137,15 @@ void WorkerPool::fill_slot(Slot& slot) {
   if (spare != spares_.end()) {
     slot.link = std::move(*spare);
     spares_.erase(spare);
+    const int spare_id = slot.link->id();
     slot.link->set_slot(slot.id);
     ++stats_.promotions;
     const auto waited = slot.vacant_since
                             ? std::chrono::duration<double, std::milli>(clock_.now() - *slot.vacant_since).count()
                             : 0.0;
-    log_->info("worker_id={} promoted warm spare pid={} ({:.2f} ms after the vacancy)", slot.id,
-               slot.link->pid(), waited);
+    // The one line that names both ids: from here on the process is worker_id=<slot>.
+    log_->info("worker_id={} pid={} promoted warm spare worker_id={} ({:.2f} ms after the vacancy)",
+               slot.id, slot.link->pid(), spare_id, waited);
     slot.vacant_since.reset();
     spawn_spare();
     pump();
@@ -174,7 +177,7 @@ WorkerPool::Slot* WorkerPool::slot_by_id(int id) {
 std::shared_ptr<WorkerLink> WorkerPool::find_link(int id) {
   if (Slot* s = slot_by_id(id); s && s->link) return s->link;
   for (auto& l : spares_) {
-    if (l->worker_id() == id) return l;
+    if (l->id() == id) return l;
   }
   return nullptr;
 }
@@ -382,7 +385,7 @@ void WorkerPool::on_timeout(const std::shared_ptr<Call>& call) {
 
 void WorkerPool::on_ready(WorkerLink& link) {
   if (!slot_of(link)) {
-    log_->info("warm spare worker {} pid={} ready", link.worker_id(), link.pid());
+    log_->info("worker_id={} pid={} warm spare ready", link.id(), link.pid());
     // A slot may be waiting for a spare (vacated while none was ready).
     for (auto& s : slots_) {
       if (!s->link && !s->parked) {
@@ -567,7 +570,7 @@ void WorkerPool::retry_or_fail(std::shared_ptr<Call> call, const LinkLoss& loss,
 }
 
 void WorkerPool::on_reaped(WorkerLink& link, const ExitStatus& status) {
-  log_->debug("worker {} generation={} reaped: {}", link.worker_id(), link.generation(), status.describe());
+  log_->debug("worker_id={} generation={} reaped: {}", link.id(), link.generation(), status.describe());
   std::erase_if(retired_, [&link](const auto& l) { return l.get() == &link; });
   check_shutdown_done();
 }
@@ -763,11 +766,11 @@ std::vector<WorkerSnapshot> WorkerPool::snapshot() const {
   }
   for (const auto& l : spares_) {
     if (l->state() != WorkerLink::State::dead) {
-      describe(*l, l->worker_id(), 0, l->state() == WorkerLink::State::ready ? "spare" : nullptr);
+      describe(*l, l->id(), 0, l->state() == WorkerLink::State::ready ? "spare" : nullptr);
     }
   }
   for (const auto& l : retired_) {
-    if (l->state() != WorkerLink::State::dead) describe(*l, l->slot(), 0, nullptr);
+    if (l->state() != WorkerLink::State::dead) describe(*l, l->id(), 0, nullptr);
   }
   return out;
 }

@@ -117,6 +117,8 @@ class WorkerPool final : public Pool, public LinkObserver {
   // them carry their spec, so the worker loads them before it is ready).
   // transport.shm / transport.ring_bytes for the links started from now on.
   void set_transport(const TransportConfig& transport) { transport_ = transport; }
+  // Workers started from now on run as `as` (workers.user / workers.group); nullopt: as droverd.
+  void set_worker_credentials(std::optional<WorkerCredentials> as) { worker_credentials_ = std::move(as); }
   void set_models(const ModelPreloadConfig& preload, const std::map<std::string, ModelSpec>& catalog,
                   bool affinity, std::chrono::seconds idle_unload);
   // Stream concurrency limits (streaming.max_concurrent_*); also applied on reload.
@@ -217,6 +219,7 @@ class WorkerPool final : public Pool, public LinkObserver {
   RoutingStrategy strategy_;
   proto::json preload_ = proto::json::object();
   TransportConfig transport_;
+  std::optional<WorkerCredentials> worker_credentials_;
   std::map<std::string, ModelSpec> catalog_;
   bool affinity_ = true;
   std::chrono::seconds idle_unload_{0};

@@ -110,9 +110,9 @@ bool WorkerPool::route_by_model(std::shared_ptr<Call>& call, std::vector<RouteCa
 }
 
 void WorkerPool::start_load(WorkerLink& link, const ModelSpec& spec) {
-  log_->info("worker_id={} loading model {} on demand", link.slot(), spec.id);
+  log_->info("worker_id={} loading model {} on demand", link.id(), spec.id);
   const auto started = clock_.now();
-  link.load_model(spec, [this, slot = link.slot(), model = spec.id, started](const json& result,
+  link.load_model(spec, [this, slot = link.id(), model = spec.id, started](const json& result,
                                                                             const json& error) {
     const double ms = std::chrono::duration<double, std::milli>(clock_.now() - started).count();
     if (error.is_null()) {
@@ -227,7 +227,7 @@ void WorkerPool::unload_model(const std::string& model, AdminDone done) {
     if (--*pending == 0) done(json{{"model", model}, {"unloaded", *unloaded}}, json());
   };
   for (const auto& link : holders) {
-    link->unload_model(model, [this, unloaded, finish_one, id = link->slot()](const json&, const json& error) {
+    link->unload_model(model, [this, unloaded, finish_one, id = link->id()](const json&, const json& error) {
       if (error.is_null()) {
         ++stats_.model_unloads;
         unloaded->push_back(id);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <signal.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -26,15 +27,29 @@ namespace bp = boost::process::v2;
 namespace {
 
 // Runs in the child between fork and exec: lead a process group of its own (so droverd can
-// signal the worker and whatever it starts as one), and die with droverd.
+// signal the worker and whatever it starts as one), take the workers' identity when one is
+// configured, and die with droverd. Only async-signal-safe calls: the names were resolved
+// before the fork.
 struct WorkerSetup {
   pid_t droverd;  // getpid() before the fork
+  const std::optional<WorkerCredentials>* as;
 
   template <typename Launcher>
   boost::system::error_code on_exec_setup(Launcher&, const bp::filesystem::path&,
                                           const char* const*(&)) {
     // Before exec, so the group exists before the spawn returns (Boost waits for the exec).
     ::setpgid(0, 0);
+    if (*as) {
+      const WorkerCredentials& c = **as;
+      // Groups first: after setresuid the child could no longer change them. Real, effective
+      // and saved ids all change, so the worker keeps nothing to switch back to.
+      if (::setgroups(c.groups.size(), c.groups.data()) != 0 ||
+          ::setresgid(c.gid, c.gid, c.gid) != 0 || ::setresuid(c.uid, c.uid, c.uid) != 0) {
+        return {errno, boost::system::system_category()};
+      }
+      if (::setuid(0) == 0) return {EPERM, boost::system::system_category()};
+    }
+    // After the credential change, which clears the parent-death signal.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     // If droverd died between fork and prctl, the child would never get the signal. Compared
     // with droverd's pid, not with 1: an orphan is reparented to the nearest subreaper
@@ -65,7 +80,7 @@ std::string resolve_program(const std::string& argv0) {
 
 boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess::spawn(
     boost::asio::any_io_executor executor, const std::vector<std::string>& argv,
-    const Env& extra_env) {
+    const Env& extra_env, const std::optional<WorkerCredentials>& as) {
   using R = boost::system::result<std::unique_ptr<WorkerProcess>, std::string>;
   if (argv.empty()) return R(boost::system::in_place_error, "empty worker command");
   const std::string program = resolve_program(argv[0]);
@@ -94,7 +109,7 @@ boost::system::result<std::unique_ptr<WorkerProcess>, std::string> WorkerProcess
   output.assign(fds[0]);
   try {
     bp::process proc(executor, program, args, bp::process_environment(env),
-                     bp::process_stdio{nullptr, fds[1], fds[1]}, WorkerSetup{::getpid()});
+                     bp::process_stdio{nullptr, fds[1], fds[1]}, WorkerSetup{::getpid(), &as});
     ::close(fds[1]);
     return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(proc), std::move(output)));
   } catch (const boost::system::system_error& e) {

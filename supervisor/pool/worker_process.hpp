@@ -12,6 +12,8 @@
 // default) for those.
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -21,6 +23,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,15 +36,25 @@ struct ExitStatus {
   std::string describe() const;
 };
 
+// The identity workers run as (workers.user / workers.group), resolved at start by the
+// Supervisor; droverd stays root to be able to switch to it in each child.
+struct WorkerCredentials {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (getgrouplist of the user), gid included
+};
+
 class WorkerProcess {
  public:
   using Env = std::vector<std::pair<std::string, std::string>>;
 
   // Starts argv with the supervisor's environment plus `extra_env`. A bare argv[0] (no '/') is
-  // looked up next to the running droverd first, then in PATH.
+  // looked up next to the running droverd first, then in PATH. With `as`, the child switches
+  // to that identity (setgroups, setresgid, setresuid) before exec and fails to start if any
+  // step fails, so a worker never runs with droverd's privileges by accident.
   static boost::system::result<std::unique_ptr<WorkerProcess>, std::string> spawn(
       boost::asio::any_io_executor executor, const std::vector<std::string>& argv,
-      const Env& extra_env);
+      const Env& extra_env, const std::optional<WorkerCredentials>& as = std::nullopt);
 
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;

@@ -21,11 +21,12 @@ continues; nothing carries over from one line to the next, so a block must not r
 or `cd`), each with `bash -euo pipefail -c`, a 60 s bound and exit status 0 required; build/bin
 is first in PATH so a bare `droverctl` is the one just built. Before the first runnable block the
 runner starts `build/bin/droverd --config config/runtime.yaml` (the shipped config, tinyllm
-workers and the shipped model, as ./scripts/run does) with its sockets moved into a temp dir
-through DROVER_SERVER_SOCKET / DROVER_SERVER_ADMIN_SOCKET (which droverctl reads too) and
-metrics off (DROVER_METRICS_LISTEN=, so parallel tests cannot collide on :9464), and rewrites
-the default socket paths /tmp/drover.sock and /tmp/drover-admin.sock in the blocks to those
-(and build/bin/ to the build directory under test, e.g. build-address/bin/).
+workers and the shipped model, as ./scripts/run does) with XDG_RUNTIME_DIR set to a temp dir,
+so its default sockets land in the private run directory $XDG_RUNTIME_DIR/drover, where the
+blocks' droverctl (same rule, same environment) and "${XDG_RUNTIME_DIR:-/run}/drover/..."
+paths find them, as they would for a user; metrics are off (DROVER_METRICS_LISTEN=, so parallel
+tests cannot collide on :9464), and build/bin/ in the blocks becomes the build directory under
+test (e.g. build-address/bin/).
 It waits until every worker is ready and stops droverd with SIGTERM at the end, expecting exit 0.
 
 Usage: run_doc_blocks.py --source DIR --build DIR [--list]
@@ -98,14 +99,13 @@ def without_prefixes(detail: str) -> list[str]:
 class Droverd:
     def __init__(self, source: str, build: str, tmp: str):
         self.source, self.build, self.tmp = source, build, tmp
-        self.socket = os.path.join(tmp, "drover.sock")
-        self.admin = os.path.join(tmp, "admin.sock")
         self.log_path = os.path.join(tmp, "droverd.log")
-        self.env = dict(os.environ)
+        # The defaults under test: no socket path may come from the caller's environment.
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("DROVER_SERVER_SOCKET", "DROVER_SERVER_ADMIN_SOCKET")}
         self.env.update({
             "PATH": os.path.join(build, "bin") + os.pathsep + os.environ.get("PATH", ""),
-            "DROVER_SERVER_SOCKET": self.socket,
-            "DROVER_SERVER_ADMIN_SOCKET": self.admin,
+            "XDG_RUNTIME_DIR": tmp,
             "DROVER_METRICS_LISTEN": "",
             "TMPDIR": tmp,
         })
@@ -185,9 +185,7 @@ def main() -> int:
                 if any(command.startswith(p) for p in skipped):
                     print(f"[{b.name}] not run (stands in: {command})")
                     continue
-                line = (command.replace("/tmp/drover-admin.sock", d.admin)
-                        .replace("/tmp/drover.sock", d.socket)
-                        .replace("build/bin/", os.path.join(build, "bin") + "/"))
+                line = command.replace("build/bin/", os.path.join(build, "bin") + "/")
                 print(f"[{b.name}] $ {command}", flush=True)
                 try:
                     r = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=source, env=d.env,

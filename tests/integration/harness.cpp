@@ -210,8 +210,12 @@ void DroverProcess::write_config() {
 }
 
 void DroverProcess::launch() {
+  // droverd's private run directory (common/run_paths.hpp) is this test's own directory, so
+  // no default path and no stale-state sweep reaches another test's droverd or the host's.
   child_ = std::make_unique<Child>(
-      std::vector<std::string>{droverd_bin(), "--config", config_}, log_, log_);
+      std::vector<std::string>{"/usr/bin/env", "XDG_RUNTIME_DIR=" + dir_, droverd_bin(),
+                               "--config", config_},
+      log_, log_);
 }
 
 bool DroverProcess::start() {

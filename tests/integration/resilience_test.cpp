@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
+#include <vector>
 
 #include "harness.hpp"
 #include "worker/backends/sim_backend.hpp"
@@ -96,6 +98,95 @@ TEST_F(DroverTest, WarmSpareIsPromotedWhenAWorkerDies) {
   EXPECT_NE(victim, spare["pid"].get<int>());
   // A new spare is started behind it.
   EXPECT_TRUE(wait_until([&] { return d().health().value("spares_ready", 0) == 1; }));
+}
+
+// The log lines of droverd's log that contain `needle`.
+std::vector<std::string> lines_with(const std::string& log, const std::string& needle) {
+  std::vector<std::string> out;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+
+// The row of `droverctl workers` whose ID column is `id`, split into columns ({} if none).
+std::vector<std::string> ctl_row(DroverProcess& d, int id) {
+  const RunResult r = run_program({droverctl_bin(), "--admin-socket", d.admin_path(), "workers"},
+                                  d.dir(), 30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream cols(line);
+    std::vector<std::string> row;
+    for (std::string c; cols >> c;) row.push_back(c);
+    if (!row.empty() && row[0] == std::to_string(id)) return row;
+  }
+  return {};
+}
+
+// docs/OPERATIONS.md, "Worker ids": a warm spare is known by one id (1000 and up) in
+// workers.list, droverctl and every log line until it is promoted; the promotion line names
+// both ids; from then on everything (workers.list, droverctl, results, droverd's lines and the
+// worker's own forwarded lines) calls it by its slot. Issue 21 item 16: the spare used to be
+// logged as worker_id=-1, and a promoted spare kept calling itself "worker 1000" from slot 1.
+TEST_F(DroverTest, AWarmSpareIsKnownByOneIdBeforeAndAfterPromotion) {
+  ASSERT_TRUE(start({.workers = 2, .workers_yaml = {"warm_spares: 1"}}));
+  json spare;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& w : d().workers()) {
+      if (w.value("state", std::string()) == "spare") spare = w;
+    }
+    return !spare.is_null();
+  }));
+  const int sid = spare["id"].get<int>();
+  const int pid = spare["pid"].get<int>();
+  const std::string S = std::to_string(sid), P = std::to_string(pid);
+  EXPECT_GE(sid, 1000);
+  const auto before = ctl_row(d(), sid);
+  ASSERT_GE(before.size(), 3u) << "droverctl workers has no row for spare " << S;
+  EXPECT_EQ(before[1], P);
+  EXPECT_EQ(before[2], "spare");
+  ASSERT_TRUE(wait_until([&] {
+    return d().log().find("worker_id=" + S + " pid=" + P + " warm spare ready") != std::string::npos;
+  })) << d().log();
+  EXPECT_NE(d().log().find("worker_id=" + S + " generation="), std::string::npos) << d().log();
+  EXPECT_NE(d().log().find("pid=" + P + " spawned as a warm spare"), std::string::npos) << d().log();
+
+  ASSERT_TRUE(is_result(d().admin().call("workers.kill", {{"id", 1}})));
+  ASSERT_TRUE(wait_until([&] { return worker_with_id(d(), 1).value("pid", 0) == pid; }))
+      << "slot 1 should be served by the former spare: " << d().workers().dump();
+  const std::string promoted = "worker_id=1 pid=" + P + " promoted warm spare worker_id=" + S;
+  ASSERT_TRUE(wait_until([&] { return d().log().find(promoted) != std::string::npos; })) << d().log();
+  const auto after = ctl_row(d(), 1);
+  ASSERT_GE(after.size(), 3u);
+  EXPECT_EQ(after[1], P) << "droverctl shows the promoted spare as worker 1";
+  for (const auto& w : d().workers()) EXPECT_NE(w.value("id", -1), sid) << "the old spare id is still listed";
+
+  // Results name the slot.
+  std::set<int> answered_by;
+  for (int i = 0; i < 6; ++i) {
+    const json r = d().client().call("generate", gen("who", static_cast<std::uint64_t>(i), 2));
+    ASSERT_TRUE(is_result(r)) << r.dump();
+    answered_by.insert(r["result"]["worker"].get<int>());
+  }
+  EXPECT_EQ(answered_by, (std::set<int>{0, 1}));
+
+  // The worker's own words, forwarded after the promotion, carry the slot and no other id.
+  ASSERT_TRUE(is_result(d().admin().call("workers.inject", {{"id", 1}, {"fault", "slow"}})));
+  ASSERT_TRUE(wait_until([&] {
+    return !lines_with(d().log(), "injected slow").empty();
+  })) << d().log();
+  for (const auto& line : lines_with(d().log(), "injected slow")) {
+    EXPECT_NE(line.find("worker_id=1 pid=" + P + " |"), std::string::npos) << line;
+    EXPECT_EQ(line.find("worker " + S), std::string::npos) << line;
+  }
+  // Every line about this process after the promotion calls it worker_id=1; none ever -1.
+  const std::string log = d().log();
+  for (const auto& line : lines_with(log.substr(log.find(promoted)), "pid=" + P + " ")) {
+    EXPECT_NE(line.find("worker_id=1 "), std::string::npos) << line;
+  }
+  EXPECT_EQ(log.find("worker_id=-1"), std::string::npos) << log;
 }
 
 TEST_F(DroverTest, CrashLoopingSlotIsParkedAndUnparkedByRestart) {

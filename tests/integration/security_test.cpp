@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -116,26 +117,6 @@ std::string random_hex() {
   s << std::hex << rd() << rd();
   return s.str();
 }
-
-// Sets an environment variable for the lifetime of the object (the test's children inherit it).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 class SecurityTest : public DroverTest {
  protected:
@@ -350,12 +331,162 @@ TEST_F(SecurityTest, UnprivilegedDroverdAskedForAnotherUserRefusesToStart) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// workers.user / workers.group: droverd stays root, each worker runs as another uid
+
+// What a worker's uid gets from the admin socket, from a forked child that becomes that uid:
+// 0 connected and closed without a reply (the peer-credential check refused it), 1 answered,
+// 2 neither, 4 could not connect (refused by the file mode), 3 could not switch users.
+int admin_as(const std::string& admin_path, Ids who) {
+  return in_child([&] {
+    if (!become(who.uid, who.gid, {who.gid})) return 3;
+    std::optional<RpcClient> c;
+    try {
+      c.emplace(admin_path);
+    } catch (const client::ClientError&) {
+      return 4;
+    }
+    try {
+      c->send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "workers.list"}});
+      return c->read(10s) ? 1 : 2;
+    } catch (const client::ClientError&) {
+      return 0;
+    }
+  });
+}
+
+TEST_F(SecurityTest, WorkersRunAsWorkersUserAndTheAdminSocketRefusesThem) {
+  REQUIRE_ROOT();
+  REQUIRE_NOBODY_CAN_RUN_BINARIES();
+  const Ids who = nobody();
+  auto& p = prepare({.workers = 2, .workers_yaml = {"user: nobody"}});
+  // The test's directory is root's 0700; the workers must be able to pass through it to the
+  // run directory, which droverd itself opens to the workers' group only.
+  ASSERT_EQ(::chmod(p.dir().c_str(), 0711), 0);
+  ASSERT_TRUE(p.start());
+
+  EXPECT_EQ(numbers(proc_status(p.pid()).at("Uid")), std::vector<long>(4, 0))
+      << "droverd stays root to start workers as workers.user";
+  const json workers = p.workers();
+  ASSERT_EQ(workers.size(), 2u);
+  std::vector<pid_t> pids;
+  for (const auto& w : workers) {
+    pids.push_back(w["pid"].get<pid_t>());
+    expect_runs_as(pids.back(), who, "worker " + w["id"].dump());
+  }
+  const auto run = stat_of(p.dir() + "/run");
+  EXPECT_EQ(run.st_uid, 0u);
+  EXPECT_EQ(run.st_gid, who.gid) << "the workers' group reaches its sockets";
+  EXPECT_EQ(run.st_mode & 07777, 0710u) << "searchable, not listable, by the workers' group";
+  EXPECT_NE(p.log().find("workers run as uid " + std::to_string(who.uid)), std::string::npos)
+      << p.log();
+
+  // Served through workers of the other uid (control socket and shared-memory rings).
+  auto c = p.client();
+  for (int i = 0; i < 4; ++i) {
+    const json reply = c.call("generate", {{"prompt", "hello " + std::to_string(i)},
+                                           {"max_tokens", 4}, {"seed", i}});
+    EXPECT_TRUE(is_result(reply)) << reply.dump();
+  }
+
+  // A compromised worker's uid: refused by the admin socket's file mode, and, with the mode
+  // loosened, by the peer-credential check (the worker's uid is not droverd's any more).
+  EXPECT_EQ(admin_as(p.admin_path(), who), 4) << "the worker's uid could connect to the admin socket";
+  ASSERT_EQ(::chmod(p.admin_path().c_str(), 0666), 0);
+  EXPECT_EQ(admin_as(p.admin_path(), who), 0)
+      << "the worker's uid got past the admin socket's peer-credential check";
+  EXPECT_NE(p.log().find("admin connection refused: peer uid " + std::to_string(who.uid)),
+            std::string::npos)
+      << p.log();
+  EXPECT_TRUE(is_result(p.admin().call("workers.list")));
+
+  // A replacement runs as workers.user too.
+  ASSERT_TRUE(is_result(p.admin().call("workers.kill", {{"id", workers[0]["id"]}, {"signal", "KILL"}})));
+  json after;
+  ASSERT_TRUE(wait_until([&] {
+    after = p.workers();
+    if (after.size() != 2u) return false;
+    for (const auto& w : after) {
+      if (w.value("state", "") != "ready" || w["pid"].get<pid_t>() == pids[0]) return false;
+    }
+    return true;
+  })) << after.dump();
+  for (const auto& w : after) expect_runs_as(w["pid"].get<pid_t>(), who, "replacement " + w["id"].dump());
+}
+
+// workers.user and workers.group that cannot be honoured: a start-up error naming the key.
+TEST_F(SecurityTest, WorkersIdentityThatCannotBeHonouredIsAStartupError) {
+  struct Case {
+    std::vector<std::string> server, workers;
+    std::string key, value, what;
+  };
+  std::vector<Case> cases = {
+      {{}, {"group: nogroup"}, "workers.group", "nogroup", "without workers.user"},
+  };
+  if (::geteuid() == 0) {
+    cases.push_back({{}, {"user: no-such-user-drover"}, "workers.user", "no-such-user-drover",
+                     "not a known user name"});
+    cases.push_back({{}, {"user: root"}, "workers.user", "root", "is root"});
+    cases.push_back({{}, {"user: nobody", "group: no-such-group-drover"}, "workers.group",
+                     "no-such-group-drover", "not a known group name"});
+    cases.push_back({{"user: nobody"}, {"user: nobody"}, "workers.user", "nobody",
+                     "server.user drops root"});
+    cases.push_back({{"admin_uids: [" + std::to_string(nobody().uid) + "]"}, {"user: nobody"},
+                     "workers.user", "nobody", "server.admin_uids"});
+  } else {
+    cases.push_back({{}, {"user: nobody"}, "workers.user", "nobody",
+                     "needs droverd started as root"});
+  }
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.key + " " + c.value);
+    DroverProcess p({.workers = 1, .server_yaml = c.server, .workers_yaml = c.workers});
+    const RunResult r = run_program({droverd_bin(), "--config", p.config_path()}, p.dir());
+    ASSERT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    const std::string output = r.out + r.err;
+    EXPECT_NE(output.find(c.key + ": '" + c.value + "'"), std::string::npos) << output;
+    EXPECT_NE(output.find(c.what), std::string::npos) << output;
+    EXPECT_FALSE(path_exists(p.socket_path())) << "a socket was created before the error";
+    EXPECT_FALSE(path_exists(p.dir() + "/run")) << "the run dir was created before the error";
+  }
+}
+
+// An unprivileged droverd asked for workers.user refuses to start (it could not switch users).
+TEST_F(SecurityTest, UnprivilegedDroverdAskedForWorkersUserRefusesToStart) {
+  REQUIRE_ROOT();
+  REQUIRE_NOBODY_CAN_RUN_BINARIES();
+  if (::getpwnam("daemon") == nullptr) GTEST_SKIP() << "no user named daemon";
+  const Ids who = nobody();
+  auto& p = prepare({.workers = 1, .workers_yaml = {"user: daemon"}});
+  ASSERT_EQ(::chmod(p.dir().c_str(), 0711), 0);
+  ASSERT_EQ(::chmod(p.config_path().c_str(), 0644), 0);
+  const std::string out_path = p.dir() + "/unprivileged.out";
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(out, 0);
+  const std::string config = p.config_path();
+  const std::string xdg = "XDG_RUNTIME_DIR=" + p.dir();
+  const int code = in_child([&] {
+    if (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || !become(who.uid, who.gid, {who.gid})) return 3;
+    ::execl("/usr/bin/env", "/usr/bin/env", xdg.c_str(), droverd_bin(), "--config", config.c_str(),
+            static_cast<char*>(nullptr));
+    return 127;
+  });
+  ::close(out);
+  EXPECT_EQ(code, 1);
+  const std::string output = read_file(out_path);
+  EXPECT_NE(output.find("workers.user: 'daemon'"), std::string::npos) << output;
+  EXPECT_NE(output.find("needs droverd started as root"), std::string::npos) << output;
+  EXPECT_FALSE(path_exists(p.socket_path()));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stale state of a crashed droverd
 
 TEST_F(SecurityTest, StaleRunDirsAndSegmentsOfDeadDroverdsAreRemovedAtStart) {
   auto& p = prepare({.workers = 1});
-  const std::string tmp = p.dir() + "/tmp";  // droverd's $TMPDIR, so the sweep sees only ours
+  // droverd's $XDG_RUNTIME_DIR is p.dir(), so its run base (the swept directory) is ours alone.
+  const std::string tmp = p.dir() + "/drover";
   ASSERT_TRUE(fs::create_directory(tmp));
+  ASSERT_EQ(::chmod(tmp.c_str(), 0700), 0);
   const pid_t dead = dead_pid();
   const pid_t live = ::getpid();
   const uid_t me = ::geteuid();
@@ -409,10 +540,7 @@ TEST_F(SecurityTest, StaleRunDirsAndSegmentsOfDeadDroverdsAreRemovedAtStart) {
     }
   } cleanup{{stale_shm, live_shm, foreign_shm, unrelated_shm}};
 
-  {
-    ScopedEnv env("TMPDIR", tmp);
-    ASSERT_TRUE(p.start());
-  }
+  ASSERT_TRUE(p.start());
   EXPECT_FALSE(path_exists(stale_dir)) << "the dead droverd's run dir is still there";
   EXPECT_FALSE(path_exists(stale_shm)) << "the dead droverd's segment is still there";
   EXPECT_TRUE(path_exists(live_dir)) << "a live droverd's run dir was removed";

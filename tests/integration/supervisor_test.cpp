@@ -873,7 +873,8 @@ TEST_F(DroverTest, SecondDroverdOnTheSameSocketRefusesToStart) {
   ASSERT_TRUE(second.exit_code.has_value());
   EXPECT_NE(*second.exit_code, 0) << second.err;
   EXPECT_NE(second.err.find(d().socket_path()), std::string::npos) << second.err;
-  // Refused with its own run directory (server.run_dir empty: a fresh one under $TMPDIR), it
+  // Refused with its own run directory (server.run_dir empty: a fresh one in the private run
+  // directory, here $XDG_RUNTIME_DIR/drover), it
   // leaves nothing behind either: the directory goes on this way out too.
   {
     std::string cfg = read_file(d().config_path());
@@ -881,13 +882,16 @@ TEST_F(DroverTest, SecondDroverdOnTheSameSocketRefusesToStart) {
     ASSERT_NE(at, std::string::npos) << cfg;
     cfg.replace(at, cfg.find('\n', at) - at, "  run_dir: \"\"");
     const std::string config = d().dir() + "/own-run-dir.yaml";
-    const std::string tmp = d().dir() + "/tmp";
-    std::filesystem::create_directories(tmp);
+    const std::string xdg = d().dir() + "/xdg";
+    std::filesystem::create_directories(xdg);
     std::ofstream(config) << cfg;
-    const RunResult r = run_program({"/usr/bin/env", "TMPDIR=" + tmp, droverd_bin(), "--config", config}, d().dir());
+    const RunResult r = run_program(
+        {"/usr/bin/env", "XDG_RUNTIME_DIR=" + xdg, droverd_bin(), "--config", config}, d().dir());
     ASSERT_FALSE(r.timed_out);
     EXPECT_EQ(r.exit_code, 1) << r.err;
-    EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "run directory left behind in " << tmp;
+    const std::string base = xdg + "/drover";
+    ASSERT_TRUE(std::filesystem::is_directory(base)) << "the private run directory was not made";
+    EXPECT_TRUE(std::filesystem::is_empty(base)) << "run directory left behind in " << base;
   }
   // The first keeps its socket and keeps serving.
   EXPECT_TRUE(path_exists(d().socket_path()));

@@ -612,7 +612,7 @@ class WorkerRuntime:
         try:
             self._sock.connect(self._path)
         except OSError as e:
-            _log.error("worker %d: cannot connect to %s: %s", self._worker_id, self._path, e)
+            _log.error("cannot connect to %s: %s", self._path, e)
             self._sock.close()
             return 1
         # Models are known once init has loaded them, so they come in the init reply.
@@ -637,7 +637,7 @@ class WorkerRuntime:
             self._read_loop()
             code = 0
         except ProtocolError as e:
-            _log.error("worker %d: malformed input from supervisor: %s", self._worker_id, e)
+            _log.error("malformed input from supervisor: %s", e)
             code = 1
         return self._finish(code)
 
@@ -646,7 +646,7 @@ class WorkerRuntime:
         with self._lock:
             held = list(self._held.values())
         if held:
-            _log.info("worker %d: cancelling %d held requests", self._worker_id, len(held))
+            _log.info("cancelling %d held requests", len(held))
         for cancel in held:
             cancel.set()
         self._slots.wake()
@@ -668,7 +668,7 @@ class WorkerRuntime:
             self._sock.close()
         if alive:
             # The engine ignores cancellation; nothing more can be answered, so do not wait.
-            _log.error("worker %d: threads still running at exit: %s", self._worker_id, alive)
+            _log.error("threads still running at exit: %s", alive)
             sys.stderr.flush()
             os._exit(code)
         self._worker.close()
@@ -689,7 +689,7 @@ class WorkerRuntime:
                 with self._lock:
                     stopping = self._stopping
                 if not stopping:
-                    _log.info("worker %d: control socket closed; exiting", self._worker_id)
+                    _log.info("control socket closed; exiting")
                 return
             buf += data
             start = 0
@@ -723,7 +723,7 @@ class WorkerRuntime:
         if method is None:
             if ("result" in msg or "error" in msg) and _is_uint(msg.get("id")):
                 # A well-formed reply; droverd sends none today, so there is nothing it answers.
-                _log.warning("worker %d: ignoring a reply from the supervisor", self._worker_id)
+                _log.warning("ignoring a reply from the supervisor")
                 return
             raise ProtocolError(f"neither a request nor a reply: {line[:200]!r}")
         if not isinstance(method, str):
@@ -752,7 +752,7 @@ class WorkerRuntime:
                     cancel.set()
                     self._slots.wake()
         elif method == "shutdown":
-            _log.info("worker %d: shutdown requested", self._worker_id)
+            _log.info("shutdown requested")
             with self._lock:
                 self._stopping = True
             self._close_if_drained()
@@ -760,29 +760,29 @@ class WorkerRuntime:
             fault = params.get("fault") if isinstance(params, dict) else None
             self._inject(fault if isinstance(fault, str) else "")
         else:
-            _log.warning("worker %d: unknown notification '%s' ignored", self._worker_id, method)
+            _log.warning("unknown notification '%s' ignored", method)
 
     def _inject(self, fault: str) -> None:
         if fault == "crash":
-            _log.warning("worker %d: injected crash", self._worker_id)
+            _log.warning("injected crash")
             sys.stderr.flush()
             os._exit(CRASH_EXIT_CODE)
         elif fault == "hang":
-            _log.warning("worker %d: injected hang", self._worker_id)
+            _log.warning("injected hang")
             # Holding the write lock forever silences heartbeats and replies alike; this thread
             # never reads again. Only a signal ends the process now.
             self._write_lock.acquire()
             threading.Event().wait()
         elif fault == "garbage":
-            _log.warning("worker %d: injected garbage", self._worker_id)
+            _log.warning("injected garbage")
             with self._write_lock:
                 if not self._write_closed:
                     self._sock.sendall(_GARBAGE)
         elif fault == "stall":
-            _log.warning("worker %d: injected stall", self._worker_id)
+            _log.warning("injected stall")
             self._stalled.set()
         else:
-            _log.warning("worker %d: fault '%s' cannot be enacted; ignored", self._worker_id, fault)
+            _log.warning("fault '%s' cannot be enacted; ignored", fault)
 
     # --- requests ---
 
@@ -844,7 +844,7 @@ class WorkerRuntime:
         except WorkerError:
             raise
         except Exception as e:
-            _log.exception("worker %d: load failed", self._worker_id)
+            _log.exception("load failed")
             raise WorkerError(INTERNAL_ERROR, f"load failed: {e}") from None
         reply.setdefault("load_ms", (time.monotonic() - started) * 1000.0)
         # The faults _inject enacts, so droverd refuses the others (slow, and the shm ring
@@ -859,8 +859,7 @@ class WorkerRuntime:
             self._ready = True
             self._heartbeat_interval_s = interval_ms / 1000.0
         _log.info(
-            "worker %d: ready with models %s in %.1f ms",
-            self._worker_id,
+            "ready with models %s in %.1f ms",
             reply["models"],
             reply["load_ms"],
         )
@@ -938,7 +937,7 @@ class WorkerRuntime:
                     try:
                         self._serve_generate(request)
                     except Exception as e:  # reported per model, like a failed load
-                        _log.exception("worker %d: warmup of %s failed", self._worker_id, model)
+                        _log.exception("warmup of %s failed", model)
                         line["ok"] = False
                         line["error"] = str(e) or type(e).__name__
                         break
@@ -1015,7 +1014,7 @@ class WorkerRuntime:
                 request_id, WorkerError(METHOD_NOT_FOUND, "Method not found", {"method": method})
             )
         except Exception as e:  # an engine bug: answered, logged, the worker lives on
-            _log.exception("worker %d: request %d failed", self._worker_id, request_id)
+            _log.exception("request %d failed", request_id)
             self._reply_error(
                 request_id,
                 WorkerError(
@@ -1191,4 +1190,4 @@ class WorkerRuntime:
             except OSError as e:
                 # droverd is gone; the read loop sees end of file and ends the worker.
                 self._write_closed = True
-                _log.warning("worker %d: cannot write to the supervisor: %s", self._worker_id, e)
+                _log.warning("cannot write to the supervisor: %s", e)

@@ -55,7 +55,7 @@ asio::awaitable<bool> WorkerRuntime::open_link() {
     const int in = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
     const int out = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
     if (in < 0 || out < 0 || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
-      log->error("worker {}: cannot take over stdin/stdout: {}", opt_.worker_id,
+      log->error("cannot take over stdin/stdout: {}",
                  std::strerror(errno));
       co_return false;
     }
@@ -63,7 +63,7 @@ asio::awaitable<bool> WorkerRuntime::open_link() {
     if (!ec) output_.assign(out, ec);
     if (ec) {
       // epoll refuses regular files: stdio must be pipes or sockets.
-      log->error("worker {}: --stdio needs pipes or sockets on stdin/stdout: {}", opt_.worker_id,
+      log->error("--stdio needs pipes or sockets on stdin/stdout: {}",
                  ec.message());
       co_return false;
     }
@@ -73,7 +73,7 @@ asio::awaitable<bool> WorkerRuntime::open_link() {
   auto [cec] = co_await socket.async_connect(
       asio::local::stream_protocol::endpoint(opt_.control_socket), use_nothrow);
   if (cec) {
-    log->error("worker {}: cannot connect to {}: {}", opt_.worker_id, opt_.control_socket,
+    log->error("cannot connect to {}: {}", opt_.control_socket,
                cec.message());
     co_return false;
   }
@@ -83,7 +83,7 @@ asio::awaitable<bool> WorkerRuntime::open_link() {
   if (!ec) input_.non_blocking(true, ec);
   if (!ec) output_.assign(::fcntl(fd, F_DUPFD_CLOEXEC, 0), ec);
   if (ec) {
-    log->error("worker {}: control socket set-up failed: {}", opt_.worker_id, ec.message());
+    log->error("control socket set-up failed: {}", ec.message());
     co_return false;
   }
   co_return true;
@@ -126,7 +126,7 @@ asio::awaitable<int> WorkerRuntime::run() {
     auto n = co_await read_link(buf);
     if (!n) {
       // The supervisor closed the link (or died): nothing more to serve.
-      if (!done_) log->info("worker {}: link to the supervisor closed; exiting", opt_.worker_id);
+      if (!done_) log->info("link to the supervisor closed; exiting");
       done_ = true;
       break;
     }
@@ -136,7 +136,7 @@ asio::awaitable<int> WorkerRuntime::run() {
       if (!frame) break;
       if (frame->kind == proto::Frame::Kind::too_large && refuse_too_large(*frame)) continue;
       if (frame->kind != proto::Frame::Kind::message) {
-        log->error("worker {}: bad frame from supervisor: {}", opt_.worker_id, frame->detail);
+        log->error("bad frame from supervisor: {}", frame->detail);
         co_return 1;
       }
       if (channel_ && channel_->take_socket_line(frame->body)) continue;
@@ -186,8 +186,7 @@ json WorkerRuntime::prepare_transport(const json& transport) {
                                                  : std::string("socket");
   if (kind != "shm") return json{{"kind", "socket"}};
   auto declined = [this](std::string why) {
-    component_logger("worker")->warn("worker {}: shm offered but not usable ({}); using the socket",
-                                     opt_.worker_id, why);
+    component_logger("worker")->warn("shm offered but not usable ({}); using the socket", why);
     return json{{"kind", "socket"}, {"error", std::move(why)}};
   };
   if (opt_.stdio) return declined("stdio transport cannot receive descriptors");
@@ -215,7 +214,7 @@ void WorkerRuntime::activate_transport() {
 
 void WorkerRuntime::on_channel_failed(const std::string& why) {
   // A broken ring is a broken invariant: this incarnation exits and droverd replaces it.
-  component_logger("worker")->error("worker {}: {}; exiting", opt_.worker_id, why);
+  component_logger("worker")->error("{}; exiting", why);
   done_ = true;
   exit_code_ = 1;
   close_link();
@@ -226,7 +225,7 @@ void WorkerRuntime::handle(std::string_view text) {
   // if it had come alone, and answered on its own (proto/README.md).
   auto parsed = codec_.decode(text);
   if (!parsed) {
-    component_logger("worker")->error("worker {}: garbage from supervisor: {}", opt_.worker_id,
+    component_logger("worker")->error("garbage from supervisor: {}",
                                       parsed.error());
     done_ = true;
     exit_code_ = 1;
@@ -299,9 +298,9 @@ void WorkerRuntime::on_inject(const std::string& fault) {
   if (fault == "ring_garbage") {
     // A corrupt record header in the replies ring: droverd must replace this worker.
     if (!channel_ || channel_->closed()) {
-      log->warn("worker {}: fault 'ring_garbage' needs the shm transport; ignored", opt_.worker_id);
+      log->warn("fault 'ring_garbage' needs the shm transport; ignored");
     } else {
-      log->warn("worker {}: injected ring_garbage", opt_.worker_id);
+      log->warn("injected ring_garbage");
       channel_->write_garbage_record();
     }
     return;
@@ -312,23 +311,23 @@ void WorkerRuntime::on_inject(const std::string& fault) {
     // doorbell or end of stream, the order in which a reply published just before a crash used
     // to be lost (it must drain the ring on the exit too).
     if (!channel_ || channel_->closed()) {
-      log->warn("worker {}: fault 'exit_after_reply' needs the shm transport; ignored", opt_.worker_id);
+      log->warn("fault 'exit_after_reply' needs the shm transport; ignored");
     } else {
-      log->warn("worker {}: injected exit_after_reply", opt_.worker_id);
+      log->warn("injected exit_after_reply");
       exit_after_reply_ = true;
     }
     return;
   }
   const auto it = faults.find(fault);
   if (it == faults.end()) {
-    log->warn("worker {}: unknown fault '{}' ignored", opt_.worker_id, fault);
+    log->warn("unknown fault '{}' ignored", fault);
     return;
   }
   if (it->second == Fault::stall || it->second == Fault::slow) {
     if (!backend_ || !backend_->inject(it->second)) {
-      log->warn("worker {}: backend cannot enact fault '{}'", opt_.worker_id, fault);
+      log->warn("backend cannot enact fault '{}'", fault);
     } else {
-      log->warn("worker {}: injected {}", opt_.worker_id, fault);
+      log->warn("injected {}", fault);
     }
     return;
   }
@@ -342,13 +341,13 @@ bool WorkerRuntime::enact(Fault fault) {
     case Fault::none:
       return false;
     case Fault::crash:
-      component_logger("worker")->warn("worker {}: injected crash", opt_.worker_id);
+      component_logger("worker")->warn("injected crash");
       ::_exit(86);
     case Fault::hang:
-      component_logger("worker")->warn("worker {}: injected hang", opt_.worker_id);
+      component_logger("worker")->warn("injected hang");
       for (;;) ::pause();  // no heartbeats, no replies: only a signal ends this process
     case Fault::garbage:
-      component_logger("worker")->warn("worker {}: injected garbage", opt_.worker_id);
+      component_logger("worker")->warn("injected garbage");
       writer_.push(std::string("\x01\xff{not json at all}\n", 21));
       return true;
     case Fault::stall:
@@ -599,7 +598,7 @@ asio::awaitable<BackendResult<json>> WorkerRuntime::load_model(ModelSpec spec) {
   report["models"] = models_.ids();
   send_notification(wm::kModelLoaded,
                     json{{"model", spec.id}, {"load_ms", ms}, {"warmup_ms", 0.0}, {"ok", true}});
-  component_logger("worker")->info("worker {}: model {} loaded in {:.1f} ms", opt_.worker_id, spec.id, ms);
+  component_logger("worker")->info("model {} loaded in {:.1f} ms", spec.id, ms);
   co_return Result(boost::system::in_place_value, std::move(report));
 }
 
@@ -613,7 +612,7 @@ void WorkerRuntime::on_unload_model(std::uint64_t id, const json& p) {
                                         json{{"model", model}, {"loaded", models_.ids()}}});
   }
   // Requests still running on it keep its backend (and mapping) until they end.
-  component_logger("worker")->info("worker {}: model {} unloaded", opt_.worker_id, model);
+  component_logger("worker")->info("model {} unloaded", model);
   reply(id, json{{"model", model}, {"models", models_.ids()}});
 }
 
@@ -659,7 +658,7 @@ void WorkerRuntime::exit_unannounced() {
     }
     ::_exit(0);
   }
-  component_logger("worker")->warn("worker {}: exiting after the reply (drill)", opt_.worker_id);
+  component_logger("worker")->warn("exiting after the reply (drill)");
   ::_exit(86);
 }
 
@@ -675,7 +674,7 @@ bool WorkerRuntime::refuse_too_large(const proto::Frame& frame) {
   const char* first = at == std::string::npos ? nullptr : frame.head.data() + at + 5;
   const char* last = frame.head.data() + frame.head.size();
   if (!first || std::from_chars(first, last, id).ec != std::errc()) return false;
-  component_logger("worker")->warn("worker {}: request id {} refused: {}", opt_.worker_id, id,
+  component_logger("worker")->warn("request id {} refused: {}", id,
                                    frame.detail);
   reply_error(id, {RpcError::message_too_large, "Message too large",
                    json{{"limit_bytes", opt_.max_message_bytes}}});

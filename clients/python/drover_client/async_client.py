@@ -251,7 +251,8 @@ class AsyncStream:
 class AsyncClient:
     """asyncio client of droverd's client socket (docs/API.md); use from one event loop.
 
-    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else /tmp/drover.sock).
+    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else drover.sock in droverd's
+    private run directory, `default_run_dir()`).
     `timeout`: default deadline of a call in seconds (None: none). `connect_timeout`: how long a
     (re)connection keeps retrying.
     """

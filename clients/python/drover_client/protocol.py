@@ -6,10 +6,10 @@ import json
 import os
 from typing import Any
 
-# droverctl's default and environment variable (ctl/main.cpp), so a program and droverctl on
-# the same machine find the same droverd.
+# droverctl's default and environment variable (ctl/main.cpp, common/run_paths.hpp), so a
+# program and droverctl on the same machine find the same droverd.
 SOCKET_ENV = "DROVER_SERVER_SOCKET"
-DEFAULT_SOCKET = "/tmp/drover.sock"
+SOCKET_NAME = "drover.sock"
 
 # A message from droverd longer than this fails the connection (droverd refuses requests over
 # 8 MiB by default; a reply this long would be a generate of millions of tokens). AsyncClient's
@@ -20,8 +20,19 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_BUFFERED_CHUNKS = 1024
 
 
+def default_run_dir() -> str:
+    """droverd's private run directory, by droverd's own rule: $XDG_RUNTIME_DIR/drover, else
+    /run/drover as root, else $TMPDIR-or-/tmp/drover-<uid> (docs/SECURITY.md)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return xdg + "/drover"
+    if os.geteuid() == 0:
+        return "/run/drover"
+    return f"{os.environ.get('TMPDIR') or '/tmp'}/drover-{os.geteuid()}"
+
+
 def default_socket() -> str:
-    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    return os.environ.get(SOCKET_ENV) or f"{default_run_dir()}/{SOCKET_NAME}"
 
 
 def encode_request(request_id: int | None, method: str, params: Any = None) -> bytes:

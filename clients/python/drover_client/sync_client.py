@@ -246,7 +246,8 @@ class Stream:
 class Client:
     """Blocking client of droverd's client socket (docs/API.md). Thread-safe.
 
-    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else /tmp/drover.sock).
+    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else drover.sock in droverd's
+    private run directory, `default_run_dir()`).
     `timeout`: default deadline of a call in seconds (None: none; droverd's own request
     timeout still applies). `connect_timeout`: how long a (re)connection keeps retrying.
     """

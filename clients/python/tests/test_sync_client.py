@@ -165,5 +165,33 @@ class ReadmeExamplesTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, f"README block failed:\n{block}\n{r.stdout}\n{r.stderr}")
 
 
+class DefaultSocketTest(unittest.TestCase):
+    """The default socket is droverd's: the same rule as droverctl (common/run_paths.hpp)."""
+
+    def droverctl_default(self, env: dict[str, str]) -> str:
+        r = subprocess.run([os.environ["DROVERCTL_BIN"], "--help"], env=env, capture_output=True,
+                           text=True, timeout=WAIT_S)
+        m = re.search(r"--socket TEXT=(\S+)", r.stdout)
+        self.assertIsNotNone(m, r.stdout)
+        return m.group(1)
+
+    def python_default(self, env: dict[str, str]) -> str:
+        code = "from drover_client import default_socket; print(default_socket())"
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=WAIT_S, check=True)
+        return r.stdout.strip()
+
+    def test_same_default_as_droverctl(self) -> None:
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("DROVER_SERVER_SOCKET", "XDG_RUNTIME_DIR", "TMPDIR")}
+        base["PYTHONPATH"] = os.path.join(os.path.dirname(__file__), "..")
+        cases = [dict(base, XDG_RUNTIME_DIR="/run/user/7"), dict(base), dict(base, TMPDIR="/var/tmp"),
+                 dict(base, DROVER_SERVER_SOCKET="/srv/d.sock")]
+        for env in cases:
+            with self.subTest(env={k: env.get(k) for k in ("XDG_RUNTIME_DIR", "TMPDIR", "DROVER_SERVER_SOCKET")}):
+                self.assertEqual(self.python_default(env), self.droverctl_default(env))
+        self.assertEqual(self.python_default(cases[0]), "/run/user/7/drover/drover.sock")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -8,16 +8,27 @@ import { DroverConnectionError, abortError, clientTimeout } from './errors.js';
 import { GenerateStream } from './stream.js';
 import type { CallOptions, GenerateParams, GenerateResult, Health, ModelInfo } from './types.js';
 
-/** droverctl's default socket and environment variable (ctl/main.cpp). */
+/** droverctl's default socket and environment variable (ctl/main.cpp, common/run_paths.hpp). */
 export const SOCKET_ENV = 'DROVER_SERVER_SOCKET';
-export const DEFAULT_SOCKET = '/tmp/drover.sock';
+export const SOCKET_NAME = 'drover.sock';
+
+/** droverd's private run directory, by droverd's own rule: $XDG_RUNTIME_DIR/drover, else
+ *  /run/drover as root, else $TMPDIR-or-/tmp/drover-<uid> (docs/SECURITY.md). */
+export function defaultRunDir(): string {
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  if (xdg) return `${xdg}/drover`;
+  const uid = process.geteuid ? process.geteuid() : -1;
+  if (uid === 0) return '/run/drover';
+  return `${process.env.TMPDIR || '/tmp'}/drover-${uid}`;
+}
 
 export function defaultSocket(): string {
-  return process.env[SOCKET_ENV] || DEFAULT_SOCKET;
+  return process.env[SOCKET_ENV] || `${defaultRunDir()}/${SOCKET_NAME}`;
 }
 
 export interface ConnectOptions {
-  /** droverd's client socket; default $DROVER_SERVER_SOCKET, else /tmp/drover.sock. */
+  /** droverd's client socket; default $DROVER_SERVER_SOCKET, else drover.sock in droverd's
+   *  private run directory (defaultRunDir()). */
   socket?: string;
   /** Connections to open, for concurrency (droverd answers each connection in order of
    *  completion, but limits the calls one connection may have in flight). Default 1. */

@@ -1,5 +1,5 @@
 // drover-client: a client for droverd's JSON-RPC API over its Unix socket (docs/API.md).
-export { DroverClient, DEFAULT_SOCKET, SOCKET_ENV, defaultSocket } from './client.js';
+export { DroverClient, SOCKET_ENV, SOCKET_NAME, defaultRunDir, defaultSocket } from './client.js';
 export type { ConnectOptions } from './client.js';
 export { GenerateStream } from './stream.js';
 export { ConnectionLostError, DroverConnectionError, DroverError, ErrorCode } from './errors.js';

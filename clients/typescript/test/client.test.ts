@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { type Chunk, DroverClient, DroverError, ErrorCode, type GenerateResult } from 'drover-client';
+import { type Chunk, DroverClient, DroverError, ErrorCode, type GenerateResult, defaultSocket } from 'drover-client';
 
 import { Droverd, WAIT_MS, waitUntil } from './droverd.js';
 
@@ -163,6 +163,36 @@ describe('DroverClient', () => {
           { cwd: pkg, env: { ...process.env, DROVER_SERVER_SOCKET: d.socket }, timeout: WAIT_MS },
           (error, stdout, stderr) => error ? reject(new Error(`README block failed:\n${block}\n${stdout}\n${stderr}`)) : resolve());
       });
+    }
+  });
+});
+
+// The default socket is droverd's: the same rule as droverctl (common/run_paths.hpp).
+describe('defaultSocket', () => {
+  const keys = ['DROVER_SERVER_SOCKET', 'XDG_RUNTIME_DIR', 'TMPDIR'] as const;
+  const droverctlDefault = (env: NodeJS.ProcessEnv) => new Promise<string>((resolve, reject) => {
+    execFile(process.env.DROVERCTL_BIN as string, ['--help'], { env, timeout: WAIT_MS }, (error, stdout) => {
+      const m = /--socket TEXT=(\S+)/.exec(stdout);
+      return error || !m ? reject(new Error(`droverctl --help: ${error?.message ?? stdout}`)) : resolve(m[1]);
+    });
+  });
+  test('is droverctl\'s for every environment', async () => {
+    const saved = Object.fromEntries(keys.map((k) => [k, process.env[k]]));
+    try {
+      const cases: Record<string, string>[] = [
+        { XDG_RUNTIME_DIR: '/run/user/7' }, {}, { TMPDIR: '/var/tmp' }, { DROVER_SERVER_SOCKET: '/srv/d.sock' }];
+      for (const c of cases) {
+        for (const k of keys) delete process.env[k];
+        Object.assign(process.env, c);
+        assert.equal(defaultSocket(), await droverctlDefault({ ...process.env }), JSON.stringify(c));
+      }
+      for (const k of keys) delete process.env[k];
+      process.env.XDG_RUNTIME_DIR = '/run/user/7';
+      assert.equal(defaultSocket(), '/run/user/7/drover/drover.sock');
+    } finally {
+      for (const k of keys) {
+        if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
+      }
     }
   });
 });

@@ -38,9 +38,15 @@ void expect_error(const std::string& yaml, std::initializer_list<std::string_vie
 // --- defaults ------------------------------------------------------------------------------------
 
 void expect_defaults(const Config& c) {
-  EXPECT_EQ(c.server.socket, "/tmp/drover.sock");
+  // No XDG_RUNTIME_DIR in the test's environment map: root's /run/drover, else the per-user
+  // directory under /tmp (common/run_paths.hpp).
+  const std::string base =
+      ::geteuid() == 0 ? "/run/drover" : "/tmp/drover-" + std::to_string(::geteuid());
+  EXPECT_EQ(c.server.socket, base + "/drover.sock");
   EXPECT_EQ(c.server.socket_mode, 0660u);
-  EXPECT_EQ(c.server.admin_socket, "/tmp/drover-admin.sock");
+  EXPECT_EQ(c.server.admin_socket, base + "/admin.sock");
+  EXPECT_EQ(c.workers.user, "");
+  EXPECT_EQ(c.workers.group, "");
   EXPECT_EQ(c.server.max_connections, 4096u);
   EXPECT_EQ(c.server.max_message_bytes, 8u * 1024 * 1024);
   EXPECT_EQ(c.server.max_queue, 4096u);
@@ -284,6 +290,17 @@ TEST(ConfigEnvironment, KeysWithUnderscoresAreMatched) {
   EXPECT_EQ(c.server.max_message_bytes, 2048u);
   EXPECT_EQ(c.server.socket_mode, 0600u) << "an environment mode is octal too";
   EXPECT_EQ(c.workers.heartbeat_interval, Millis(50));
+}
+
+TEST(ConfigEnvironment, WorkersUserAndGroupFromFileAndEnvironment) {
+  const Config f = parse("workers: {user: drover-worker, group: \"4243\"}\n");
+  EXPECT_EQ(f.workers.user, "drover-worker");
+  EXPECT_EQ(f.workers.group, "4243");
+  const Config e = parse("workers: {user: a}\n",
+                         {{"DROVER_WORKERS_USER", "nobody"}, {"DROVER_WORKERS_GROUP", "nogroup"}});
+  EXPECT_EQ(e.workers.user, "nobody");
+  EXPECT_EQ(e.workers.group, "nogroup");
+  EXPECT_EQ(to_json(e)["workers"]["user"], "nobody");
 }
 
 TEST(ConfigEnvironment, ListValueIsReadAsYaml) {
