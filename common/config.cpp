@@ -215,7 +215,8 @@ class BlockReader {
 const std::vector<std::string> kBlocks = {
     "server", "workers", "routing",       "transport", "models",  "memory_policy",
     "circuit_breaker", "retry", "model_preload", "batch_queue", "request_deduplication",
-    "prompt_cache", "request_coalescing", "streaming", "feature_flags", "logging", "metrics"};
+    "prompt_cache", "request_coalescing", "streaming", "feature_flags", "logging", "metrics",
+    "fault_injection", "rollouts"};
 
 std::vector<std::string> env_block_names() {
   std::vector<std::string> names = kBlocks;
@@ -333,6 +334,82 @@ void apply_flags(YAML::Node& root, const ConfigOverrides& flags) {
   if (flags.admin_socket) set("server", "admin_socket", *flags.admin_socket);
   if (flags.workers) set("workers", "count", std::to_string(*flags.workers));
   if (flags.log_level) set("logging", "level", *flags.log_level);
+}
+
+// fault_injection and rollouts (common/rollout_config.hpp).
+void read_rollout_blocks(const YAML::Node& root, Config& c) {
+  {
+    BlockReader r(root["fault_injection"], "fault_injection");
+    auto& f = c.fault_injection;
+    r.boolean("enabled", f.enabled);
+    r.number("abort_percent", f.abort_percent, 0.0, 100.0);
+    r.integer("abort_code", f.abort_code, -32768, -32000);
+    r.millis("delay_ms", f.delay, 0, 600'000);
+    r.number("delay_percent", f.delay_percent, 0.0, 100.0);
+    r.finish();
+    const bool known = f.abort_code == -32603 || (f.abort_code >= -32010 && f.abort_code <= -32001);
+    if (!known) {
+      throw ConfigError(fmt::format(
+          "config: key 'fault_injection.abort_code' must be -32603 or one of drover's error codes "
+          "-32010..-32001, got '{}'",
+          f.abort_code));
+    }
+  }
+  const YAML::Node block = root["rollouts"];
+  if (!block || block.IsNull()) return;
+  if (!block.IsMap()) throw ConfigError("config: block 'rollouts' must be a mapping of stage names to ramps");
+  for (const auto& kv : block) {
+    const std::string stage = kv.first.Scalar();
+    if (std::find(kRolloutStages.begin(), kRolloutStages.end(), stage) == kRolloutStages.end()) {
+      throw ConfigError(fmt::format("config: unknown stage 'rollouts.{}' (allowed: {})", stage,
+                                    fmt::join(kRolloutStages, ", ")));
+    }
+    if (stage == "stream_coalescing") {
+      // Its percentage is copied into each connection when droverd starts, so a controller
+      // could not move it.
+      throw ConfigError(
+          "config: stage 'rollouts.stream_coalescing' cannot be ramped: its percentage is fixed "
+          "at start; set feature_flags.stream_coalescing instead");
+    }
+    const std::string path = "rollouts." + stage;
+    BlockReader r(kv.second, path);
+    RolloutSpec spec;
+    if (const YAML::Node steps = r.node("steps")) {
+      const auto bad = [&] {
+        YAML::Emitter out;
+        out << YAML::Flow << steps;
+        return ConfigError(fmt::format(
+            "config: key '{}.steps' must be a non-empty list of strictly increasing percentages "
+            "in 1..100, got '{}'",
+            path, out.c_str()));
+      };
+      if (!steps.IsSequence() || steps.size() == 0) throw bad();
+      spec.steps.clear();
+      for (const auto& item : steps) {
+        char* end = nullptr;
+        const std::string text = item.IsScalar() ? item.Scalar() : std::string();
+        const long v = std::strtol(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || v < 1 || v > 100 ||
+            (!spec.steps.empty() && v <= spec.steps.back())) {
+          throw bad();
+        }
+        spec.steps.push_back(static_cast<int>(v));
+      }
+    }
+    r.seconds("step_interval_s", spec.step_interval, 1, 86'400);
+    r.integer("min_requests", spec.min_requests, 1, 100'000'000);
+    r.boolean("dry_run", spec.dry_run);
+    BlockReader t(r.node("triggers"), path + ".triggers");
+    auto& tr = spec.triggers;
+    t.number("error_ratio_x", tr.error_ratio_x, 0.0, 1000.0);
+    t.number("p95_x", tr.p95_x, 0.0, 1000.0);
+    t.number("ttft_p95_x", tr.ttft_p95_x, 0.0, 1000.0);
+    t.number("rss_growth_pct_per_h", tr.rss_growth_pct_per_h, 0.0, 1e6);
+    t.number("crash_ratio", tr.crash_ratio, 0.0, 1.0);
+    t.finish();
+    r.finish();
+    c.rollouts[stage] = std::move(spec);
+  }
 }
 
 Config read_blocks(const YAML::Node& root) {
@@ -538,8 +615,10 @@ Config read_blocks(const YAML::Node& root) {
     r.integer("prompt_cache", f.prompt_cache, 0, 100);
     r.integer("request_coalescing", f.request_coalescing, 0, 100);
     r.integer("stream_coalescing", f.stream_coalescing, 0, 100);
+    r.integer("fault_injection", f.fault_injection, 0, 100);
     r.finish();
   }
+  read_rollout_blocks(root, c);
   {
     BlockReader r(root["logging"], "logging");
     r.enumeration<std::string>("level", c.logging.level,
@@ -647,6 +726,35 @@ std::optional<HostPort> parse_host_port(const std::string& text) {
 }  // namespace drover
 
 namespace drover {
+
+namespace {
+
+nlohmann::json fault_json(const FaultInjectionConfig& f) {
+  return {{"enabled", f.enabled},
+          {"abort_percent", f.abort_percent},
+          {"abort_code", f.abort_code},
+          {"delay_ms", f.delay.count()},
+          {"delay_percent", f.delay_percent}};
+}
+
+nlohmann::json rollouts_json(const RolloutsConfig& rollouts) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [stage, r] : rollouts) {
+    out[stage] = {{"steps", r.steps},
+                  {"step_interval_s", r.step_interval.count()},
+                  {"min_requests", r.min_requests},
+                  {"dry_run", r.dry_run},
+                  {"triggers",
+                   {{"error_ratio_x", r.triggers.error_ratio_x},
+                    {"p95_x", r.triggers.p95_x},
+                    {"ttft_p95_x", r.triggers.ttft_p95_x},
+                    {"rss_growth_pct_per_h", r.triggers.rss_growth_pct_per_h},
+                    {"crash_ratio", r.triggers.crash_ratio}}}};
+  }
+  return out;
+}
+
+}  // namespace
 
 nlohmann::json to_json(const Config& c) {
   auto octal = [](std::uint32_t mode) { return fmt::format("{:04o}", mode); };
@@ -770,7 +878,10 @@ nlohmann::json to_json(const Config& c) {
         {"request_deduplication", c.feature_flags.request_deduplication},
         {"prompt_cache", c.feature_flags.prompt_cache},
         {"request_coalescing", c.feature_flags.request_coalescing},
-        {"stream_coalescing", c.feature_flags.stream_coalescing}}},
+        {"stream_coalescing", c.feature_flags.stream_coalescing},
+        {"fault_injection", c.feature_flags.fault_injection}}},
+      {"fault_injection", fault_json(c.fault_injection)},
+      {"rollouts", rollouts_json(c.rollouts)},
       {"logging", {{"level", c.logging.level}, {"format", format}}},
       {"metrics", {{"enabled", c.metrics.enabled}, {"listen", c.metrics.listen}}},
   };

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
+#include "common/rollout_config.hpp"
 
 namespace drover {
 
@@ -266,6 +267,7 @@ struct FeatureFlagsConfig {
   int prompt_cache = 100;
   int request_coalescing = 100;
   int stream_coalescing = 100;
+  int fault_injection = 100;
 };
 
 struct LoggingConfig {
@@ -298,6 +300,8 @@ struct Config {
   RequestCoalescingConfig request_coalescing;
   StreamingConfig streaming;
   FeatureFlagsConfig feature_flags;
+  FaultInjectionConfig fault_injection;
+  RolloutsConfig rollouts;
   LoggingConfig logging;
   MetricsConfig metrics;
 };

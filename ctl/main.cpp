@@ -77,6 +77,29 @@ void print_workers(const json& result) {
   }
 }
 
+void print_rollouts(const json& result) {
+  std::cout << fmt::format("{:<22} {:>7} {:<12} {:>9} {:>15} {:>15}  {}\n", "STAGE", "PERCENT",
+                           "STATE", "ROLLBACKS", "CANARY(err/n)", "BASELINE(err/n)", "LAST DECISION");
+  const json stages = result.value("stages", json::object());
+  for (const auto& [name, s] : stages.items()) {
+    const json w = s.value("window", json::object());
+    auto cohort = [&w](const char* c) {
+      const json x = w.value(c, json::object());
+      return fmt::format("{}/{}", x.value("errors", 0), x.value("requests", 0));
+    };
+    const json last = s.value("last_decision", json::object());
+    std::string decision = last.is_object() ? last.value("action", std::string()) : std::string();
+    if (last.is_object() && last.contains("figures") && last["figures"].is_object() &&
+        last["figures"].contains("trigger")) {
+      decision += " (" + last["figures"]["trigger"].get<std::string>() + ")";
+    }
+    std::cout << fmt::format("{:<22} {:>6}% {:<12} {:>9} {:>15} {:>15}  {}\n", name,
+                             s.value("percent", 0), s.value("state", std::string()),
+                             s.value("rollbacks_total", 0), cohort("canary"), cohort("baseline"),
+                             decision);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,6 +164,21 @@ int main(int argc, char** argv) {
   app.add_subcommand("reload", "re-read droverd's config file (admin socket)");
   app.add_subcommand("config", "print the effective configuration (admin socket)");
   app.add_subcommand("metrics", "a summary of droverd's counters");
+
+  auto* rollout_cmd = app.add_subcommand(
+      "rollout", "canary rollouts of pipeline stages: status|pause|resume|set|rollback (admin socket)");
+  rollout_cmd->require_subcommand(1);
+  std::string stage;
+  int percent = 0;
+  rollout_cmd->add_subcommand("status", "every controlled stage: percent, state, last decision");
+  for (const char* action : {"pause", "resume", "rollback"}) {
+    rollout_cmd->add_subcommand(action, std::string(action) + " a stage's rollout")
+        ->add_option("stage", stage, "stage name, e.g. prompt_cache")
+        ->required();
+  }
+  auto* rollout_set = rollout_cmd->add_subcommand("set", "set a stage's percentage (then paused there)");
+  rollout_set->add_option("stage", stage, "stage name")->required();
+  rollout_set->add_option("percent", percent, "0..100")->required();
 
   try {
     app.parse(argc, argv);
@@ -211,6 +249,13 @@ int main(int argc, char** argv) {
             p.value("retries_total", 0), p.value("failovers_total", 0), p.value("retry_budget_exhausted_total", 0),
             p.value("poisoned_total", 0), m.value("uptime_s", 0.0));
       });
+    }
+    if (*rollout_cmd) {
+      const std::string action = rollout_cmd->get_subcommands().front()->get_name();
+      json params = nullptr;
+      if (action != "status") params = {{"stage", stage}};
+      if (action == "set") params["percent"] = percent;
+      return report(call(target, "rollouts." + action, params), as_json, print_rollouts);
     }
     if (*restart_cmd) return report(call(target, "workers.restart", {{"id", worker_id}}), true, {});
     if (*drain_cmd) return report(call(target, "workers.drain", {{"id", worker_id}}), true, {});

@@ -9,10 +9,12 @@
 
 namespace drover::proto {
 
-inline constexpr std::array<std::string_view, 11> kAdminMethods = {
-    "workers.list",  "workers.kill",   "workers.restart", "workers.drain",
-    "workers.scale", "workers.inject", "models.load",     "models.unload",
-    "config.get",    "config.reload",  "config.updateAdaptiveTargets"};
+inline constexpr std::array<std::string_view, 16> kAdminMethods = {
+    "workers.list",    "workers.kill",   "workers.restart", "workers.drain",
+    "workers.scale",   "workers.inject", "models.load",     "models.unload",
+    "config.get",      "config.reload",  "config.updateAdaptiveTargets",
+    "rollouts.status", "rollouts.pause", "rollouts.resume", "rollouts.set",
+    "rollouts.rollback"};
 
 constexpr bool is_admin_method(std::string_view method) {
   return std::find(kAdminMethods.begin(), kAdminMethods.end(), method) != kAdminMethods.end();

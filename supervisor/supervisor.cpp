@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <fmt/ranges.h>
@@ -14,11 +15,25 @@
 #include "common/log.hpp"
 #include "common/run_paths.hpp"
 #include "supervisor/admin/privileges.hpp"
+#include "supervisor/admin/rollout_methods.hpp"
 #include "supervisor/admin/run_dir.hpp"
 #include "supervisor/admin/stale_state.hpp"
 #include "supervisor/version.hpp"
 
 namespace drover::supervisor {
+namespace {
+
+// droverd's resident set size from /proc/self/statm (the rollout RSS trigger); 0 if unreadable.
+std::uint64_t own_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long size = 0, resident = 0;
+  const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+}  // namespace
 
 Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides flags)
     : config_(std::move(config)),
@@ -65,6 +80,10 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin_methods_ = std::make_unique<AdminMethods>(*pool_, admission_, *this, handler_->pipeline(),
                                                   stream_totals_);
   admin_methods_->register_with(*handler_);
+  rollouts_ = std::make_unique<RolloutController>(handler_->pipeline().cohorts(), config_.feature_flags,
+                                                  own_rss_bytes);
+  rollouts_->configure(config_.rollouts);
+  register_rollout_methods(*handler_, *rollouts_);
   Listener::Options client;
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;
@@ -92,6 +111,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->pipeline().register_metrics(metrics_);
+  rollouts_->register_metrics(metrics_);
   pool_->batcher().set_histograms(&collector_->batch_size(), &collector_->batch_time());
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
@@ -155,6 +175,7 @@ int Supervisor::run() {
   admin_listener_->start();
   if (http_) http_->start();
   systemd_->start();
+  rollouts_->start(io_);
   log_->info("droverd {} serving on {} (admin {}), {} workers, routing {}", kVersion,
              config_.server.socket, config_.server.admin_socket, config_.workers.count,
              to_string(config_.routing.strategy));
@@ -177,6 +198,12 @@ void Supervisor::wait_signal() {
   });
 }
 
+json Supervisor::effective_config() const {
+  json c = to_json(config_);
+  c["rollout_state"] = rollouts_->status();
+  return c;
+}
+
 json Supervisor::reload(std::string& error) {
   Config next;
   try {
@@ -193,6 +220,10 @@ json Supervisor::reload(std::string& error) {
       "server.admin_uids",      "server.max_connections",    "server.max_message_bytes",
       "server.write_buffer_bytes", "server.run_dir", "server.socket_group", "server.user",
       "server.group", "workers.user", "workers.group", "metrics.enabled", "metrics.listen"};
+  // Rollout state survives the reload: kept stages keep their percentages, so the new file's
+  // feature_flags value for them is not a change.
+  rollouts_->configure(next.rollouts);
+  rollouts_->apply(next.feature_flags);
   json applied = json::array(), restart_required = json::array();
   for (const auto& key : changed_keys(config_, next)) {
     (kRestartOnly.contains(key) ? restart_required : applied).push_back(key);

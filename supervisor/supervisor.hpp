@@ -30,6 +30,7 @@
 #include "supervisor/admin/admin_methods.hpp"
 #include "supervisor/admin/control.hpp"
 #include "supervisor/admin/http_server.hpp"
+#include "supervisor/admin/rollout_controller.hpp"
 #include "supervisor/admin/run_dir.hpp"
 #include "supervisor/admin/metrics_collector.hpp"
 #include "supervisor/admin/stream_metrics.hpp"
@@ -54,7 +55,8 @@ class Supervisor final : public AdminControl {
   void shutdown();
 
   // AdminControl (SIGHUP and config.reload use reload()).
-  nlohmann::json effective_config() const override { return to_json(config_); }
+  // The configuration plus `rollout_state`: the canary controller's state per stage.
+  nlohmann::json effective_config() const override;
   nlohmann::json reload(std::string& error) override;
 
  private:
@@ -75,6 +77,8 @@ class Supervisor final : public AdminControl {
   StreamFlow::Counters stream_totals_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RequestHandler> handler_;
+  // Ramps the stages the rollouts block names, writing into config_.feature_flags.
+  std::unique_ptr<RolloutController> rollouts_;
   std::unique_ptr<AdminMethods> admin_methods_;  // registered into handler_; destroyed first
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;

@@ -249,6 +249,7 @@ void RequestHandler::start_call(ClientSession& session, const proto::RpcRequest&
   session.track(call);
   call->on_finish([this, weak_session, raw = call.get()] {
     admission_.release();
+    pipeline_.record_outcome(*raw);
     if (observer_) observer_(raw->kind(), raw->outcome());
     if (auto s = weak_session.lock()) s->forget(raw);
   });
@@ -262,6 +263,7 @@ void RequestHandler::start_call(ClientSession& session, const proto::RpcRequest&
   if (pipeline_request.rollout_id.empty()) {
     pipeline_request.rollout_id = req.id ? *req.id : call->request_id();
   }
+  call->set_cohorts(FeatureFlags::cohorts(config_, pipeline_request.rollout_id));
   call->set_batchable(
       pipeline_.admits(Stage::batch_queue, config_.batch_queue.enabled, pipeline_request.rollout_id));
   pipeline_.submit(std::move(call), std::move(pipeline_request));

@@ -18,6 +18,8 @@ std::string_view stage_name(Stage stage) {
       return "batch_queue";
     case Stage::stream_coalescing:
       return "stream_coalescing";
+    case Stage::fault_injection:
+      return "fault_injection";
   }
   return "unknown";
 }
@@ -38,6 +40,8 @@ int FeatureFlags::rollout_percent(Stage stage, const FeatureFlagsConfig& f) {
       return f.batch_queue;
     case Stage::stream_coalescing:
       return f.stream_coalescing;
+    case Stage::fault_injection:
+      return f.fault_injection;
   }
   return 0;
 }
@@ -49,6 +53,25 @@ bool FeatureFlags::admits(Stage stage, bool enabled, const FeatureFlagsConfig& f
   auto& c = counts_[static_cast<std::size_t>(stage)];
   ++(in ? c.in : c.out);
   return in;
+}
+
+}  // namespace drover::supervisor
+
+namespace drover::supervisor {
+
+CohortMask FeatureFlags::cohorts(const Config& c, std::string_view request_id) {
+  const bool enabled[kStageCount] = {c.prompt_cache.enabled,       c.request_deduplication.enabled,
+                                     c.request_coalescing.enabled, c.batch_queue.enabled,
+                                     true,  // stream_coalescing has no block of its own
+                                     c.fault_injection.enabled};
+  CohortMask mask = 0;
+  for (std::size_t i = 0; i < kStageCount; ++i) {
+    const auto stage = static_cast<Stage>(i);
+    if (enabled[i] && in_rollout(stage_name(stage), request_id, rollout_percent(stage, c.feature_flags))) {
+      mask |= cohort_bit(stage);
+    }
+  }
+  return mask;
 }
 
 }  // namespace drover::supervisor

@@ -21,9 +21,15 @@ enum class Stage {
   request_deduplication,
   request_coalescing,
   batch_queue,
-  stream_coalescing
+  stream_coalescing,
+  fault_injection
 };
-inline constexpr std::size_t kStageCount = 5;
+inline constexpr std::size_t kStageCount = 6;
+
+// A request's cohorts: bit (1 << Stage) set when the stage's rollout takes the request (the
+// canary cohort), clear when not (the baseline cohort).
+using CohortMask = std::uint8_t;
+constexpr CohortMask cohort_bit(Stage s) { return static_cast<CohortMask>(1u << static_cast<unsigned>(s)); }
 
 std::string_view stage_name(Stage stage);
 
@@ -38,6 +44,11 @@ class FeatureFlags {
               std::string_view request_id);
 
   static int rollout_percent(Stage stage, const FeatureFlagsConfig& flags);
+
+  // Every stage's decision for one request at once, uncounted: a bit set for each stage that
+  // is enabled in `config` and whose rollout takes `request_id`. What the cohort metrics and
+  // the fault injection stage go by; agrees with admits() for each stage.
+  static CohortMask cohorts(const Config& config, std::string_view request_id);
 
   struct Counts {
     std::uint64_t in = 0;

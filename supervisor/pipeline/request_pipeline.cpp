@@ -1,6 +1,7 @@
 #include "supervisor/pipeline/request_pipeline.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/log.hpp"
 #include "proto/worker_codec.hpp"
@@ -40,6 +41,34 @@ InFlightTable::Limits RequestPipeline::table_limits() const {
 }
 
 void RequestPipeline::submit(std::shared_ptr<Call> call, PipelineRequest req) {
+  if ((call->cohorts() & cohort_bit(Stage::fault_injection)) == 0) {
+    return route(std::move(call), std::move(req));
+  }
+  const auto fault = faults_.decide(config_.fault_injection);
+  if (fault.abort) {
+    return call->finish_error(static_cast<RpcError>(config_.fault_injection.abort_code),
+                              "Injected fault", json{{"fault_injection", "abort"}});
+  }
+  if (fault.delay.count() == 0) return route(std::move(call), std::move(req));
+  // Held on a timer of its own; a cancel or timeout meanwhile finishes the call (the pool
+  // cancels a call it does not hold), and the timer then lets it go.
+  auto timer = std::make_shared<asio::steady_timer>(io_, fault.delay);
+  timer->async_wait([this, timer, call = std::move(call), req = std::move(req)](
+                        boost::system::error_code ec) mutable {
+    if (ec || call->done()) return;
+    route(std::move(call), std::move(req));
+  });
+}
+
+void RequestPipeline::record_outcome(const Call& call) {
+  std::array<int, kStageCount> percents{};
+  for (std::size_t s = 0; s < kStageCount; ++s) {
+    percents[s] = FeatureFlags::rollout_percent(static_cast<Stage>(s), config_.feature_flags);
+  }
+  cohorts_.record(call.cohorts(), percents, call.outcome());
+}
+
+void RequestPipeline::route(std::shared_ptr<Call> call, PipelineRequest req) {
   if (call->kind() != CallKind::generate) return pool_.submit(std::move(call));
   if (!req.key) {
     ++stats_.bypassed;
@@ -220,6 +249,12 @@ json RequestPipeline::telemetry() const {
           {"request_deduplication", std::move(dedup)},
           {"request_coalescing", std::move(coalescing)},
           {"batch_queue", stage(Stage::batch_queue, config_.batch_queue.enabled)},
+          {"fault_injection",
+           {{"enabled", config_.fault_injection.enabled},
+            {"rollout_percent", config_.feature_flags.fault_injection},
+            {"aborted_total", faults_.aborted()},
+            {"delayed_total", faults_.delayed()}}},
+          {"cohorts", cohorts_.telemetry()},
           {"executions_total", stats_.executions},
           {"abandoned_total", stats_.abandoned},
           {"bypassed_total", stats_.bypassed},
@@ -259,6 +294,14 @@ void RequestPipeline::register_metrics(metrics::Registry& r) {
                               "decision (in: the stage applied; out: disabled or outside the "
                               "rollout percentage).",
                               {"stage", "decision"});
+  auto& faults = r.counter("drover_fault_injection_total",
+                           "Requests the fault_injection stage failed (abort) or held (delay).",
+                           {"fault"});
+  cohorts_.register_metrics(r);
+  r.add_collect_hook([this, &faults] {
+    faults.with({"abort"}).set_total(static_cast<double>(faults_.aborted()));
+    faults.with({"delay"}).set_total(static_cast<double>(faults_.delayed()));
+  });
   r.add_collect_hook([this, &hits, &misses, &evictions, &entries, &bytes, &shared, &coalesced,
                       &executions, &decisions] {
     const auto& cs = cache_.stats();

@@ -2,6 +2,8 @@
 // cache -> dedup/coalesce -> pool). The RequestHandler hands it every Call it admitted; it
 // answers what it can without a worker and passes the rest on to the WorkerPool:
 //
+//   0. fault injection (fault_injection, for drills): a request in the stage's rollout may be
+//      failed with fault_injection.abort_code or held for delay_ms first (FaultInjection).
 //   1. prompt cache (prompt_cache): a deterministic request whose result is cached is answered
 //      at once, without a worker; a streaming one gets the cached chunks, then the result.
 //   2. deduplication (request_deduplication, unary requests) and coalescing
@@ -41,6 +43,8 @@
 #include "common/config.hpp"
 #include "common/metrics.hpp"
 #include "supervisor/pool/call.hpp"
+#include "supervisor/pipeline/cohort_metrics.hpp"
+#include "supervisor/pipeline/fault_injection.hpp"
 #include "supervisor/pipeline/feature_flags.hpp"
 #include "supervisor/pipeline/in_flight_table.hpp"
 #include "supervisor/pipeline/prompt_cache.hpp"
@@ -79,8 +83,10 @@ class RequestPipeline {
   RequestPipeline(const RequestPipeline&) = delete;
   RequestPipeline& operator=(const RequestPipeline&) = delete;
 
-  // REQUIRES: call->state() == queued, not yet submitted anywhere.
+  // REQUIRES: call->state() == queued, not yet submitted anywhere; call->cohorts() set.
   void submit(std::shared_ptr<Call> call, PipelineRequest request);
+  // How a submitted call ended, into the cohort metrics (its cohorts, the live percentages).
+  void record_outcome(const Call& call);
   // Cancels a call wherever it is (RequestHandler::cancel: `cancel`, disconnects). The only
   // subscriber of a run cancels the run itself, so its answer is the worker's (the text so
   // far); a subscriber among others is detached and the run goes on for them.
@@ -100,6 +106,9 @@ class RequestPipeline {
   const PromptCache& cache() const { return cache_; }
   const PipelineStats& stats() const { return stats_; }
   const FeatureFlags& flags() const { return flags_; }
+  CohortMetrics& cohorts() { return cohorts_; }
+  const CohortMetrics& cohorts() const { return cohorts_; }
+  const FaultInjection& faults() const { return faults_; }
   // Whether a stage applied after the pipeline (batch_queue, stream_coalescing) takes this
   // request: its block's `enabled` and its rollout; counted with the pipeline's own stages.
   bool admits(Stage stage, bool enabled, std::string_view rollout_id) {
@@ -114,6 +123,8 @@ class RequestPipeline {
                            std::string_view status);
   void subscribe(const std::shared_ptr<SharedExecution>& run, const std::shared_ptr<Call>& call,
                  std::string_view cache_status);
+  // Stages 1-3 (everything after fault injection).
+  void route(std::shared_ptr<Call> call, PipelineRequest request);
   PromptCache::Limits cache_limits() const;
   InFlightTable::Limits table_limits() const;
 
@@ -122,6 +133,8 @@ class RequestPipeline {
   Pool& pool_;
   const Clock& clock_;
   FeatureFlags flags_;
+  CohortMetrics cohorts_;
+  FaultInjection faults_;
   PromptCache cache_;
   InFlightTable table_;
   // Every run in progress, so it lives until it ends; the calls hold it only weakly.

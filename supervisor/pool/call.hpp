@@ -148,6 +148,10 @@ class Call : public std::enable_shared_from_this<Call> {
   // to travel with others; out of it, it is sent on its own.
   bool batchable() const { return batchable_; }
   void set_batchable(bool b) { batchable_ = b; }
+  // The request's rollout cohorts (supervisor/pipeline/feature_flags.hpp CohortMask: bit
+  // 1 << stage), decided once when it is admitted.
+  std::uint8_t cohorts() const { return cohorts_; }
+  void set_cohorts(std::uint8_t mask) { cohorts_ = mask; }
   // The model the request names; empty: the worker's default model.
   const std::string& model() const { return model_; }
   void set_model(std::string model) { model_ = std::move(model); }
@@ -219,6 +223,7 @@ class Call : public std::enable_shared_from_this<Call> {
   bool stream_ = false;
   proto::Priority priority_ = proto::Priority::normal;
   bool batchable_ = true;
+  std::uint8_t cohorts_ = 0;
   std::string model_;
   int attempts_ = 0;
   int last_worker_ = -1;
