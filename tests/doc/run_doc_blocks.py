@@ -23,9 +23,11 @@ is first in PATH so a bare `droverctl` is the one just built. Before the first r
 runner starts `build/bin/droverd --config config/runtime.yaml` (the shipped config, tinyllm
 workers and the shipped model, as ./scripts/run does) with its sockets moved into a temp dir
 through DROVER_SERVER_SOCKET / DROVER_SERVER_ADMIN_SOCKET (which droverctl reads too) and
-metrics off (DROVER_METRICS_LISTEN=, so parallel tests cannot collide on :9464), and rewrites
-the default socket paths /tmp/drover.sock and /tmp/drover-admin.sock in the blocks to those
-(and build/bin/ to the build directory under test, e.g. build-address/bin/).
+metrics off (DROVER_METRICS_LISTEN=, so parallel tests cannot collide on :9464), the OpenAI API
+on a port the kernel picks (DROVER_OPENAI_LISTEN=127.0.0.1:0, read back from droverd's log), and
+rewrites the default socket paths /tmp/drover.sock and /tmp/drover-admin.sock in the blocks to
+those, 127.0.0.1:8000 to the OpenAI API's address (and build/bin/ to the build directory under
+test, e.g. build-address/bin/).
 It waits until every worker is ready and stops droverd with SIGTERM at the end, expecting exit 0.
 
 Usage: run_doc_blocks.py --source DIR --build DIR [--list]
@@ -107,9 +109,11 @@ class Droverd:
             "DROVER_SERVER_SOCKET": self.socket,
             "DROVER_SERVER_ADMIN_SOCKET": self.admin,
             "DROVER_METRICS_LISTEN": "",
+            "DROVER_OPENAI_LISTEN": "127.0.0.1:0",
             "TMPDIR": tmp,
         })
         self.proc: subprocess.Popen | None = None
+        self.openai = "127.0.0.1:8000"  # the OpenAI API's host:port once started
 
     def start(self) -> None:
         log = open(self.log_path, "wb")
@@ -125,6 +129,11 @@ class Droverd:
             if r.returncode == 0:
                 h = json.loads(r.stdout)
                 if h.get("workers_total", 0) > 0 and h.get("workers_ready") == h.get("workers_total"):
+                    with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                        m = re.search(r"OpenAI-compatible API on http://(127\.0\.0\.1:\d+)/v1", f.read())
+                    if not m:
+                        raise RuntimeError(f"droverd did not log its OpenAI API address:\n{self.log()}")
+                    self.openai = m.group(1)
                     return
             try:  # the next look after 0.2 s, unless droverd exits first (checked above)
                 self.proc.wait(timeout=0.2)
@@ -187,6 +196,7 @@ def main() -> int:
                     continue
                 line = (command.replace("/tmp/drover-admin.sock", d.admin)
                         .replace("/tmp/drover.sock", d.socket)
+                        .replace("127.0.0.1:8000", d.openai)
                         .replace("build/bin/", os.path.join(build, "bin") + "/"))
                 print(f"[{b.name}] $ {command}", flush=True)
                 try:
