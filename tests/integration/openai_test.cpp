@@ -358,24 +358,19 @@ TEST_F(OpenAiTest, ErrorsCarryOpenAisShapeAndStatus) {
 }
 
 TEST_F(OpenAiTest, OverloadAnswers429WithRetryAfter) {
-  // One request at a time: a second one, while the first waits for its slow first token, is
-  // refused at admission.
-  start_openai({"--ttft-ms", "20000"}, {}, {"max_queue: 1"});
+  // One request at a time: while a long stream holds the only admission slot, a second
+  // request is refused at admission.
+  start_openai({"--tokens-per-s", "20"}, {}, {"max_queue: 1"});
   RawHttp first(port_);
-  first.post("/v1/completions", R"({"model":"sim","prompt":"slow","max_tokens":1})");
-  ASSERT_TRUE(wait_until([&] {
-    for (const auto& w : d().workers()) {
-      if (w.value("inflight", 0) > 0) return true;
-    }
-    return false;
-  }));
+  first.post("/v1/completions", R"({"model":"sim","prompt":"long","max_tokens":2000,"stream":true})");
+  ASSERT_TRUE(first.read_until("\"text\":\"")) << first.buffered();
   RawHttp second(port_);
   second.post("/v1/completions", R"({"model":"sim","prompt":"turned away","max_tokens":1})");
   const HttpResponse r = second.read_response();
   EXPECT_EQ(r.status, 429);
   EXPECT_GE(std::atoi(r.headers.count("retry-after") ? r.headers.at("retry-after").c_str() : "0"), 1) << r.head;
   EXPECT_EQ(error_of(r)["type"], "rate_limit_error");
-  first.close();  // cancels the slow one at its worker
+  first.close();  // cancels the long one at its worker
   EXPECT_TRUE(wait_until([&] { return all_idle(d()); }));
 }
 
