@@ -246,20 +246,25 @@ std::shared_ptr<Call> RequestHandler::submit_generate(const proto::GenerateParam
   const std::uint64_t seed = p.seed ? *p.seed : ids_.next_seed();
   // As for a JSON-RPC generate: only a client's seed makes a request deterministic.
   Admit a{client_id, false, p.stream, p.timeout_ms, p.model,
-          PipelineRequest{deterministic_key(p), p.cache, {}}, p.priority};
+          PipelineRequest{deterministic_key(p), p.cache, {}}, p.priority, Frontend::openai};
   return admit(std::move(a), p.to_worker_request(seed), std::move(sink), attach);
 }
 
 std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, CallSink sink,
                                             const std::function<void(Call&)>& attach) {
   const auto kind = static_cast<CallKind>(request.index());
+  auto refused = [&a](RpcError code) {
+    CallOutcome o{code_of(code)};
+    o.frontend = a.frontend;
+    return o;
+  };
   if (draining_) {
-    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
+    if (observer_) observer_(kind, refused(RpcError::shutting_down));
     if (sink.reply) sink.reply(proto::make_error(a.client_id, RpcError::shutting_down));
     return nullptr;
   }
   if (!admission_.try_acquire()) {
-    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
+    if (observer_) observer_(kind, refused(RpcError::overloaded));
     if (sink.reply) {
       sink.reply(proto::make_error(a.client_id, RpcError::overloaded, {},
                                    json{{"retry_after_ms", admission_.retry_after_ms()}}));
@@ -269,6 +274,7 @@ std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, Call
   auto call = std::make_shared<Call>(ids_.next_request_id(), proto::RpcId(a.client_id),
                                      a.notification, std::move(request), std::move(sink));
   call->set_streaming(a.stream);
+  call->set_frontend(a.frontend);
   call->set_priority(a.priority);
   call->set_model(std::move(a.model));
   call->on_finish([this, raw = call.get()] {

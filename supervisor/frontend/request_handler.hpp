@@ -108,6 +108,7 @@ class RequestHandler {
     std::string model;
     PipelineRequest pipeline;
     proto::Priority priority = proto::Priority::normal;
+    Frontend frontend = Frontend::jsonrpc;
   };
   std::shared_ptr<Call> admit(Admit a, WorkerRequest request, CallSink sink,
                               const std::function<void(Call&)>& attach);

@@ -253,7 +253,7 @@ TEST_F(OpenAiTest, StreamIsFramedByteForByteAsOpenAiSendsIt) {
 }
 
 TEST_F(OpenAiTest, UnaryCompletionsChatAndModelsOnOneKeptAliveConnection) {
-  start_openai();
+  start_openai({"--ttft-ms", "1"}, "metrics:\n  listen: 127.0.0.1:0\n");
   const json rpc = d().client().call(
       "generate", {{"model", "sim"}, {"prompt", "same"}, {"seed", 11}, {"max_tokens", 4},
                    {"temperature", 1.0}, {"top_p", 1.0}});
@@ -295,6 +295,19 @@ TEST_F(OpenAiTest, UnaryCompletionsChatAndModelsOnOneKeptAliveConnection) {
   const HttpResponse missing = h.read_response();
   EXPECT_EQ(missing.status, 404);
   EXPECT_EQ(error_of(missing)["code"], "model_not_found");
+
+  // /metrics counts the requests by frontend: 3 generates here (2 prompts, 1 chat), 1 there.
+  const std::string log = d().log();
+  constexpr std::string_view kMetricsLine = "metrics and probes on http://127.0.0.1:";
+  const auto at = log.find(kMetricsLine);
+  ASSERT_NE(at, std::string::npos) << log;
+  RawHttp m2(std::atoi(log.c_str() + at + kMetricsLine.size()));
+  m2.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string metrics = m2.read_response().body;
+  EXPECT_NE(metrics.find("drover_frontend_requests_total{frontend=\"openai\",outcome=\"ok\"} 3\n"),
+            std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("drover_frontend_requests_total{frontend=\"jsonrpc\",outcome=\"ok\"} 1\n"),
+            std::string::npos) << metrics;
 }
 
 TEST_F(OpenAiTest, ErrorsCarryOpenAisShapeAndStatus) {
