@@ -73,7 +73,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
   // A client frontend like the sockets: a listen address that cannot be bound fails the start.
   if (config_.openai.enabled) {
-    openai_ = std::make_unique<OpenAiServer>(io_, config_, *handler_, *pool_);
+    openai_ = std::make_unique<OpenAiServer>(io_, config_, *handler_, *pool_, &stream_totals_);
   }
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->pipeline().register_metrics(metrics_);

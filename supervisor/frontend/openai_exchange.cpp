@@ -82,8 +82,7 @@ void OpenAiExchange::fail(const oa::HttpError& e) {
   if (stream_began_) {
     std::string event;
     oa::append_error_event(event, e.error);
-    out_.stream_events(std::move(event));
-    out_.end_stream();
+    out_.end_stream(std::move(event));
     return;
   }
   out_.respond(e.error.status, oa::encode_error(e.error), e.retry_after_s);
@@ -103,8 +102,7 @@ void OpenAiExchange::finish() {
   std::string events;
   if (include_usage_) oa::append_usage_event(events, head_, usage);
   events += oa::kDoneEvent;
-  out_.stream_events(std::move(events));
-  out_.end_stream();
+  out_.end_stream(std::move(events));
 }
 
 void OpenAiExchange::cancel() {

@@ -45,8 +45,9 @@ class OpenAiExchange : public std::enable_shared_from_this<OpenAiExchange> {
     std::function<void()> begin_stream;
     // One or more complete events; false when the client has more than the limit unread.
     std::function<bool(std::string&& events)> stream_events;
-    // After the last event.
-    std::function<void()> end_stream;
+    // The last events (usage and [DONE], or an error), written whatever the client has
+    // unread (they are small and end the stream), then the end of the stream.
+    std::function<void(std::string&& last_events)> end_stream;
   };
 
   OpenAiExchange(RequestHandler& handler, proto::openai::ResponseHead head, bool stream,

@@ -52,7 +52,7 @@ std::vector<std::string> load_keys(const OpenAiConfig& c) {
 }  // namespace
 
 OpenAiServer::OpenAiServer(asio::io_context& io, const Config& config, RequestHandler& handler,
-                           WorkerPool& pool)
+                           WorkerPool& pool, StreamFlow::Counters* stream_totals)
     : io_(io),
       context_{config,
                handler,
@@ -62,6 +62,7 @@ OpenAiServer::OpenAiServer(asio::io_context& io, const Config& config, RequestHa
                    std::chrono::system_clock::now().time_since_epoch())
                    .count(),
                0,
+               stream_totals,
                component_logger("openai")},
       acceptor_(io),
       log_(context_.log) {

@@ -31,8 +31,9 @@ class WorkerPool;
 class OpenAiServer {
  public:
   // `config` (the live configuration), `handler` and `pool` must outlive the server.
+  // `stream_totals`: the client sockets' stream counters, shared (may be null).
   OpenAiServer(asio::io_context& io, const Config& config, RequestHandler& handler,
-               WorkerPool& pool);
+               WorkerPool& pool, StreamFlow::Counters* stream_totals = nullptr);
   ~OpenAiServer();
   OpenAiServer(const OpenAiServer&) = delete;
   OpenAiServer& operator=(const OpenAiServer&) = delete;

@@ -262,8 +262,8 @@ void OpenAiSession::handle_generate(const Request& request, oa::Endpoint endpoin
     auto s = weak.lock();
     return s ? s->stream_events(std::move(events)) : true;
   };
-  out.end_stream = [weak] {
-    if (auto s = weak.lock()) s->end_stream();
+  out.end_stream = [weak](std::string&& last_events) {
+    if (auto s = weak.lock()) s->end_stream(std::move(last_events));
   };
   exchange_ = std::make_shared<OpenAiExchange>(ctx_.handler, std::move(head), params.stream,
                                                r.include_usage, std::move(out));
@@ -313,7 +313,18 @@ void OpenAiSession::begin_stream() {
 bool OpenAiSession::stream_events(std::string&& events) {
   if (closed_) return true;  // the exchange is being cancelled
   // The JSON-RPC stream's hard limit: a client this far behind is not reading its stream.
-  if (writer_.queued_bytes() > ctx_.config.server.write_buffer_bytes) return false;
+  if (writer_.queued_bytes() > ctx_.config.server.write_buffer_bytes) {
+    if (ctx_.stream_totals) ++ctx_.stream_totals->refused;
+    ctx_.log->warn("a client left more than server.write_buffer_bytes={} of its stream unread; "
+                   "failing the stream (slow consumer)",
+                   ctx_.config.server.write_buffer_bytes);
+    return false;
+  }
+  write_events(std::move(events));
+  return true;
+}
+
+void OpenAiSession::write_events(std::string&& events) {
   if (chunked_) {
     std::string framed = fmt::format("{:x}\r\n", events.size());
     framed += events;
@@ -322,11 +333,11 @@ bool OpenAiSession::stream_events(std::string&& events) {
   } else {
     writer_.push(std::move(events));
   }
-  return true;
 }
 
-void OpenAiSession::end_stream() {
+void OpenAiSession::end_stream(std::string&& last_events) {
   if (closed_) return;
+  write_events(std::move(last_events));
   if (chunked_) writer_.push("0\r\n\r\n");
   exchange_done();
 }

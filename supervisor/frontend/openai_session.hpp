@@ -34,6 +34,7 @@
 #include "common/config.hpp"
 #include "common/log.hpp"
 #include "proto/openai_request.hpp"
+#include "supervisor/frontend/stream_flow.hpp"
 
 namespace drover::supervisor {
 
@@ -54,6 +55,8 @@ class OpenAiSession : public std::enable_shared_from_this<OpenAiSession> {
     std::vector<std::string> api_keys;  // empty: no authentication
     std::int64_t created = 0;           // droverd's start (Unix s), the models' `created`
     std::uint64_t next_response = 0;    // response ids
+    // The client sockets' stream counters (refusals count in slow_consumer_cancels_total).
+    StreamFlow::Counters* stream_totals = nullptr;
     std::shared_ptr<spdlog::logger> log;
   };
 
@@ -83,7 +86,8 @@ class OpenAiSession : public std::enable_shared_from_this<OpenAiSession> {
                      std::string_view param = {}, std::string_view code = {});
   void begin_stream();
   bool stream_events(std::string&& events);
-  void end_stream();
+  void end_stream(std::string&& last_events);
+  void write_events(std::string&& events);  // framed as one HTTP chunk when chunked
   void exchange_done();
 
   Socket socket_;

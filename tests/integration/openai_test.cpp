@@ -387,6 +387,30 @@ TEST_F(OpenAiTest, OverloadAnswers429WithRetryAfter) {
   EXPECT_TRUE(wait_until([&] { return all_idle(d()); }));
 }
 
+TEST_F(OpenAiTest, ClientNotReadingItsStreamIsCancelledAsAJsonRpcOneIs) {
+  // 20,000 tokens/s into a client that reads nothing: the socket buffers, then the 4 KiB write
+  // buffer fill, and the stream is failed and cancelled at its worker (the JSON-RPC hard limit).
+  start_openai({"--tokens-per-s", "20000"}, {}, {"write_buffer_bytes: 4096"});
+  RawHttp slow(port_);
+  slow.post("/v1/completions", R"({"model":"sim","prompt":"flood","max_tokens":200000,"stream":true})");
+  EXPECT_TRUE(wait_until([&] {
+    return d().client().call("telemetry.metrics")["result"]["streams"]["slow_consumer_cancels_total"] == 1;
+  }, 60s));
+  EXPECT_TRUE(wait_until([&] { return all_idle(d()); }));
+  // Others are served meanwhile.
+  RawHttp other(port_);
+  other.post("/v1/completions", R"({"model":"sim","prompt":"bystander","max_tokens":2})");
+  EXPECT_EQ(other.read_response().status, 200);
+  // What the slow client finally reads ends with the error, not [DONE].
+  const HttpResponse r = slow.read_response();
+  EXPECT_EQ(r.status, 200);
+  const auto last = r.body.rfind("data: ");
+  ASSERT_NE(last, std::string::npos);
+  const json e = json::parse(r.body.substr(last + 6));
+  EXPECT_EQ(e["error"]["code"], "slow_consumer") << r.body.substr(last);
+  EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
+}
+
 TEST_F(OpenAiTest, ClientDisconnectMidStreamCancelsAtTheWorker) {
   start_openai({"--tokens-per-s", "20"});
   {
