@@ -411,6 +411,19 @@ TEST_F(OpenAiTest, ClientNotReadingItsStreamIsCancelledAsAJsonRpcOneIs) {
   EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
 }
 
+TEST_F(OpenAiTest, ABodyNotCompletedInTimeGets408AndOthersAreServed) {
+  start_openai({"--ttft-ms", "1"}, {}, {"partial_message_timeout_ms: 300"});
+  RawHttp slow(port_);
+  slow.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\":");
+  RawHttp other(port_);
+  other.post("/v1/completions", R"({"model":"sim","prompt":"meanwhile","max_tokens":2})");
+  EXPECT_EQ(other.read_response().status, 200);
+  const HttpResponse r = slow.read_response();
+  EXPECT_EQ(r.status, 408);
+  EXPECT_EQ(r.headers.at("connection"), "close");
+  EXPECT_NE(error_of(r)["message"].get<std::string>().find("partial_message_timeout_ms=300"), std::string::npos);
+}
+
 TEST_F(OpenAiTest, ClientDisconnectMidStreamCancelsAtTheWorker) {
   start_openai({"--tokens-per-s", "20"});
   {
