@@ -9,6 +9,7 @@
 #include <boost/beast/http/status.hpp>
 #include <cerrno>
 #include <chrono>
+#include <tuple>
 
 #include "proto/openai_response.hpp"
 #include "supervisor/frontend/chat_template.hpp"
@@ -88,15 +89,21 @@ asio::awaitable<bool> OpenAiSession::read_request(Request& request) {
   parser.body_limit(ctx_.config.openai.max_body_bytes);
   asio::steady_timer timer(socket_.get_executor());
   boost::system::error_code ec;
-  if (buffer_.size() == 0 && server.idle_timeout.count() > 0) {
-    // Between requests (and before the first): up to idle_timeout for the first bytes.
-    timer.expires_after(server.idle_timeout);
-    auto r = co_await (socket_.async_read_some(buffer_.prepare(4096), use_nothrow) ||
-                       timer.async_wait(use_nothrow));
-    if (r.index() == 1) co_return false;  // idle: closed quietly, as keep-alive allows
-    const auto [rec, n] = std::get<0>(r);
+  if (buffer_.size() == 0) {
+    // Between requests (and before the first): up to idle_timeout (0: no limit) for the first
+    // bytes; the partial-message clock starts with them.
+    std::size_t n = 0;
+    if (server.idle_timeout.count() > 0) {
+      timer.expires_after(server.idle_timeout);
+      auto r = co_await (socket_.async_read_some(buffer_.prepare(4096), use_nothrow) ||
+                         timer.async_wait(use_nothrow));
+      if (r.index() == 1) co_return false;  // idle: closed quietly, as keep-alive allows
+      std::tie(ec, n) = std::get<0>(r);
+    } else {
+      std::tie(ec, n) = co_await socket_.async_read_some(buffer_.prepare(4096), use_nothrow);
+    }
     buffer_.commit(n);
-    if (rec) co_return false;
+    if (ec) co_return false;
   }
   if (server.partial_message_timeout.count() > 0) {
     timer.expires_after(server.partial_message_timeout);
