@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <boost/asio/ip/address.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
@@ -216,7 +218,7 @@ const std::vector<std::string> kBlocks = {
     "server", "workers", "routing",       "transport", "models",  "memory_policy",
     "circuit_breaker", "retry", "model_preload", "batch_queue", "request_deduplication",
     "prompt_cache", "request_coalescing", "streaming", "feature_flags", "logging", "metrics",
-    "fault_injection", "rollouts"};
+    "fault_injection", "rollouts", "openai"};
 
 std::vector<std::string> env_block_names() {
   std::vector<std::string> names = kBlocks;
@@ -409,6 +411,62 @@ void read_rollout_blocks(const YAML::Node& root, Config& c) {
     t.finish();
     r.finish();
     c.rollouts[stage] = std::move(spec);
+  }
+}
+
+void read_openai(const YAML::Node& node, OpenAiConfig& o) {
+  BlockReader r(node, "openai");
+  r.boolean("enabled", o.enabled);
+  r.string("listen", o.listen);
+  const YAML::Node keys = r.node("api_keys");
+  r.string("api_keys_file", o.api_keys_file, /*allow_empty=*/true);
+  r.boolean("allow_unauthenticated", o.allow_unauthenticated);
+  r.integer("max_body_bytes", o.max_body_bytes, 1024, 1LL << 30);
+  const YAML::Node templates = r.node("chat_templates");
+  r.finish();
+  const auto hp = parse_host_port(o.listen);
+  if (!hp) {
+    throw ConfigError(fmt::format(
+        "config: key 'openai.listen' must be host:port (e.g. 127.0.0.1:8000 or [::1]:8000, port "
+        "0..65535), got '{}'",
+        o.listen));
+  }
+  if (keys) {
+    // A list, possibly empty (DROVER_OPENAI_API_KEYS='[]' turns keys off).
+    if (!keys.IsSequence()) {
+      throw ConfigError("config: key 'openai.api_keys' must be a list of strings");
+    }
+    o.api_keys.clear();
+    for (const auto& k : keys) {
+      if (!k.IsScalar() || k.Scalar().empty() ||
+          k.Scalar().find_first_of(" \t\r\n") != std::string::npos) {
+        throw ConfigError(
+            "config: key 'openai.api_keys' must be a list of non-empty strings without spaces");
+      }
+      o.api_keys.push_back(k.Scalar());
+    }
+  }
+  if (templates) {
+    if (!templates.IsMap()) {
+      throw ConfigError("config: key 'openai.chat_templates' must map model ids to llama2 or plain");
+    }
+    for (const auto& t : templates) {
+      const std::string name = t.second.IsScalar() ? t.second.Scalar() : std::string();
+      if (name != "llama2" && name != "plain") {
+        throw ConfigError(fmt::format(
+            "config: key 'openai.chat_templates.{}' must be one of llama2, plain, got '{}'",
+            t.first.Scalar(), name));
+      }
+      o.chat_templates[t.first.Scalar()] = name;
+    }
+  }
+  if (o.enabled && o.api_keys.empty() && o.api_keys_file.empty() && !o.allow_unauthenticated &&
+      !is_loopback_host(hp->host)) {
+    throw ConfigError(fmt::format(
+        "config: key 'openai.listen' is '{}', not a loopback address, and no openai.api_keys or "
+        "openai.api_keys_file is set: configure keys, or set openai.allow_unauthenticated: true "
+        "to serve without authentication",
+        o.listen));
   }
 }
 
@@ -645,6 +703,7 @@ Config read_blocks(const YAML::Node& root) {
           c.metrics.listen));
     }
   }
+  read_openai(root["openai"], c.openai);
   // Top-level keys: only the known blocks.
   const std::set<std::string> blocks(kBlocks.begin(), kBlocks.end());
   for (const auto& kv : root) {
@@ -721,6 +780,13 @@ std::optional<HostPort> parse_host_port(const std::string& text) {
   const unsigned long p = std::stoul(port);
   if (p > 65535) return std::nullopt;
   return HostPort{std::move(host), static_cast<std::uint16_t>(p)};
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(host, ec);
+  return !ec && address.is_loopback();
 }
 
 }  // namespace drover
@@ -884,6 +950,15 @@ nlohmann::json to_json(const Config& c) {
       {"rollouts", rollouts_json(c.rollouts)},
       {"logging", {{"level", c.logging.level}, {"format", format}}},
       {"metrics", {{"enabled", c.metrics.enabled}, {"listen", c.metrics.listen}}},
+      // Keys are secrets: config.get shows how many there are, not what they are.
+      {"openai",
+       {{"enabled", c.openai.enabled},
+        {"listen", c.openai.listen},
+        {"api_keys", fmt::format("<{} keys>", c.openai.api_keys.size())},
+        {"api_keys_file", c.openai.api_keys_file},
+        {"allow_unauthenticated", c.openai.allow_unauthenticated},
+        {"max_body_bytes", c.openai.max_body_bytes},
+        {"chat_templates", c.openai.chat_templates}}},
   };
 }
 

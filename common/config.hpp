@@ -283,6 +283,26 @@ struct MetricsConfig {
   std::string listen = "127.0.0.1:9464";
 };
 
+// The OpenAI-compatible HTTP API (shared/DESIGN.md section 4b, docs/OPENAI.md): a second
+// frontend on the same request pipeline. Off unless enabled (the shipped runtime.yaml turns it
+// on at 127.0.0.1:8000). A listen address that is not loopback needs API keys, or
+// allow_unauthenticated: true to say that an open endpoint is meant.
+struct OpenAiConfig {
+  bool enabled = false;
+  // "host:port" as metrics.listen (port 0 picks a free port; droverd logs the port it got).
+  std::string listen = "127.0.0.1:8000";
+  // Bearer keys accepted; with api_keys_file (one key a line, # comments), the union. None:
+  // no authentication.
+  std::vector<std::string> api_keys;
+  std::string api_keys_file;
+  bool allow_unauthenticated = false;
+  // A request body past this gets 413.
+  std::size_t max_body_bytes = 8 * 1024 * 1024;
+  // The chat template of a model by id (llama2 or plain); a model not named here gets llama2
+  // when its catalog backend is tinyllm, plain otherwise (docs/OPENAI.md "Chat template").
+  std::map<std::string, std::string> chat_templates;
+};
+
 struct Config {
   ServerConfig server;
   WorkersConfig workers;
@@ -304,6 +324,7 @@ struct Config {
   RolloutsConfig rollouts;
   LoggingConfig logging;
   MetricsConfig metrics;
+  OpenAiConfig openai;
 };
 
 // Command-line flags that override the file and the environment.
@@ -337,6 +358,8 @@ struct HostPort {
   std::uint16_t port = 0;
 };
 std::optional<HostPort> parse_host_port(const std::string& text);
+// Whether a listen host is a loopback address (127.0.0.0/8, ::1) or "localhost".
+bool is_loopback_host(const std::string& host);
 
 // The effective configuration as JSON, keyed like the YAML (for config.get and reload diffs).
 nlohmann::json to_json(const Config& c);

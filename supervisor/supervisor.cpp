@@ -109,6 +109,10 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin.group = run_as.owner_gid();
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
+  // A client frontend like the sockets: a listen address that cannot be bound fails the start.
+  if (config_.openai.enabled) {
+    openai_ = std::make_unique<OpenAiServer>(io_, config_, *handler_, *pool_, &stream_totals_);
+  }
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->pipeline().register_metrics(metrics_);
   rollouts_->register_metrics(metrics_);
@@ -160,6 +164,7 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
 }
 
 Supervisor::~Supervisor() {
+  openai_.reset();
   http_.reset();
   client_listener_.reset();
   admin_listener_.reset();
@@ -173,6 +178,7 @@ int Supervisor::run() {
   pool_->start();
   client_listener_->start();
   admin_listener_->start();
+  if (openai_) openai_->start();
   if (http_) http_->start();
   systemd_->start();
   rollouts_->start(io_);
@@ -226,7 +232,9 @@ json Supervisor::reload(std::string& error) {
   rollouts_->apply(next.feature_flags);
   json applied = json::array(), restart_required = json::array();
   for (const auto& key : changed_keys(config_, next)) {
-    (kRestartOnly.contains(key) ? restart_required : applied).push_back(key);
+    // The OpenAI listener, its keys and limits are bound at start like the sockets.
+    const bool restart_only = kRestartOnly.contains(key) || key.starts_with("openai.");
+    (restart_only ? restart_required : applied).push_back(key);
   }
   next.server = [&] {
     ServerConfig s = config_.server;  // start-time settings stay
@@ -237,6 +245,7 @@ json Supervisor::reload(std::string& error) {
   next.metrics = config_.metrics;  // the HTTP endpoint is bound at start
   next.workers.user = config_.workers.user;  // resolved once, while droverd could check them
   next.workers.group = config_.workers.group;
+  next.openai = config_.openai;
   config_ = std::move(next);
   configure_logging(config_.logging.level, config_.logging.format);
   admission_.set_limit(config_.server.max_queue);
@@ -259,6 +268,7 @@ void Supervisor::shutdown() {
   systemd_->stopping();
   client_listener_->stop_accepting();
   admin_listener_->stop_accepting();
+  if (openai_) openai_->stop_accepting();
   handler_->set_draining();
   drain_then_stop();
 }
@@ -278,6 +288,7 @@ void Supervisor::drain_then_stop() {
       }
       client_listener_->end_sessions(RpcError::shutting_down);
       admin_listener_->end_sessions(RpcError::shutting_down);
+      if (openai_) openai_->stop();
       pool_->shutdown([this] { finish(); });
       // Workers that ignore shutdown are killed when the pool is destroyed.
       drain_timer_.expires_after(Millis(5000));

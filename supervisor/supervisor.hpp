@@ -36,6 +36,7 @@
 #include "supervisor/admin/stream_metrics.hpp"
 #include "supervisor/admin/systemd_notify.hpp"
 #include "supervisor/frontend/listener.hpp"
+#include "supervisor/frontend/openai_server.hpp"
 #include "supervisor/frontend/request_handler.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pool/worker_pool.hpp"
@@ -82,6 +83,7 @@ class Supervisor final : public AdminControl {
   std::unique_ptr<AdminMethods> admin_methods_;  // registered into handler_; destroyed first
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;
+  std::unique_ptr<OpenAiServer> openai_;  // null unless openai.enabled
   metrics::Registry metrics_;
   std::unique_ptr<MetricsCollector> collector_;
   std::unique_ptr<StreamMetrics> stream_metrics_;

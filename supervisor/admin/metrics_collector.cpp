@@ -101,6 +101,11 @@ MetricsCollector::MetricsCollector(metrics::Registry& r, const WorkerPool& pool,
                           "Requests answered (generate, tokenize, detokenize), by method and "
                           "outcome (ok, cancelled or the JSON-RPC error's name).",
                           {"method", "outcome"})),
+      by_frontend_(r.counter("drover_frontend_requests_total",
+                             "Requests answered (generate, tokenize, detokenize), by the frontend "
+                             "they came through (jsonrpc: the client socket; openai: the "
+                             "OpenAI-compatible HTTP API) and outcome, as drover_requests_total.",
+                             {"frontend", "outcome"})),
       duration_(r.histogram("drover_request_duration_seconds",
                             "Time from accepting a request to answering it, by method.", {"method"},
                             kDurationBuckets)),
@@ -220,16 +225,21 @@ MetricsCollector::MetricsCollector(metrics::Registry& r, const WorkerPool& pool,
     requests_ok_[i] = &requests_.with({method, "ok"});
     duration_by_kind_[i] = &duration_.with({method});
   }
+  by_frontend_ok_[static_cast<std::size_t>(Frontend::jsonrpc)] = &by_frontend_.with({"jsonrpc", "ok"});
+  by_frontend_ok_[static_cast<std::size_t>(Frontend::openai)] = &by_frontend_.with({"openai", "ok"});
   r.add_collect_hook([this] { collect(); });
 }
 
 void MetricsCollector::on_request(CallKind kind, const CallOutcome& o) {
   const auto i = static_cast<std::size_t>(kind);
   const bool ok = o.code == 0 && !o.cancelled;
+  const auto f = static_cast<std::size_t>(o.frontend);
   if (ok) {
     requests_ok_[i]->inc();
+    by_frontend_ok_[f]->inc();
   } else {
     requests_.with({method_label(kind), outcome_label(o)}).inc();
+    by_frontend_.with({f == 0 ? "jsonrpc" : "openai", outcome_label(o)}).inc();
   }
   // Refusals (nothing was admitted, total == 0) would only pile up in the first bucket.
   if (o.total > Clock::duration::zero()) duration_by_kind_[i]->observe(seconds(o.total));

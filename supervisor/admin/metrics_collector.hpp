@@ -63,11 +63,14 @@ class MetricsCollector {
   const Admission& admission_;
 
   metrics::Family<metrics::Counter>& requests_;
+  // The same requests counted by the frontend they came through.
+  metrics::Family<metrics::Counter>& by_frontend_;
   metrics::Family<metrics::Histogram>& duration_;
   metrics::Histogram& ttft_;
   // Looked up once: the hot children, indexed by CallKind.
   std::array<metrics::Counter*, 3> requests_ok_{};
   std::array<metrics::Histogram*, 3> duration_by_kind_{};
+  std::array<metrics::Counter*, 2> by_frontend_ok_{};  // by Frontend
 
   metrics::Gauge& queue_depth_;
   metrics::Histogram& batch_size_;

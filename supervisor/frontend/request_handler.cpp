@@ -210,12 +210,7 @@ void RequestHandler::start_call(ClientSession& session, const proto::RpcRequest&
                                 PipelineRequest pipeline_request, proto::Priority priority) {
   const std::string_view id = id_of(req);
   const auto kind = static_cast<CallKind>(request.index());
-  if (draining_) {
-    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::shutting_down)});
-    if (reply) reply(proto::make_error(id, RpcError::shutting_down));
-    return;
-  }
-  if (session.outstanding() >= config_.server.max_inflight_per_connection) {
+  if (!draining_ && session.outstanding() >= config_.server.max_inflight_per_connection) {
     // One connection cannot take the whole admission queue from the others.
     if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
     if (reply) {
@@ -226,14 +221,6 @@ void RequestHandler::start_call(ClientSession& session, const proto::RpcRequest&
     }
     return;
   }
-  if (!admission_.try_acquire()) {
-    if (observer_) observer_(kind, CallOutcome{code_of(RpcError::overloaded)});
-    if (reply) {
-      reply(proto::make_error(id, RpcError::overloaded, {},
-                              json{{"retry_after_ms", admission_.retry_after_ms()}}));
-    }
-    return;
-  }
   auto weak_session = session.weak_from_this();
   CallSink sink;
   sink.chunk = [weak_session](const StreamChunk& c) {
@@ -241,32 +228,74 @@ void RequestHandler::start_call(ClientSession& session, const proto::RpcRequest&
     return s ? s->write_chunk(c) : true;
   };
   sink.reply = std::move(reply);
-  auto call = std::make_shared<Call>(ids_.next_request_id(), proto::RpcId(id), req.is_notification(),
-                                     std::move(request), std::move(sink));
-  call->set_streaming(stream);
-  call->set_priority(priority);
-  call->set_model(std::move(model));
-  session.track(call);
-  call->on_finish([this, weak_session, raw = call.get()] {
+  // Rollouts go by the client's id (a notification's by its internal request id).
+  if (pipeline_request.rollout_id.empty() && req.id) pipeline_request.rollout_id = *req.id;
+  Admit a{id, req.is_notification(), stream, timeout_ms, std::move(model),
+          std::move(pipeline_request), priority};
+  admit(std::move(a), std::move(request), std::move(sink), [&session, weak_session](Call& call) {
+    session.track(call.shared_from_this());
+    call.on_finish([weak_session, raw = &call] {
+      if (auto s = weak_session.lock()) s->forget(raw);
+    });
+  });
+}
+
+std::shared_ptr<Call> RequestHandler::submit_generate(const proto::GenerateParams& p,
+                                                      std::string_view client_id, CallSink sink,
+                                                      const std::function<void(Call&)>& attach) {
+  const std::uint64_t seed = p.seed ? *p.seed : ids_.next_seed();
+  // As for a JSON-RPC generate: only a client's seed makes a request deterministic.
+  Admit a{client_id, false, p.stream, p.timeout_ms, p.model,
+          PipelineRequest{deterministic_key(p), p.cache, {}}, p.priority, Frontend::openai};
+  return admit(std::move(a), p.to_worker_request(seed), std::move(sink), attach);
+}
+
+std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, CallSink sink,
+                                            const std::function<void(Call&)>& attach) {
+  const auto kind = static_cast<CallKind>(request.index());
+  auto refused = [&a](RpcError code) {
+    CallOutcome o{code_of(code)};
+    o.frontend = a.frontend;
+    return o;
+  };
+  if (draining_) {
+    if (observer_) observer_(kind, refused(RpcError::shutting_down));
+    if (sink.reply) sink.reply(proto::make_error(a.client_id, RpcError::shutting_down));
+    return nullptr;
+  }
+  if (!admission_.try_acquire()) {
+    if (observer_) observer_(kind, refused(RpcError::overloaded));
+    if (sink.reply) {
+      sink.reply(proto::make_error(a.client_id, RpcError::overloaded, {},
+                                   json{{"retry_after_ms", admission_.retry_after_ms()}}));
+    }
+    return nullptr;
+  }
+  auto call = std::make_shared<Call>(ids_.next_request_id(), proto::RpcId(a.client_id),
+                                     a.notification, std::move(request), std::move(sink));
+  call->set_streaming(a.stream);
+  call->set_frontend(a.frontend);
+  call->set_priority(a.priority);
+  call->set_model(std::move(a.model));
+  call->on_finish([this, raw = call.get()] {
     admission_.release();
     pipeline_.record_outcome(*raw);
     if (observer_) observer_(raw->kind(), raw->outcome());
-    if (auto s = weak_session.lock()) s->forget(raw);
   });
-  Millis timeout = timeout_ms ? Millis(*timeout_ms) : config_.server.request_timeout;
-  if (stream && config_.server.max_stream_duration.count() > 0) {
+  if (attach) attach(*call);
+  Millis timeout = a.timeout_ms ? Millis(*a.timeout_ms) : config_.server.request_timeout;
+  if (a.stream && config_.server.max_stream_duration.count() > 0) {
     timeout = std::min(timeout, config_.server.max_stream_duration);
   }
   call->set_timeout(timeout);
   deadlines_.add(call->deadline(), timeout);
-  // Rollouts go by the client's id (a notification's by its internal request id).
-  if (pipeline_request.rollout_id.empty()) {
-    pipeline_request.rollout_id = req.id ? *req.id : call->request_id();
-  }
-  call->set_cohorts(FeatureFlags::cohorts(config_, pipeline_request.rollout_id));
+  // A notification (and a call from another frontend) rolls out by its internal request id.
+  if (a.pipeline.rollout_id.empty()) a.pipeline.rollout_id = call->request_id();
+  call->set_cohorts(FeatureFlags::cohorts(config_, a.pipeline.rollout_id));
   call->set_batchable(
-      pipeline_.admits(Stage::batch_queue, config_.batch_queue.enabled, pipeline_request.rollout_id));
-  pipeline_.submit(std::move(call), std::move(pipeline_request));
+      pipeline_.admits(Stage::batch_queue, config_.batch_queue.enabled, a.pipeline.rollout_id));
+  pipeline_.submit(call, std::move(a.pipeline));
+  return call;
 }
 
 void RequestHandler::on_deadline(Deadline& deadline) {

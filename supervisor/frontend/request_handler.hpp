@@ -61,6 +61,17 @@ class RequestHandler {
   void add_method(std::string name, LocalMethod method);
 
   void handle(ClientSession& session, proto::ParsedMessage message);
+
+  // A generate from a frontend other than the JSON-RPC sessions (the OpenAI HTTP API): the
+  // same admission, deadline, pipeline and pool as a `generate` request. Its answer is a
+  // JSON-RPC reply text with id `client_id` through `sink.reply`, chunks through `sink.chunk`.
+  // `attach` runs once the call exists and before it is submitted (so a hook it adds with
+  // Call::on_finish sees even a call the cache answers at once). Returns the call, or null
+  // when it was refused before admission (draining, overloaded): `sink.reply` then already
+  // has the error.
+  std::shared_ptr<Call> submit_generate(const proto::GenerateParams& params,
+                                        std::string_view client_id, CallSink sink,
+                                        const std::function<void(Call&)>& attach = {});
   // The longest client batch accepted (server.max_batch_length), for parse_message.
   std::size_t max_batch_length() const { return config_.server.max_batch_length; }
   // Cancels a call wherever it is (used for `cancel`, timeouts and disconnects).
@@ -87,6 +98,20 @@ class RequestHandler {
                   WorkerRequest request, bool stream, std::optional<std::int64_t> timeout_ms,
                   std::string model, PipelineRequest pipeline_request = {},
                   proto::Priority priority = proto::Priority::normal);
+  // What every frontend's call goes through: drain and admission checks, the Call, its
+  // deadline, the pipeline. Null when refused (`sink.reply` got the error).
+  struct Admit {
+    std::string_view client_id;  // JSON text
+    bool notification = false;
+    bool stream = false;
+    std::optional<std::int64_t> timeout_ms;
+    std::string model;
+    PipelineRequest pipeline;
+    proto::Priority priority = proto::Priority::normal;
+    Frontend frontend = Frontend::jsonrpc;
+  };
+  std::shared_ptr<Call> admit(Admit a, WorkerRequest request, CallSink sink,
+                              const std::function<void(Call&)>& attach);
   const Method* find(std::string_view name) const;
   void on_deadline(Deadline& deadline);
 

@@ -78,12 +78,16 @@ class CallRelay {
   virtual void on_error(RpcError code, std::string_view message, std::string_view data) = 0;
 };
 
+// Which frontend a call came through (the `frontend` label of the request metrics).
+enum class Frontend { jsonrpc, openai };
+
 // How a call ended, for metrics; filled in when it finishes.
 struct CallOutcome {
   int code = 0;            // 0: answered with a result; else the JSON-RPC error code sent
   bool cancelled = false;  // ended as cancelled (-32005, or a generate with finish_reason cancelled)
   Clock::duration total{};              // accepted -> answered
   std::optional<Clock::duration> ttft;  // accepted -> first output from a worker
+  Frontend frontend = Frontend::jsonrpc;
 };
 
 class Call : public std::enable_shared_from_this<Call> {
@@ -133,6 +137,7 @@ class Call : public std::enable_shared_from_this<Call> {
   const std::optional<Assignment>& assignment() const { return assignment_; }
 
   void set_streaming(bool s) { stream_ = s; }
+  void set_frontend(Frontend f) { outcome_.frontend = f; }
   // The output also goes to `relay` (held weakly: a relay that is gone is skipped).
   void set_relay(std::weak_ptr<CallRelay> relay) { relay_ = std::move(relay); }
   // The result's `cache` field (DESIGN.md section 4): how the pipeline answered this call.

@@ -25,7 +25,9 @@ workers and the shipped model, as ./scripts/run does) with XDG_RUNTIME_DIR set t
 so its default sockets land in the private run directory $XDG_RUNTIME_DIR/drover, where the
 blocks' droverctl (same rule, same environment) and "${XDG_RUNTIME_DIR:-/run}/drover/..."
 paths find them, as they would for a user; metrics are off (DROVER_METRICS_LISTEN=, so parallel
-tests cannot collide on :9464), and build/bin/ in the blocks becomes the build directory under
+tests cannot collide on :9464), the OpenAI API is on a port the kernel picks
+(DROVER_OPENAI_LISTEN=127.0.0.1:0, read back from droverd's log) and 127.0.0.1:8000 in the
+blocks becomes that address, and build/bin/ in the blocks becomes the build directory under
 test (e.g. build-address/bin/).
 It waits until every worker is ready and stops droverd with SIGTERM at the end, expecting exit 0.
 
@@ -107,9 +109,11 @@ class Droverd:
             "PATH": os.path.join(build, "bin") + os.pathsep + os.environ.get("PATH", ""),
             "XDG_RUNTIME_DIR": tmp,
             "DROVER_METRICS_LISTEN": "",
+            "DROVER_OPENAI_LISTEN": "127.0.0.1:0",
             "TMPDIR": tmp,
         })
         self.proc: subprocess.Popen | None = None
+        self.openai = "127.0.0.1:8000"  # the OpenAI API's host:port once started
 
     def start(self) -> None:
         log = open(self.log_path, "wb")
@@ -125,6 +129,11 @@ class Droverd:
             if r.returncode == 0:
                 h = json.loads(r.stdout)
                 if h.get("workers_total", 0) > 0 and h.get("workers_ready") == h.get("workers_total"):
+                    with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                        m = re.search(r"OpenAI-compatible API on http://(127\.0\.0\.1:\d+)/v1", f.read())
+                    if not m:
+                        raise RuntimeError(f"droverd did not log its OpenAI API address:\n{self.log()}")
+                    self.openai = m.group(1)
                     return
             try:  # the next look after 0.2 s, unless droverd exits first (checked above)
                 self.proc.wait(timeout=0.2)
@@ -185,7 +194,8 @@ def main() -> int:
                 if any(command.startswith(p) for p in skipped):
                     print(f"[{b.name}] not run (stands in: {command})")
                     continue
-                line = command.replace("build/bin/", os.path.join(build, "bin") + "/")
+                line = (command.replace("127.0.0.1:8000", d.openai)
+                        .replace("build/bin/", os.path.join(build, "bin") + "/"))
                 print(f"[{b.name}] $ {command}", flush=True)
                 try:
                     r = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=source, env=d.env,

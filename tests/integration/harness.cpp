@@ -204,6 +204,8 @@ void DroverProcess::write_config() {
   // Tests run in parallel: unless a test asks for the HTTP endpoints, keep them off so no two
   // droverds race for the default metrics port.
   if (opt_.extra_yaml.find("metrics:") == std::string::npos) y << "metrics:\n  listen: \"\"\n";
+  // The same for the OpenAI API's port (it is off by default, but say so in case that changes).
+  if (opt_.extra_yaml.find("openai:") == std::string::npos) y << "openai:\n  enabled: false\n";
   std::ofstream out(config_);
   out << y.str();
   if (!out) throw std::runtime_error("cannot write " + config_);

@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// The OpenAI HTTP frontend's own cost against the JSON-RPC socket's (docs/PERFORMANCE.md
+// "OpenAI HTTP API vs JSON-RPC"): one droverd with 2 sim workers at zero service time, the same
+// load through each frontend in turn (C connections, each sending its next request when the
+// last is answered, for S seconds; generate of 1 token, no seed, so every request runs on a
+// worker), reporting requests/s and droverd's CPU per request (utime + stime from /proc).
+// The client is the same Node process for both, so requests/s is bounded by it alike; the CPU
+// per request is droverd's alone.
+//
+// Usage: node bench/openai/frontend_cost.mjs [BUILD_DIR] [SECONDS] [CONNECTIONS]
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+
+const build = path.resolve(process.argv[2] ?? 'build');
+const seconds = Number(process.argv[3] ?? 5);
+const connections = Number(process.argv[4] ?? 16);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-fc-'));
+const sock = path.join(dir, 'c.sock');
+fs.writeFileSync(path.join(dir, 'd.yaml'), `server:
+  socket: ${sock}
+  admin_socket: ${path.join(dir, 'a.sock')}
+  max_queue: 100000
+workers:
+  count: 2
+  command: [${build}/bin/drover-worker, --ttft-ms, "0", --tokens-per-s, "0"]
+  backend: sim
+routing:
+  strategy: round_robin
+metrics:
+  listen: ""
+openai:
+  enabled: true
+  listen: 127.0.0.1:0
+`);
+const log = path.join(dir, 'droverd.log');
+const out = fs.openSync(log, 'w');
+const droverd = spawn(`${build}/bin/droverd`, ['--config', path.join(dir, 'd.yaml')], { stdio: ['ignore', out, out] });
+
+async function until(pred, what) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const v = pred();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await delay(50);
+  }
+}
+
+const cpuTicks = () => {
+  const f = fs.readFileSync(`/proc/${droverd.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (100/s)
+};
+
+const body = JSON.stringify({ model: 'sim', prompt: 'hi', max_tokens: 1 });
+
+function jsonrpcLoop(stopAt) {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(sock);
+    let n = 0, id = 0, buf = '';
+    const send = () => c.write(`{"jsonrpc":"2.0","id":${++id},"method":"generate","params":${body}}\n`);
+    c.on('connect', send);
+    c.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.includes('"result"')) return reject(new Error(line));
+        ++n;
+        if (Date.now() < stopAt) send(); else { c.end(); resolve(n); }
+      }
+    });
+    c.on('error', reject);
+  });
+}
+
+function httpLoop(port, agent, stopAt) {
+  return new Promise((resolve, reject) => {
+    let n = 0;
+    const one = () => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', agent,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
+          ++n;
+          if (Date.now() < stopAt) one(); else resolve(n);
+        });
+      });
+      req.on('error', reject);
+      req.end(body);
+    };
+    one();
+  });
+}
+
+async function phase(name, loop) {
+  // Warm-up: one second not counted.
+  await Promise.all(Array.from({ length: connections }, () => loop(Date.now() + 1000)));
+  const t0 = Date.now(), c0 = cpuTicks();
+  const counts = await Promise.all(Array.from({ length: connections }, () => loop(Date.now() + seconds * 1000)));
+  const wall = (Date.now() - t0) / 1000, cpu = (cpuTicks() - c0) / 100;
+  const n = counts.reduce((a, b) => a + b, 0);
+  console.log(`${name.padEnd(8)} ${connections} connections, ${seconds} s: ${n} requests, ` +
+              `${Math.round(n / wall)} req/s, droverd CPU ${(cpu * 1e6 / n).toFixed(1)} us/request ` +
+              `(${(100 * cpu / wall).toFixed(0)} % of a core)`);
+}
+
+try {
+  const port = await until(() => {
+    const m = /OpenAI-compatible API on http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(fs.readFileSync(log, 'utf8'));
+    return m && Number(m[1]);
+  }, 'droverd');
+  await until(() => (fs.readFileSync(log, 'utf8').match(/ready in/g) ?? []).length >= 2, 'workers ready');
+  await phase('jsonrpc', (stopAt) => jsonrpcLoop(stopAt));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  await phase('openai', (stopAt) => httpLoop(port, agent, stopAt));
+  agent.destroy();
+} finally {
+  droverd.kill('SIGTERM');
+  await new Promise((r) => droverd.on('exit', r));
+  fs.rmSync(dir, { recursive: true, force: true });
+}
