@@ -73,7 +73,7 @@ TEST(ShippedConfig, DeploymentsServeTinyllmFromWhereTheDocsPutTheModel) {
             std::string::npos);
 
   // The ConfigMap's runtime.yaml: the block under `runtime.yaml: |`, indented four spaces.
-  const std::string cm = read_text(DROVER_SOURCE_DIR "/deploy/kubernetes/configmap.yaml");
+  const std::string cm = read_text(DROVER_SOURCE_DIR "/deploy/kubernetes/base/configmap.yaml");
   const auto start = cm.find("runtime.yaml: |\n");
   ASSERT_NE(start, std::string::npos);
   std::string yaml;
