@@ -414,4 +414,25 @@ json read_reply(RpcClient& c, const json& id, Millis timeout, std::vector<json>*
   }
 }
 
+std::string find_in_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  for (const char* dir : {"/usr/bin", "/usr/local/bin", "/bin"}) {
+    const std::string candidate = std::string(dir) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+std::string promtool() {
+  const std::string p = find_in_path("promtool");
+  EXPECT_FALSE(p.empty()) << "promtool not found: install the Debian package 'prometheus' "
+                             "(scripts/test does this)";
+  return p;
+}
+
 }  // namespace drover::test

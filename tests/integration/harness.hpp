@@ -86,6 +86,12 @@ RunResult run_program(const std::vector<std::string>& argv, const std::string& w
 // Reads a whole file ("" if it cannot be read).
 std::string read_file(const std::string& path);
 
+// The absolute path of an executable on PATH (or in /usr/bin, /usr/local/bin, /bin), or "".
+std::string find_in_path(const std::string& program);
+// promtool's path. It is part of the test contract (scripts/test installs the Debian package
+// `prometheus`), so its absence is a test failure, not a skip.
+std::string promtool();
+
 struct DroverOptions {
   int workers = 2;
   // Appended to the drover-worker argv in workers.command (sim flags such as --ttft-ms).

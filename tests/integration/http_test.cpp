@@ -1,10 +1,7 @@
 // droverd's operator endpoints end to end (shared/DESIGN.md section 8, docs/OPERATIONS.md):
 // /metrics scraped with a real HTTP client and validated by `promtool check metrics`,
-// /healthz and /readyz following the workers, the HTTP limits, the systemd notify protocol,
-// and the deploy/ artifacts checked by the tools that consume them (promtool, systemd-analyze).
-//
-// promtool (Debian package `prometheus`) is required: scripts/test installs it, so a missing
-// promtool fails these tests instead of skipping them.
+// /healthz and /readyz following the workers, the HTTP limits and the systemd notify protocol.
+// The deploy/ artifacts are checked in deploy_artifacts_test.cpp.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -44,10 +41,6 @@ constexpr Millis kHttpTimeout = 10s;
 // supervisor/admin/http_server.hpp: HttpServer::kHeaderTimeout.
 constexpr Millis kHeaderTimeout = 5s;
 
-// The repository root (from CMake, via the harness target). Not derived from __FILE__: a
-// build with ccache's base_dir (CCACHE_BASEDIR) compiles by relative path, and __FILE__ is then
-// relative to the build directory, not to the test's working directory.
-std::string source_dir() { return DROVER_SOURCE_DIR; }
 
 // The metrics listener binds port 0 (the kernel picks a free port) and droverd logs the port it
 // got. Asking the kernel for a free port, releasing it and handing it to droverd would race with
@@ -184,29 +177,6 @@ double value_of(const std::string& text, const std::string& series) {
   const auto v = sample(text, series);
   EXPECT_TRUE(v.has_value()) << "series " << series << " missing from /metrics:\n" << text;
   return v.value_or(-1);
-}
-
-std::string find_in_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  for (const char* dir : {"/usr/bin", "/usr/local/bin", "/bin"}) {
-    const std::string candidate = std::string(dir) + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return {};
-}
-
-// promtool is part of the test contract (scripts/test installs `prometheus`), so its absence
-// is a failure, not a skip.
-std::string promtool() {
-  const std::string p = find_in_path("promtool");
-  EXPECT_FALSE(p.empty()) << "promtool not found: install the Debian package 'prometheus' "
-                             "(scripts/test does this)";
-  return p;
 }
 
 // `promtool check metrics` on a scrape; returns promtool's complaints ("" when it is happy).
@@ -848,77 +818,6 @@ TEST_F(HttpTest, SystemdNotifyOnAPathSocket) {
   ASSERT_TRUE(start_with_metrics());
   env.clear();
   check_notify_protocol(d(), systemd);
-}
-
-// --- deploy/ artifacts, checked by the tools that consume them ---
-
-TEST(DeployArtifacts, PrometheusRulesAndConfigPassPromtool) {
-  const std::string tool = promtool();
-  ASSERT_FALSE(tool.empty());
-  const std::string dir = source_dir() + "/deploy/prometheus";
-  const std::string work = std::filesystem::temp_directory_path().string();
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{tool, "check", "rules", dir + "/alerts.yml"},
-        std::vector<std::string>{tool, "test", "rules", dir + "/alerts_test.yml"},
-        std::vector<std::string>{tool, "check", "config", dir + "/prometheus.yml"}}) {
-    const auto r = run_program(args, work);
-    EXPECT_EQ(r.exit_code, 0) << testing::PrintToString(args) << "\n" << r.out << r.err;
-  }
-}
-
-TEST(DeployArtifacts, DashboardQueriesAreValidPromQL) {
-  // Every panel query of the Grafana dashboard, with Grafana's variables filled in, must parse:
-  // promtool checks them as recording rules.
-  const std::string tool = promtool();
-  ASSERT_FALSE(tool.empty());
-  const json dash = json::parse(read_file(source_dir() + "/deploy/grafana/drover-dashboard.json"));
-  std::string rules = "groups:\n  - name: dashboard\n    rules:\n";
-  int n = 0;
-  for (const auto& panel : dash.at("panels")) {
-    for (const auto& target : panel.value("targets", json::array())) {
-      std::string expr = target.at("expr").get<std::string>();
-      for (const auto& [var, value] :
-           {std::pair<std::string, std::string>{"$__rate_interval", "5m"}, {"$instance", ".*"}}) {
-        for (std::size_t at; (at = expr.find(var)) != std::string::npos;)
-          expr.replace(at, var.size(), value);
-      }
-      rules += "      - record: dashboard_query_" + std::to_string(++n) +
-               "\n        expr: " + json(expr).dump() + "\n";
-    }
-  }
-  EXPECT_GT(n, 20);
-  std::string dir = "/tmp/drover-dash-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  std::ofstream(dir + "/rules.yml") << rules;
-  const auto r = run_program({tool, "check", "rules", dir + "/rules.yml"}, dir);
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-}
-
-TEST(DeployArtifacts, SystemdUnitPassesSystemdAnalyzeVerify) {
-  const std::string analyze = find_in_path("systemd-analyze");
-  if (analyze.empty()) GTEST_SKIP() << "systemd-analyze not installed (Debian package systemd)";
-  // The shipped unit runs /usr/local/bin/droverd, which is not installed here: verify a copy
-  // that points at the binary under test, so everything else in the unit is checked.
-  std::string dir = "/tmp/drover-unit-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  std::string unit = read_file(source_dir() + "/deploy/systemd/droverd.service");
-  ASSERT_FALSE(unit.empty());
-  for (std::size_t at; (at = unit.find("/usr/local/bin/droverd")) != std::string::npos;) {
-    unit.replace(at, std::strlen("/usr/local/bin/droverd"), droverd_bin());
-  }
-  std::ofstream(dir + "/droverd.service") << unit;
-  const auto r = run_program({analyze, "verify", dir + "/droverd.service"}, dir);
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  // verify exits 0 even for unknown keys and unparsable values (it only warns), so any
-  // message about the unit is a failure.
-  std::istringstream lines(r.out + r.err);
-  for (std::string line; std::getline(lines, line);) {
-    EXPECT_EQ(line.find("droverd.service"), std::string::npos) << line;
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace

@@ -73,7 +73,7 @@ TEST(ShippedConfig, DeploymentsServeTinyllmFromWhereTheDocsPutTheModel) {
             std::string::npos);
 
   // The ConfigMap's runtime.yaml: the block under `runtime.yaml: |`, indented four spaces.
-  const std::string cm = read_text(DROVER_SOURCE_DIR "/deploy/kubernetes/configmap.yaml");
+  const std::string cm = read_text(DROVER_SOURCE_DIR "/deploy/kubernetes/base/configmap.yaml");
   const auto start = cm.find("runtime.yaml: |\n");
   ASSERT_NE(start, std::string::npos);
   std::string yaml;
@@ -85,6 +85,10 @@ TEST(ShippedConfig, DeploymentsServeTinyllmFromWhereTheDocsPutTheModel) {
   const Config k8s = parse_config(yaml, {}, {});
   EXPECT_EQ(k8s.workers.backend, "tinyllm");
   EXPECT_EQ(model_path_of(k8s), "/opt/drover/models/tinyllm.bin");
+  // The Service sends clients to the OpenAI API on the pod IP, behind keys from the Secret.
+  EXPECT_TRUE(k8s.openai.enabled);
+  EXPECT_EQ(k8s.openai.listen, "0.0.0.0:8000");
+  EXPECT_FALSE(k8s.openai.api_keys_file.empty());
 }
 
 }  // namespace
