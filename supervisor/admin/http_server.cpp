@@ -11,6 +11,7 @@
 
 #include "common/async_util.hpp"
 #include "common/config.hpp"
+#include "common/listen_endpoint.hpp"
 #include "common/log.hpp"
 #include "common/metrics.hpp"
 #include "supervisor/version.hpp"
@@ -28,21 +29,6 @@ using Response = http::response<http::string_body>;
 
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 
-tcp::endpoint resolve(asio::io_context& io, const std::string& listen) {
-  const auto hp = parse_host_port(listen);
-  if (!hp) throw std::runtime_error(fmt::format("'{}' is not host:port", listen));
-  boost::system::error_code ec;
-  const auto address = asio::ip::make_address(hp->host, ec);
-  if (!ec) return {address, hp->port};
-  // A host name: resolved once, at start-up (control plane; blocking is fine here).
-  tcp::resolver resolver(io);
-  const auto results = resolver.resolve(hp->host, std::to_string(hp->port), ec);
-  if (ec || results.empty()) {
-    throw std::runtime_error(
-        fmt::format("cannot resolve '{}': {}", hp->host, ec ? ec.message() : "no addresses"));
-  }
-  return results.begin()->endpoint();
-}
 
 Response make_response(const Request& req, http::status status, std::string_view content_type,
                        std::string body) {
@@ -96,7 +82,7 @@ struct HttpServer::State : std::enable_shared_from_this<State> {
 
 HttpServer::HttpServer(asio::io_context& io, const std::string& listen, Endpoints endpoints)
     : state_(std::make_shared<State>(io, std::move(endpoints))) {
-  const tcp::endpoint ep = resolve(io, listen);
+  const tcp::endpoint ep = resolve_listen_endpoint(io, listen, "metrics.listen");
   auto& a = state_->acceptor;
   boost::system::error_code ec;
   a.open(ep.protocol(), ec);

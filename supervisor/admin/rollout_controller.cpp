@@ -21,24 +21,6 @@ std::optional<Stage> stage_of(const std::string& name) {
   return std::nullopt;
 }
 
-int& flag_of(FeatureFlagsConfig& f, Stage s) {
-  switch (s) {
-    case Stage::prompt_cache:
-      return f.prompt_cache;
-    case Stage::request_deduplication:
-      return f.request_deduplication;
-    case Stage::request_coalescing:
-      return f.request_coalescing;
-    case Stage::batch_queue:
-      return f.batch_queue;
-    case Stage::stream_coalescing:
-      return f.stream_coalescing;
-    case Stage::fault_injection:
-      break;
-  }
-  return f.fault_injection;
-}
-
 // Bounds of a histogram's p95: the lower one at the rank below it by z standard deviations of
 // a binomial count (lower bucket edge), the upper one above it (upper bucket edge).
 double quantile_lower_s(const LatencyHistogram& h, double z) {
@@ -128,7 +110,7 @@ void RolloutController::configure(const RolloutsConfig& rollouts) {
 }
 
 void RolloutController::apply(FeatureFlagsConfig& flags) const {
-  for (const auto& [name, s] : stages_) flag_of(flags, s.stage) = s.percent;
+  for (const auto& [name, s] : stages_) FeatureFlags::rollout_field(flags, s.stage) = s.percent;
 }
 
 void RolloutController::publish() {

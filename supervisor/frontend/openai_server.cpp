@@ -7,27 +7,13 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "common/listen_endpoint.hpp"
 #include "supervisor/frontend/request_handler.hpp"
 
 namespace drover::supervisor {
 using tcp = asio::ip::tcp;
 
 namespace {
-
-tcp::endpoint resolve(asio::io_context& io, const std::string& listen) {
-  const auto hp = parse_host_port(listen);
-  if (!hp) throw std::runtime_error(fmt::format("openai.listen: '{}' is not host:port", listen));
-  boost::system::error_code ec;
-  const auto address = asio::ip::make_address(hp->host, ec);
-  if (!ec) return {address, hp->port};
-  tcp::resolver resolver(io);  // start-up only: blocking is fine
-  const auto results = resolver.resolve(hp->host, std::to_string(hp->port), ec);
-  if (ec || results.empty()) {
-    throw std::runtime_error(fmt::format("openai.listen: cannot resolve '{}': {}", hp->host,
-                                         ec ? ec.message() : "no addresses"));
-  }
-  return results.begin()->endpoint();
-}
 
 // api_keys and the lines of api_keys_file (blank lines and # comments skipped).
 std::vector<std::string> load_keys(const OpenAiConfig& c) {
@@ -66,7 +52,7 @@ OpenAiServer::OpenAiServer(asio::io_context& io, const Config& config, RequestHa
                component_logger("openai")},
       acceptor_(io),
       log_(context_.log) {
-  const tcp::endpoint ep = resolve(io, config.openai.listen);
+  const tcp::endpoint ep = resolve_listen_endpoint(io, config.openai.listen, "openai.listen");
   boost::system::error_code ec;
   acceptor_.open(ep.protocol(), ec);
   if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);

@@ -28,24 +28,6 @@ int FeatureFlags::bucket(Stage stage, std::string_view request_id) {
   return rollout_bucket(stage_name(stage), request_id);
 }
 
-int FeatureFlags::rollout_percent(Stage stage, const FeatureFlagsConfig& f) {
-  switch (stage) {
-    case Stage::prompt_cache:
-      return f.prompt_cache;
-    case Stage::request_deduplication:
-      return f.request_deduplication;
-    case Stage::request_coalescing:
-      return f.request_coalescing;
-    case Stage::batch_queue:
-      return f.batch_queue;
-    case Stage::stream_coalescing:
-      return f.stream_coalescing;
-    case Stage::fault_injection:
-      return f.fault_injection;
-  }
-  return 0;
-}
-
 bool FeatureFlags::admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags,
                           std::string_view request_id) {
   const int percent = rollout_percent(stage, flags);

@@ -43,7 +43,29 @@ class FeatureFlags {
   bool admits(Stage stage, bool enabled, const FeatureFlagsConfig& flags,
               std::string_view request_id);
 
-  static int rollout_percent(Stage stage, const FeatureFlagsConfig& flags);
+  // The config field that holds `stage`'s rollout percentage (const or not: the canary
+  // controller writes it).
+  template <typename Flags>
+  static auto& rollout_field(Flags& f, Stage stage) {
+    switch (stage) {
+      case Stage::prompt_cache:
+        return f.prompt_cache;
+      case Stage::request_deduplication:
+        return f.request_deduplication;
+      case Stage::request_coalescing:
+        return f.request_coalescing;
+      case Stage::batch_queue:
+        return f.batch_queue;
+      case Stage::stream_coalescing:
+        return f.stream_coalescing;
+      case Stage::fault_injection:
+        break;
+    }
+    return f.fault_injection;
+  }
+  static int rollout_percent(Stage stage, const FeatureFlagsConfig& flags) {
+    return rollout_field(flags, stage);
+  }
 
   // Every stage's decision for one request at once, uncounted: a bit set for each stage that
   // is enabled in `config` and whose rollout takes `request_id`. What the cohort metrics and
