@@ -44,12 +44,12 @@ TEST(DeployArtifacts, PrometheusRulesAndConfigPassPromtool) {
   const std::string tool = promtool();
   ASSERT_FALSE(tool.empty());
   const std::string dir = source_dir() + "/deploy/prometheus";
-  const std::string work = std::filesystem::temp_directory_path().string();
+  TempDir work;  // run_program's output files: one dir per test, as tests run in parallel
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{tool, "check", "rules", dir + "/alerts.yml"},
         std::vector<std::string>{tool, "test", "rules", dir + "/alerts_test.yml"},
         std::vector<std::string>{tool, "check", "config", dir + "/prometheus.yml"}}) {
-    const auto r = run_program(args, work);
+    const auto r = run_program(args, work.path());
     EXPECT_EQ(r.exit_code, 0) << testing::PrintToString(args) << "\n" << r.out << r.err;
   }
 }
@@ -123,8 +123,8 @@ std::vector<YAML::Node> render(const std::string& kustomization_dir) {
   std::vector<YAML::Node> objects;
   const std::string kubectl = find_in_path("kubectl");
   if (!kubectl.empty()) {
-    const auto r = run_program({kubectl, "kustomize", kustomization_dir},
-                               std::filesystem::temp_directory_path().string());
+    TempDir work;  // run_program's output files: one dir per test, as tests run in parallel
+    const auto r = run_program({kubectl, "kustomize", kustomization_dir}, work.path());
     EXPECT_EQ(r.exit_code, 0) << r.err;
     for (const auto& doc : YAML::LoadAll(r.out)) objects.push_back(doc);
     return objects;
