@@ -5,9 +5,11 @@
 // last is answered, for S seconds; generate of 1 token, no seed, so every request runs on a
 // worker), reporting requests/s and droverd's CPU per request (utime + stime from /proc).
 // The client is the same Node process for both, so requests/s is bounded by it alike; the CPU
-// per request is droverd's alone.
+// per request is droverd's alone. Then time to first token through each: R streamed requests
+// (max_tokens 4) one after another on one connection, from the request's write to its first
+// token (JSON-RPC: the first generate.chunk; OpenAI: the first SSE event with text), p50/p95/p99.
 //
-// Usage: node bench/openai/frontend_cost.mjs [BUILD_DIR] [SECONDS] [CONNECTIONS]
+// Usage: node bench/openai/frontend_cost.mjs [BUILD_DIR] [SECONDS] [CONNECTIONS] [TTFT_REQUESTS]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -19,6 +21,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 const build = path.resolve(process.argv[2] ?? 'build');
 const seconds = Number(process.argv[3] ?? 5);
 const connections = Number(process.argv[4] ?? 16);
+const ttftRequests = Number(process.argv[5] ?? 2000);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-fc-'));
 const sock = path.join(dir, 'c.sock');
 fs.writeFileSync(path.join(dir, 'd.yaml'), `server:
@@ -99,6 +102,73 @@ function httpLoop(port, agent, stopAt) {
   });
 }
 
+const streamBody = JSON.stringify({ model: 'sim', prompt: 'hi', max_tokens: 4, stream: true });
+
+// Resolves with the TTFTs (ms) of `count` streamed requests sent one after another.
+function jsonrpcTtft(count) {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(sock);
+    const ttft = [];
+    let id = 0, buf = '', t0 = 0, first = true;
+    const send = () => {
+      first = true;
+      t0 = performance.now();
+      c.write(`{"jsonrpc":"2.0","id":${++id},"method":"generate","params":${streamBody}}\n`);
+    };
+    c.on('connect', send);
+    c.on('data', (d) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.includes('"generate.chunk"')) {
+          if (first) ttft.push(performance.now() - t0), first = false;
+        } else if (!line.includes('"result"')) {
+          return reject(new Error(line));
+        } else if (ttft.length < count) {
+          send();
+        } else {
+          c.end();
+          resolve(ttft);
+        }
+      }
+    });
+    c.on('error', reject);
+  });
+}
+
+function httpTtft(port, agent, count) {
+  return new Promise((resolve, reject) => {
+    const ttft = [];
+    const one = () => {
+      const t0 = performance.now();
+      let first = true;
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', agent,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(streamBody) } }, (res) => {
+        res.on('data', (d) => {
+          if (first && d.includes('"text"')) ttft.push(performance.now() - t0), first = false;
+        });
+        res.on('end', () => {
+          if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
+          if (ttft.length < count) one(); else resolve(ttft);
+        });
+      });
+      req.on('error', reject);
+      req.end(streamBody);
+    };
+    one();
+  });
+}
+
+async function ttftPhase(name, run) {
+  await run(200);  // warm-up, not counted
+  const t = (await run(ttftRequests)).sort((a, b) => a - b);
+  const q = (p) => t[Math.min(t.length - 1, Math.floor(p * t.length))].toFixed(3);
+  console.log(`${name.padEnd(8)} TTFT over ${t.length} sequential streams: p50 ${q(0.5)} ms, ` +
+              `p95 ${q(0.95)} ms, p99 ${q(0.99)} ms`);
+}
+
 async function phase(name, loop) {
   // Warm-up: one second not counted.
   await Promise.all(Array.from({ length: connections }, () => loop(Date.now() + 1000)));
@@ -120,6 +190,8 @@ try {
   await phase('jsonrpc', (stopAt) => jsonrpcLoop(stopAt));
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   await phase('openai', (stopAt) => httpLoop(port, agent, stopAt));
+  await ttftPhase('jsonrpc', (n) => jsonrpcTtft(n));
+  await ttftPhase('openai', (n) => httpTtft(port, agent, n));
   agent.destroy();
 } finally {
   droverd.kill('SIGTERM');
