@@ -34,7 +34,10 @@ def main() -> int:
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("run_as_subreaper: prctl failed", file=sys.stderr)
         return 2
-    child = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
+    # SIGCHLD stays blocked here so sigtimedwait below can wait for the next exit with a
+    # deadline; the command gets an empty mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    child = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ, setsigmask=())
     code = 1
     while True:  # reaps orphans as they die, until the command itself exits
         pid, status = os.wait()
@@ -47,15 +50,19 @@ def main() -> int:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
-        if pid == 0 and time.monotonic() > deadline:
+        if pid != 0:
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             left = children()
             print(f"run_as_subreaper: processes outlived the test: {left}; killing them", file=sys.stderr)
             for p in left:
                 os.kill(p, signal.SIGKILL)
             code = code or 1
-            deadline = float("inf")
-        elif pid == 0:
-            time.sleep(0.05)  # paces the poll of the deadline above
+            deadline = time.monotonic() + LINGER_S  # for the SIGKILLed ones to be reaped
+            continue
+        # The next exit (a pending SIGCHLD returns at once) or the deadline, whichever is first.
+        signal.sigtimedwait({signal.SIGCHLD}, remaining)
     return code if code >= 0 else 128 - code
 
 
