@@ -60,60 +60,17 @@ const cpuTicks = () => {
 };
 
 const body = JSON.stringify({ model: 'sim', prompt: 'hi', max_tokens: 1 });
-
-function jsonrpcLoop(stopAt) {
-  return new Promise((resolve, reject) => {
-    const c = net.createConnection(sock);
-    let n = 0, id = 0, buf = '';
-    const send = () => c.write(`{"jsonrpc":"2.0","id":${++id},"method":"generate","params":${body}}\n`);
-    c.on('connect', send);
-    c.on('data', (d) => {
-      buf += d;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.includes('"result"')) return reject(new Error(line));
-        ++n;
-        if (Date.now() < stopAt) send(); else { c.end(); resolve(n); }
-      }
-    });
-    c.on('error', reject);
-  });
-}
-
-function httpLoop(port, agent, stopAt) {
-  return new Promise((resolve, reject) => {
-    let n = 0;
-    const one = () => {
-      const req = http.request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', agent,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
-          ++n;
-          if (Date.now() < stopAt) one(); else resolve(n);
-        });
-      });
-      req.on('error', reject);
-      req.end(body);
-    };
-    one();
-  });
-}
-
 const streamBody = JSON.stringify({ model: 'sim', prompt: 'hi', max_tokens: 4, stream: true });
 
-// Resolves with the TTFTs (ms) of `count` streamed requests sent one after another.
-function jsonrpcTtft(count) {
+// generate(params) on one JSON-RPC connection, one request after another while more() says
+// so (asked as each is answered); onSend() as each goes out, onChunk() for each generate.chunk.
+function jsonrpcSequence(params, more, onSend = () => {}, onChunk = () => {}) {
   return new Promise((resolve, reject) => {
     const c = net.createConnection(sock);
-    const ttft = [];
-    let id = 0, buf = '', t0 = 0, first = true;
+    let id = 0, buf = '';
     const send = () => {
-      first = true;
-      t0 = performance.now();
-      c.write(`{"jsonrpc":"2.0","id":${++id},"method":"generate","params":${streamBody}}\n`);
+      onSend();
+      c.write(`{"jsonrpc":"2.0","id":${++id},"method":"generate","params":${params}}\n`);
     };
     c.on('connect', send);
     c.on('data', (d) => {
@@ -122,43 +79,58 @@ function jsonrpcTtft(count) {
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line.includes('"generate.chunk"')) {
-          if (first) ttft.push(performance.now() - t0), first = false;
-        } else if (!line.includes('"result"')) {
-          return reject(new Error(line));
-        } else if (ttft.length < count) {
-          send();
-        } else {
-          c.end();
-          resolve(ttft);
-        }
+        if (line.includes('"generate.chunk"')) onChunk();
+        else if (!line.includes('"result"')) return reject(new Error(line));
+        else if (more()) send();
+        else { c.end(); resolve(); }
       }
     });
     c.on('error', reject);
   });
 }
 
-function httpTtft(port, agent, count) {
+// The same through POST /v1/completions on a keep-alive agent; onData() for each body piece.
+function httpSequence(port, agent, payload, more, onSend = () => {}, onData = () => {}) {
   return new Promise((resolve, reject) => {
-    const ttft = [];
     const one = () => {
-      const t0 = performance.now();
-      let first = true;
+      onSend();
       const req = http.request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', agent,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(streamBody) } }, (res) => {
-        res.on('data', (d) => {
-          if (first && d.includes('"text"')) ttft.push(performance.now() - t0), first = false;
-        });
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) } }, (res) => {
+        res.on('data', onData);
         res.on('end', () => {
           if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
-          if (ttft.length < count) one(); else resolve(ttft);
+          if (more()) one(); else resolve();
         });
       });
       req.on('error', reject);
-      req.end(streamBody);
+      req.end(payload);
     };
     one();
   });
+}
+
+// Requests answered until stopAt.
+async function jsonrpcLoop(stopAt) {
+  let n = 0;
+  await jsonrpcSequence(body, () => (++n, Date.now() < stopAt));
+  return n;
+}
+
+async function httpLoop(port, agent, stopAt) {
+  let n = 0;
+  await httpSequence(port, agent, body, () => (++n, Date.now() < stopAt));
+  return n;
+}
+
+// The TTFTs (ms) of `count` streamed requests sent one after another: `sequence` runs them,
+// `isToken` tells a piece that carries the first token.
+async function ttfts(count, sequence, isToken) {
+  const ttft = [];
+  let t0 = 0, first = true;
+  await sequence(() => ttft.length < count, () => { t0 = performance.now(); first = true; }, (piece) => {
+    if (first && isToken(piece)) ttft.push(performance.now() - t0), first = false;
+  });
+  return ttft;
 }
 
 async function ttftPhase(name, run) {
@@ -190,8 +162,9 @@ try {
   await phase('jsonrpc', (stopAt) => jsonrpcLoop(stopAt));
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   await phase('openai', (stopAt) => httpLoop(port, agent, stopAt));
-  await ttftPhase('jsonrpc', (n) => jsonrpcTtft(n));
-  await ttftPhase('openai', (n) => httpTtft(port, agent, n));
+  await ttftPhase('jsonrpc', (n) => ttfts(n, (...a) => jsonrpcSequence(streamBody, ...a), () => true));
+  await ttftPhase('openai', (n) => ttfts(n, (...a) => httpSequence(port, agent, streamBody, ...a),
+                                         (piece) => piece.includes('"text"')));
   agent.destroy();
 } finally {
   droverd.kill('SIGTERM');

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections import deque
 from typing import Any, AsyncIterator
@@ -148,9 +147,7 @@ class _AsyncConnection:
                     break
                 if not line.endswith(b"\n"):
                     break  # the connection ended inside a message
-                if not line.strip():
-                    continue
-                routed = protocol.route(json.loads(line))
+                routed = protocol.route_line(line)
                 if routed is None:
                     continue
                 request_id, kind, payload = routed

@@ -68,3 +68,9 @@ def route(message: Any) -> tuple[Any, str, Any] | None:
     if "error" in message:
         return message.get("id"), "error", message["error"]
     return None
+
+
+# route() of one line as read from the socket (json.loads raises ValueError when it is not JSON);
+# None for a blank line too.
+def route_line(line: bytes | bytearray) -> tuple[Any, str, Any] | None:
+    return route(json.loads(line)) if line.strip() else None

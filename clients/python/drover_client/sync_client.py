@@ -7,7 +7,6 @@ the next call opens a new connection, retrying with backoff for up to `connect_t
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import threading
 import time
@@ -146,9 +145,7 @@ class _Connection:
         self._lost(reason)
 
     def _dispatch(self, line: bytearray) -> None:
-        if not line.strip():
-            return
-        routed = protocol.route(json.loads(line))
+        routed = protocol.route_line(line)
         if routed is None:
             return
         request_id, kind, payload = routed
