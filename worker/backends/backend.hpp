@@ -42,8 +42,16 @@ struct GenerateOutcome {
 };
 
 // Set by the runtime when the supervisor cancels a request; backends poll it between tokens.
+// A backend that waits (a timer, an engine call) may set `wake` for the time of the wait so a
+// cancel ends the wait at once instead of at its deadline.
 struct CancelFlag {
   bool cancelled = false;
+  std::function<void()> wake;
+
+  void cancel() {
+    cancelled = true;
+    if (wake) wake();
+  }
 };
 
 // Receives each generated piece of text as it is produced, whether or not the request

@@ -96,6 +96,12 @@ boost::asio::awaitable<BackendResult<GenerateOutcome>> SimBackend::generate(
   GenerateOutcome out;
   out.prompt_tokens = static_cast<int>(req.prompt.size());
   boost::asio::steady_timer timer(executor_);
+  // A cancel ends the current wait (time to first token, between tokens, a stall) at once.
+  cancel->wake = [&timer] { timer.cancel(); };
+  struct Unhook {
+    CancelFlag& flag;
+    ~Unhook() { flag.wake = nullptr; }
+  } unhook{*cancel};
   if (opt_.ttft_ms > 0) {
     timer.expires_after(std::chrono::milliseconds(opt_.ttft_ms));
     co_await timer.async_wait(use_nothrow);

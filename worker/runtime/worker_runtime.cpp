@@ -244,7 +244,7 @@ void WorkerRuntime::handle(proto::worker::Message& m) {
     if (m.method == wm::kCancel) {
       if (const auto id = w::read_cancel(m.params)) {
         const auto it = running_.find(*id);
-        if (it != running_.end()) it->second->cancelled = true;
+        if (it != running_.end()) it->second->cancel();
       }
     } else if (m.method == wm::kInject) {
       const auto fault = w::read_inject(m.params);

@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 namespace drover::worker {
 namespace {
@@ -94,6 +95,36 @@ TEST(SimBackend, CancelStopsGeneration) {
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(out->finish_reason, "cancelled");
   EXPECT_EQ(out->completion_tokens, 0);
+}
+
+// A cancel during the wait for the first token ends the request then, not at the end of the
+// wait: a cancelled request must not hold its worker for ttft_ms.
+TEST(SimBackend, CancelEndsTheWaitForTheFirstToken) {
+  boost::asio::io_context io;
+  SimOptions opt;
+  opt.ttft_ms = 3'600'000;
+  SimBackend b(io.get_executor(), opt);
+  auto cancel = std::make_shared<CancelFlag>();
+  GenerateRequest req;
+  req.prompt = "x";
+  req.max_tokens = 5;
+  std::optional<BackendResult<GenerateOutcome>> out;
+  boost::asio::co_spawn(io, b.generate(req, [](const std::string&) {}, cancel),
+                        [&out](std::exception_ptr e, BackendResult<GenerateOutcome> r) {
+                          if (e) std::rethrow_exception(e);
+                          out = std::move(r);
+                        });
+  // Run what is ready: the generate starts and parks in its wait, having hooked the cancel.
+  io.poll();
+  ASSERT_TRUE(cancel->wake) << "the sim backend did not hook the cancel for its wait";
+  boost::asio::post(io, [cancel] { cancel->cancel(); });
+  // Bounded so a regression fails instead of waiting the hour out.
+  io.run_for(std::chrono::seconds(120));
+  ASSERT_TRUE(out.has_value());
+  ASSERT_TRUE(out->has_value());
+  EXPECT_EQ((*out)->finish_reason, "cancelled");
+  EXPECT_EQ((*out)->completion_tokens, 0);
+  EXPECT_FALSE(cancel->wake) << "the hook must not outlive the request";
 }
 
 TEST(SimBackend, UnknownModelIsMinus32006) {
