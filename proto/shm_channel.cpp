@@ -248,10 +248,10 @@ ShmChannel::Drained ShmChannel::drain(std::size_t max_records, std::size_t max_b
       counters_.ring_bytes_in += record_.payload.size();
       deliver(record_.payload);
     } else if (!held_.empty()) {
-      const std::string line = std::move(held_.front());
+      const HeldLine held = std::move(held_.front());
       held_.pop_front();
-      held_bytes_ -= line.size();
-      deliver(line);
+      held_bytes_ -= held.line.size();
+      deliver_deferred(held.line, held.skipped);
     } else {
       at_marker_ = true;  // the line is still in the socket; take_socket_line resumes
     }
@@ -277,9 +277,29 @@ bool ShmChannel::take_socket_line(std::string_view line) {
                      line.size(), producer_.max_payload_bytes()));
     return true;
   }
-  if (at_marker_) {
-    at_marker_ = false;
+  place_deferred(line, nullptr);
+  return true;
+}
+
+void ShmChannel::take_skipped_socket_line(std::function<void()> in_its_place) {
+  if (closed_) return;
+  ++counters_.deferred_messages_in;
+  place_deferred(std::string_view(), std::move(in_its_place));
+}
+
+void ShmChannel::deliver_deferred(std::string_view line, const std::function<void()>& skipped) {
+  if (!skipped) {
     deliver(line);
+  } else if (!closed_) {
+    skipped();
+  }
+}
+
+void ShmChannel::place_deferred(std::string_view line, std::function<void()> skipped) {
+  if (at_marker_) {
+    // The ring waits at this line's marker: deliver it now, without a copy.
+    at_marker_ = false;
+    deliver_deferred(line, skipped);
     if (parked_at_marker_) {
       // The receive loop waits at this marker: it drains on from here, in bounded turns (a
       // socket read must not turn into an unbounded drain either).
@@ -288,20 +308,19 @@ bool ShmChannel::take_socket_line(std::string_view line) {
       // drain_now() stopped at the marker while the loop sleeps on the doorbell.
       drain_now();
     }
-    return true;
+    return;
   }
   if (held_.size() >= max_held_) {
     stop("deferred socket lines without ring markers");
-    return true;
+    return;
   }
   if (held_bytes_ + line.size() > max_held_bytes_) {
     stop(fmt::format("deferred socket lines without ring markers: {} bytes held, limit {} bytes",
                      held_bytes_ + line.size(), max_held_bytes_));
-    return true;
+    return;
   }
   held_bytes_ += line.size();
-  held_.emplace_back(line);
-  return true;
+  held_.push_back(HeldLine{std::string(line), std::move(skipped)});
 }
 
 asio::awaitable<void> ShmChannel::receive_loop() {

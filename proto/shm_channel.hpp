@@ -126,6 +126,10 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // A socket line from the peer. true: it was a deferred message (0x1E) and the channel took
   // it; false: not the channel's, the caller handles it.
   bool take_socket_line(std::string_view line);
+  // A deferred line the socket reader dropped as too large for it (counted as a deferred
+  // message, its bytes unknown): its marker is still in the ring, so `in_its_place` runs where
+  // the line would have been delivered (drover-worker answers the request -32007 there).
+  void take_skipped_socket_line(std::function<void()> in_its_place);
   // Delivers what the ring holds now, in one go (droverd calls it before acting on the socket's
   // EOF or the process's exit, so the replies a worker published before exiting are not lost).
   // Bounded by one ring's worth of bytes: a peer still publishing cannot keep it going.
@@ -163,6 +167,13 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   // (more), or the channel stopped (stopped).
   Drained drain(std::size_t max_records, std::size_t max_bytes);
   void deliver(std::string_view message);
+  // A deferred line, or what stands in for a skipped one, at its marker or held until then.
+  struct HeldLine {
+    std::string line;
+    std::function<void()> skipped;  // set: the line was dropped; run this in its place
+  };
+  void place_deferred(std::string_view line, std::function<void()> skipped);
+  void deliver_deferred(std::string_view line, const std::function<void()>& skipped);
   void stop(const std::string& why);
   asio::awaitable<void> receive_loop();
   asio::awaitable<void> space_loop();
@@ -178,7 +189,7 @@ class ShmChannel : public std::enable_shared_from_this<ShmChannel> {
   asio::posix::stream_descriptor space_bell_;
   asio::steady_timer resume_;  // wakes receive_loop when a marker's line arrived
   std::deque<std::string> waiting_;  // for ring space, in send order
-  std::deque<std::string> held_;     // deferred lines that arrived before their marker
+  std::deque<HeldLine> held_;        // deferred lines that arrived before their marker
   std::size_t held_bytes_ = 0;       // their sizes, summed
   std::size_t max_held_ = 0;
   std::size_t max_held_bytes_ = 0;

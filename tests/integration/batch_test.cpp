@@ -127,6 +127,34 @@ TEST_F(DroverTest, AWorkerAnswersAnOversizeRequestWithAnErrorAndKeepsServing) {
   EXPECT_EQ(worker_with_id(d(), 0)["pid"], pid) << "the worker was replaced";
 }
 
+// Over shm a request too large for the ring travels as a deferred socket line behind a ring
+// marker; one over the worker's limit is answered -32007 in the marker's place, and the ring
+// goes on (before, the worker exited: the ring would have waited for the dropped line).
+TEST_F(DroverTest, AnOversizeRequestOverShmIsAnsweredInItsPlaceAndTheRingGoesOn) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--max-message-bytes", "16384"},
+                     .extra_yaml = "transport: {shm: true, ring_bytes: 4096}\n"}));
+  const json w = worker_with_id(d(), 0);
+  ASSERT_EQ(w["transport"], "shm") << w.dump();
+  const int pid = w["pid"].get<int>();
+  auto c = d().client();
+  // Pipelined: a small request, the oversize one, another small one, in this order.
+  c.send(request("a", "generate", gen("before", 1, 3)));
+  c.send(request("big", "generate", gen(std::string(32 * 1024, 'z'), 1, 3)));
+  c.send(request("b", "generate", gen("after", 2, 3)));
+  std::map<std::string, json> replies;
+  for (int i = 0; i < 3; ++i) {
+    const json r = read_one(c);
+    replies[r["id"].get<std::string>()] = r;
+  }
+  EXPECT_EQ(error_code(replies["big"]), -32007) << replies["big"].dump().substr(0, 300);
+  EXPECT_EQ(replies["big"]["error"]["data"]["limit_bytes"], 16384);
+  EXPECT_EQ(replies["a"]["result"]["text"], sim_text("before", 1, 3)) << replies["a"].dump();
+  EXPECT_EQ(replies["b"]["result"]["text"], sim_text("after", 2, 3)) << replies["b"].dump();
+  EXPECT_TRUE(is_result(c.call("generate", gen("small", 2, 3))));
+  EXPECT_EQ(worker_with_id(d(), 0)["pid"], pid) << "the worker was replaced";
+}
+
 TEST_F(DroverTest, BatchedRequestsEachGetTheirOwnAnswer) {
   ASSERT_TRUE(start({.workers = 1, .extra_yaml = kFixedBatches}));
   auto c = d().client();

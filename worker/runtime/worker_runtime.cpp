@@ -663,10 +663,11 @@ void WorkerRuntime::exit_unannounced() {
 }
 
 bool WorkerRuntime::refuse_too_large(const proto::Frame& frame) {
-  // A deferred shm message (0x1E) stands for a ring marker: dropping it would leave the ring
-  // waiting for it forever, so that still ends this incarnation (droverd bounds what it sends
-  // well under the limit, proto/README.md).
-  if (!frame.head.empty() && frame.head.front() == proto::shm::kDeferredPrefix) return false;
+  // A deferred shm message (0x1E) stands for a ring marker: the refusal takes its place in the
+  // ring's order, so the ring does not wait for a line that will never come.
+  const bool deferred =
+      !frame.head.empty() && frame.head.front() == proto::shm::kDeferredPrefix;
+  if (deferred && !channel_) return false;
   // droverd writes the id right after "jsonrpc"; a batch is never this large (its flushes are
   // bounded), so the first id is the whole message's.
   const auto at = frame.head.find(R"("id":)");
@@ -674,10 +675,16 @@ bool WorkerRuntime::refuse_too_large(const proto::Frame& frame) {
   const char* first = at == std::string::npos ? nullptr : frame.head.data() + at + 5;
   const char* last = frame.head.data() + frame.head.size();
   if (!first || std::from_chars(first, last, id).ec != std::errc()) return false;
-  component_logger("worker")->warn("request id {} refused: {}", id,
-                                   frame.detail);
-  reply_error(id, {RpcError::message_too_large, "Message too large",
-                   json{{"limit_bytes", opt_.max_message_bytes}}});
+  auto refuse = [this, id, detail = frame.detail] {
+    component_logger("worker")->warn("request id {} refused: {}", id, detail);
+    reply_error(id, {RpcError::message_too_large, "Message too large",
+                     json{{"limit_bytes", opt_.max_message_bytes}}});
+  };
+  if (deferred) {
+    channel_->take_skipped_socket_line(std::move(refuse));
+  } else {
+    refuse();
+  }
   return true;
 }
 

@@ -84,7 +84,8 @@ class WorkerRuntime {
   void send_reply(const std::string& reply);
   void reply_error(std::uint64_t id, const BackendError& e);
   // A request over max_message_bytes: answered -32007 (by the id in its first bytes) instead
-  // of ending the worker. false when it cannot be answered (no id, or a deferred shm line).
+  // of ending the worker; over shm the answer takes the deferred line's place in the ring's
+  // order. false when it cannot be answered (no id).
   bool refuse_too_large(const proto::Frame& frame);
   void send(const std::string& json_text);
   void send_notification(std::string_view method, const json& params);

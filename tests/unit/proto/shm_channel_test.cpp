@@ -131,6 +131,29 @@ TEST(ShmChannelTest, TheRingWaitsAtAMarkerUntilItsSocketLineArrives) {
   EXPECT_EQ(p.at_wrk, sent);
 }
 
+// A deferred line the receiver's socket reader dropped (drover-worker: over its message limit):
+// what stands in for it runs at its marker, before the messages sent after it, whether the
+// drop came before the ring reached the marker (held) or while the ring waited there.
+TEST(ShmChannelTest, ASkippedDeferredLineIsReplacedAtItsMarkerInOrder) {
+  for (const bool ring_waits_first : {false, true}) {
+    SCOPED_TRACE(ring_waits_first ? "the ring waits at the marker first" : "the drop comes first");
+    Pair p(4096);
+    p.late_socket = true;
+    const std::vector<std::string> sent = {message(0, 100), message(1, 3000), message(2, 100)};
+    for (const auto& m : sent) p.sup->send(m);
+    ASSERT_EQ(p.to_wrk.size(), 1u) << "the large message goes on the socket";
+    p.to_wrk.clear();
+    if (ring_waits_first) {
+      ASSERT_TRUE(p.run_until([&] { return p.at_wrk.size() == 1; }));
+    }
+    p.wrk->take_skipped_socket_line([&] { p.at_wrk.emplace_back("skipped"); });
+    ASSERT_TRUE(p.run_until([&] { return p.at_wrk.size() == 3; })) << p.at_wrk.size();
+    EXPECT_EQ(p.at_wrk, (std::vector<std::string>{sent[0], "skipped", sent[2]}));
+    EXPECT_TRUE(p.wrk_failed.empty()) << p.wrk_failed;
+    EXPECT_EQ(p.wrk->counters().deferred_messages_in, 1u);
+  }
+}
+
 TEST(ShmChannelTest, ACorruptRecordStopsTheReceivingSide) {
   Pair p(4096);
   p.wrk->send(message(0, 64));
