@@ -218,7 +218,7 @@ const std::vector<std::string> kBlocks = {
     "server", "workers", "routing",       "transport", "models",  "memory_policy",
     "circuit_breaker", "retry", "model_preload", "batch_queue", "request_deduplication",
     "prompt_cache", "request_coalescing", "streaming", "feature_flags", "logging", "metrics",
-    "fault_injection", "rollouts", "openai"};
+    "fault_injection", "rollouts", "openai", "slo"};
 
 std::vector<std::string> env_block_names() {
   std::vector<std::string> names = kBlocks;
@@ -411,6 +411,90 @@ void read_rollout_blocks(const YAML::Node& root, Config& c) {
     t.finish();
     r.finish();
     c.rollouts[stage] = std::move(spec);
+  }
+}
+
+// slo (common/slo_config.hpp): the objectives, then one policy per action with only the keys
+// its action uses.
+void read_slo_block(const YAML::Node& root, Config& c) {
+  BlockReader r(root["slo"], "slo");
+  SloConfig& s = c.slo;
+  r.number("latency_p95_ms", s.latency_p95_ms, 0.0, 86'400'000.0);
+  r.number("ttft_p95_ms", s.ttft_p95_ms, 0.0, 86'400'000.0);
+  r.number("error_ratio", s.error_ratio, 0.0, 1.0);
+  r.seconds("window_s", s.window, 1, 86'400);
+  r.millis("eval_interval_ms", s.eval_interval, 50, 60'000);
+  r.integer("min_requests", s.min_requests, 1, 100'000'000);
+  r.number("recover_ratio", s.recover_ratio, 0.01, 0.99);
+  const YAML::Node policies = r.node("policies");
+  r.finish();
+  if (!policies) return;
+  if (!policies.IsSequence()) {
+    throw ConfigError(fmt::format("config: key 'slo.policies' must be a list of policies ({{action: {}, ...}})",
+                                  fmt::join(kSloActionNames, " | ")));
+  }
+  for (std::size_t i = 0; i < policies.size(); ++i) {
+    const std::string path = fmt::format("slo.policies[{}]", i);
+    BlockReader p(policies[i], path);
+    SloPolicySpec spec;
+    std::string action;
+    p.string("action", action);
+    const auto a = std::find(kSloActionNames.begin(), kSloActionNames.end(), action);
+    if (a == kSloActionNames.end()) {
+      throw ConfigError(fmt::format("config: key '{}.action' must be one of {}, got '{}'", path,
+                                    fmt::join(kSloActionNames, ", "), action));
+    }
+    spec.action = static_cast<SloAction>(a - kSloActionNames.begin());
+    for (const auto& other : s.policies) {
+      if (other.action == spec.action) {
+        throw ConfigError(fmt::format("config: key '{}.action': '{}' is named by two policies (one policy per action)",
+                                      path, action));
+      }
+    }
+    p.boolean("dry_run", spec.dry_run);
+    p.seconds("cooldown_s", spec.cooldown, 0, 86'400);
+    if (spec.action != SloAction::recycle_rss_growth) {
+      std::string watch = "any";
+      p.string("slo", watch);
+      const auto t = std::find(kSloTargetNames.begin(), kSloTargetNames.end(), watch);
+      if (watch != "any" && t == kSloTargetNames.end()) {
+        throw ConfigError(fmt::format("config: key '{}.slo' must be any, {}, got '{}'", path,
+                                      fmt::join(kSloTargetNames, ", "), watch));
+      }
+      if (watch != "any") {
+        spec.watch = static_cast<SloTarget>(t - kSloTargetNames.begin());
+        if (s.target(*spec.watch) <= 0) {
+          throw ConfigError(fmt::format("config: key '{}.slo' names '{}', but slo.{} is not set", path, watch,
+                                        *spec.watch == SloTarget::error_ratio ? "error_ratio" : watch + "_ms"));
+        }
+      } else if (s.latency_p95_ms <= 0 && s.ttft_p95_ms <= 0 && s.error_ratio <= 0) {
+        throw ConfigError(fmt::format("config: policy '{}' ({}) needs an objective: set slo.latency_p95_ms, "
+                                      "slo.ttft_p95_ms or slo.error_ratio",
+                                      path, action));
+      }
+    }
+    switch (spec.action) {
+      case SloAction::shed_low_priority:
+        p.integer("retry_after_ms", spec.retry_after_ms, 1, 3'600'000);
+        break;
+      case SloAction::tighten_admission:
+      case SloAction::lower_batch_target:
+        p.number("factor", spec.factor, 0.01, 0.99);
+        break;
+      case SloAction::add_warm_spare:
+        p.integer("max_extra_spares", spec.max_extra_spares, 1, 64);
+        break;
+      case SloAction::recycle_rss_growth:
+        p.number("max_rss_growth_mb_per_min", spec.max_rss_growth_mb_per_min, 0.0, 1e6);
+        if (spec.max_rss_growth_mb_per_min <= 0) {
+          throw ConfigError(fmt::format("config: key '{}.max_rss_growth_mb_per_min' is required for "
+                                        "recycle_rss_growth (a number above 0, MiB per minute)",
+                                        path));
+        }
+        break;
+    }
+    p.finish();
+    s.policies.push_back(std::move(spec));
   }
 }
 
@@ -704,6 +788,7 @@ Config read_blocks(const YAML::Node& root) {
     }
   }
   read_openai(root["openai"], c.openai);
+  read_slo_block(root, c);
   // Top-level keys: only the known blocks.
   const std::set<std::string> blocks(kBlocks.begin(), kBlocks.end());
   for (const auto& kv : root) {
@@ -801,6 +886,35 @@ nlohmann::json fault_json(const FaultInjectionConfig& f) {
           {"abort_code", f.abort_code},
           {"delay_ms", f.delay.count()},
           {"delay_percent", f.delay_percent}};
+}
+
+nlohmann::json slo_json(const SloConfig& s) {
+  nlohmann::json policies = nlohmann::json::array();
+  for (const auto& p : s.policies) {
+    nlohmann::json j = {{"action", to_string(p.action)}, {"dry_run", p.dry_run},
+                        {"cooldown_s", p.cooldown.count()}};
+    if (p.action != SloAction::recycle_rss_growth) j["slo"] = p.watch ? to_string(*p.watch) : "any";
+    switch (p.action) {
+      case SloAction::shed_low_priority:
+        j["retry_after_ms"] = p.retry_after_ms;
+        break;
+      case SloAction::tighten_admission:
+      case SloAction::lower_batch_target:
+        j["factor"] = p.factor;
+        break;
+      case SloAction::add_warm_spare:
+        j["max_extra_spares"] = p.max_extra_spares;
+        break;
+      case SloAction::recycle_rss_growth:
+        j["max_rss_growth_mb_per_min"] = p.max_rss_growth_mb_per_min;
+        break;
+    }
+    policies.push_back(std::move(j));
+  }
+  return {{"latency_p95_ms", s.latency_p95_ms}, {"ttft_p95_ms", s.ttft_p95_ms},
+          {"error_ratio", s.error_ratio},       {"window_s", s.window.count()},
+          {"eval_interval_ms", s.eval_interval.count()}, {"min_requests", s.min_requests},
+          {"recover_ratio", s.recover_ratio},   {"policies", std::move(policies)}};
 }
 
 nlohmann::json rollouts_json(const RolloutsConfig& rollouts) {
@@ -948,6 +1062,7 @@ nlohmann::json to_json(const Config& c) {
         {"fault_injection", c.feature_flags.fault_injection}}},
       {"fault_injection", fault_json(c.fault_injection)},
       {"rollouts", rollouts_json(c.rollouts)},
+      {"slo", slo_json(c.slo)},
       {"logging", {{"level", c.logging.level}, {"format", format}}},
       {"metrics", {{"enabled", c.metrics.enabled}, {"listen", c.metrics.listen}}},
       // Keys are secrets: config.get shows how many there are, not what they are.

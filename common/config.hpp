@@ -17,6 +17,7 @@
 
 #include "common/log.hpp"
 #include "common/rollout_config.hpp"
+#include "common/slo_config.hpp"
 
 namespace drover {
 
@@ -322,6 +323,7 @@ struct Config {
   FeatureFlagsConfig feature_flags;
   FaultInjectionConfig fault_injection;
   RolloutsConfig rollouts;
+  SloConfig slo;
   LoggingConfig logging;
   MetricsConfig metrics;
   OpenAiConfig openai;

@@ -100,6 +100,46 @@ void print_rollouts(const json& result) {
   }
 }
 
+void print_slo(const json& result) {
+  if (!result.value("enabled", false)) {
+    std::cout << "SLO policies are off (no slo.policies configured)\n";
+    return;
+  }
+  const json w = result.value("window", json::object());
+  std::cout << fmt::format("window {:.1f} s: {} requests, {} errors\n", w.value("seconds", 0.0),
+                           w.value("requests", 0), w.value("errors", 0));
+  std::cout << fmt::format("{:<13} {:>12} {:>12} {:>12} {:>9}  {}\n", "SLO", "OBJECTIVE", "FIGURE",
+                           "LOWER_BOUND", "SAMPLES", "STATE");
+  const json objectives = result.value("objectives", json::object());
+  for (const auto& item : objectives.items()) {
+    const std::string name = item.key();
+    const json& o = item.value();
+    const auto show = [ratio = name == "error_ratio"](double v) {
+      return ratio ? fmt::format("{:.4f}", v) : fmt::format("{:.1f}ms", v * 1000.0);
+    };
+    std::cout << fmt::format("{:<13} {:>12} {:>12} {:>12} {:>9}  {}\n", name, show(o.value("objective", 0.0)),
+                             show(o.value("figure", 0.0)), show(o.value("lower_bound", 0.0)),
+                             o.value("samples", 0), o.value("breached", false) ? "breached" : "ok");
+  }
+  std::cout << fmt::format("{:<20} {:<12} {:<8} {:<7} {:>9}  {}\n", "POLICY", "WATCHES", "MODE", "ACTIVE",
+                           "COOLDOWN", "LAST DECISION");
+  const json policies = result.value("policies", json::object());
+  for (const auto& item : policies.items()) {
+    const json& p = item.value();
+    const json last = p.value("last_decision", json());
+    std::string decision = "-";
+    if (last.is_object()) {
+      decision = fmt::format("{} ({}), {:.0f} s ago", last.value("action", std::string()),
+                             last.value("mode", std::string()), p.value("last_decision_age_s", 0.0));
+    }
+    const json watch = p.value("slo", json());
+    std::cout << fmt::format("{:<20} {:<12} {:<8} {:<7} {:>8.0f}s  {}\n", item.key(),
+                             watch.is_string() ? watch.get<std::string>() : std::string("rss_growth"),
+                             p.value("dry_run", false) ? "dry_run" : "live", p.value("active", false) ? "yes" : "no",
+                             p.value("cooldown_remaining_s", 0.0), decision);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -180,6 +220,10 @@ int main(int argc, char** argv) {
   rollout_set->add_option("stage", stage, "stage name")->required();
   rollout_set->add_option("percent", percent, "0..100")->required();
 
+  auto* slo_cmd = app.add_subcommand("slo", "SLO policies: status (admin socket)");
+  slo_cmd->require_subcommand(1);
+  slo_cmd->add_subcommand("status", "the objectives over the window, each policy and its last action");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -257,6 +301,7 @@ int main(int argc, char** argv) {
       if (action == "set") params["percent"] = percent;
       return report(call(target, "rollouts." + action, params), as_json, print_rollouts);
     }
+    if (*slo_cmd) return report(call(target, "slo.status", nullptr), as_json, print_slo);
     if (*restart_cmd) return report(call(target, "workers.restart", {{"id", worker_id}}), true, {});
     if (*drain_cmd) return report(call(target, "workers.drain", {{"id", worker_id}}), true, {});
     if (*scale_cmd) return report(call(target, "workers.scale", {{"count", count}}), true, {});

@@ -9,12 +9,12 @@
 
 namespace drover::proto {
 
-inline constexpr std::array<std::string_view, 16> kAdminMethods = {
+inline constexpr std::array<std::string_view, 17> kAdminMethods = {
     "workers.list",    "workers.kill",   "workers.restart", "workers.drain",
     "workers.scale",   "workers.inject", "models.load",     "models.unload",
     "config.get",      "config.reload",  "config.updateAdaptiveTargets",
     "rollouts.status", "rollouts.pause", "rollouts.resume", "rollouts.set",
-    "rollouts.rollback"};
+    "rollouts.rollback", "slo.status"};
 
 constexpr bool is_admin_method(std::string_view method) {
   return std::find(kAdminMethods.begin(), kAdminMethods.end(), method) != kAdminMethods.end();

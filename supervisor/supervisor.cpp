@@ -17,6 +17,7 @@
 #include "supervisor/admin/privileges.hpp"
 #include "supervisor/admin/rollout_methods.hpp"
 #include "supervisor/admin/run_dir.hpp"
+#include "supervisor/admin/slo_methods.hpp"
 #include "supervisor/admin/stale_state.hpp"
 #include "supervisor/version.hpp"
 
@@ -84,6 +85,19 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
                                                   own_rss_bytes);
   rollouts_->configure(config_.rollouts);
   register_rollout_methods(*handler_, *rollouts_);
+  slo_effectors_ = std::make_unique<SloEffectors>(config_, admission_, *pool_);
+  slo_ = std::make_unique<SloEngine>(
+      *slo_effectors_, [this]() -> const CohortStats& { return handler_->pipeline().totals(); },
+      [this] {
+        // Serving workers only: spares and draining workers are not recycled.
+        std::vector<WorkerRss> out;
+        for (const auto& w : pool_->snapshot()) {
+          if (w.state == "ready") out.push_back({w.id, w.pid, w.rss_bytes});
+        }
+        return out;
+      });
+  slo_->configure(config_.slo);
+  register_slo_methods(*handler_, *slo_);
   Listener::Options client;
   client.path = config_.server.socket;
   client.mode = config_.server.socket_mode;
@@ -116,6 +130,8 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   collector_ = std::make_unique<MetricsCollector>(metrics_, *pool_, admission_);
   handler_->pipeline().register_metrics(metrics_);
   rollouts_->register_metrics(metrics_);
+  slo_->register_metrics(metrics_);
+  slo_effectors_->register_metrics(metrics_);
   pool_->batcher().set_histograms(&collector_->batch_size(), &collector_->batch_time());
   handler_->set_observer(
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
@@ -182,6 +198,7 @@ int Supervisor::run() {
   if (http_) http_->start();
   systemd_->start();
   rollouts_->start(io_);
+  slo_->start(io_);
   log_->info("droverd {} serving on {} (admin {}), {} workers, routing {}", kVersion,
              config_.server.socket, config_.server.admin_socket, config_.workers.count,
              to_string(config_.routing.strategy));
@@ -255,6 +272,8 @@ json Supervisor::reload(std::string& error) {
   pool_->reconfigure(config_.workers, config_.circuit_breaker, config_.retry, config_.routing.strategy);
   pool_->set_streaming(config_.streaming);
   pool_->set_batching(config_.batch_queue);
+  slo_->configure(config_.slo);
+  slo_effectors_->reapply();  // the SLO factors in force, on the reloaded max_queue and batch target
   log_->info("configuration reloaded from {}: applied [{}]{}", config_path_.empty() ? "<defaults>" : config_path_,
              fmt::join(applied, ", "),
              restart_required.empty() ? std::string()

@@ -32,6 +32,8 @@
 #include "supervisor/admin/http_server.hpp"
 #include "supervisor/admin/rollout_controller.hpp"
 #include "supervisor/admin/run_dir.hpp"
+#include "supervisor/admin/slo_effectors.hpp"
+#include "supervisor/admin/slo_engine.hpp"
 #include "supervisor/admin/metrics_collector.hpp"
 #include "supervisor/admin/stream_metrics.hpp"
 #include "supervisor/admin/systemd_notify.hpp"
@@ -80,6 +82,9 @@ class Supervisor final : public AdminControl {
   std::unique_ptr<RequestHandler> handler_;
   // Ramps the stages the rollouts block names, writing into config_.feature_flags.
   std::unique_ptr<RolloutController> rollouts_;
+  // The SLO policies (slo block) and what they act on.
+  std::unique_ptr<SloEffectors> slo_effectors_;
+  std::unique_ptr<SloEngine> slo_;
   std::unique_ptr<AdminMethods> admin_methods_;  // registered into handler_; destroyed first
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;

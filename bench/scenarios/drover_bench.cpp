@@ -4,6 +4,9 @@
 //   ttft        N streamed requests, time to first chunk         (throughput.hpp, report.hpp)
 //   stress      ramp connections until errors or p99 break       (stress.hpp)
 //   regression  rerun a stored --json baseline, fail beyond ±10 % (regression.hpp)
+//   chaos       kill workers under load, exactly-once check    (chaos.hpp)
+//   rollout-drill  traffic while the canary controller ramps a stage; timeline and time to
+//               rollback or to a complete ramp                 (rollout_drill.hpp)
 // Every scenario runs against droverd's client socket (--socket) or, with --direct, against one
 // worker that drover-bench spawns and initialises itself, with nothing in between: the physical
 // reference for what the supervisor adds (direct_worker.hpp). In direct mode the C x P requests
@@ -30,6 +33,7 @@
 #include "bench/scenarios/direct_worker.hpp"
 #include "bench/scenarios/regression.hpp"
 #include "bench/scenarios/report.hpp"
+#include "bench/scenarios/rollout_drill.hpp"
 #include "bench/scenarios/stress.hpp"
 #include "bench/scenarios/throughput.hpp"
 #include "common/run_paths.hpp"
@@ -290,7 +294,42 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   chaos->add_option("--seed", chaos_opt.seed, "which worker each kill picks")->capture_default_str();
 
-  for (CLI::App* sub : {tp, ttft, stress, regression, chaos}) {
+  drover::bench::DrillOptions drill_opt;
+  drill_opt.admin_socket = chaos_opt.admin_socket;
+  double drill_timeout_s = 120.0, drill_after_s = 1.0;
+  std::int64_t drill_poll_ms = 250;
+  CLI::App* drill = app.add_subcommand(
+      "rollout-drill",
+      "traffic while the canary controller ramps a stage; prints the timeline and the time to "
+      "rollback or to a complete ramp");
+  drill->add_option("--socket", drill_opt.socket, "droverd client socket");
+  drill->add_option("--admin-socket", drill_opt.admin_socket, "droverd's admin socket")->capture_default_str();
+  drill->add_option("--stage", drill_opt.stage, "the stage the rollouts block ramps")->capture_default_str();
+  drill->add_option("-c,--connections", drill_opt.connections, "connections, one thread each")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  drill->add_option("-p,--inflight", drill_opt.inflight, "requests in flight per connection")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  drill->add_option("--method", drill_opt.method, "request sent")
+      ->check(CLI::IsMember({"generate", "tokenize"}))
+      ->capture_default_str();
+  drill->add_option("--max-tokens", drill_opt.max_tokens, "generate max_tokens")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  drill->add_option("--poll-ms", drill_poll_ms, "rollouts.status polled this often")
+      ->check(CLI::Range(std::int64_t{10}, std::int64_t{60'000}))
+      ->capture_default_str();
+  drill->add_option("--timeout-s", drill_timeout_s, "the drill fails without a rollback or complete ramp by then")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str();
+  drill->add_option("--after-s", drill_after_s, "traffic kept up after a rollback (nobody may get the fault)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  drill->add_flag("--restart", drill_opt.restart,
+                  "rollouts.resume the stage first (a rolled-back stage starts again at its first step)");
+
+  for (CLI::App* sub : {tp, ttft, stress, regression, chaos, drill}) {
     sub->add_flag("--json", json_output, "print one JSON object instead of text");
     sub->add_flag("--progress", progress,
                   "a progress line on stderr once a second (default when stderr is a terminal)");
@@ -356,6 +395,21 @@ int main(int argc, char** argv) {
       const auto r = drover::bench::run_chaos(opt, chaos_opt);
       std::cout << (json_output ? drover::bench::chaos_json(opt, chaos_opt, r).dump(2)
                                 : drover::bench::format_chaos_text(opt, chaos_opt, r))
+                << std::endl;
+      return r.failed() ? 1 : 0;
+    }
+
+    if (drill->parsed()) {
+      if (drill_opt.socket.empty()) drill_opt.socket = opt.socket;
+      drill_opt.poll = std::chrono::milliseconds(drill_poll_ms);
+      drill_opt.timeout = from_seconds(drill_timeout_s);
+      drill_opt.after = from_seconds(drill_after_s);
+      if (!json_output) std::cout << drover::bench::drill_header(drill_opt) << std::endl;
+      const auto r = drover::bench::run_rollout_drill(drill_opt, [&](const drover::bench::DrillPoint& p) {
+        if (!json_output) std::cout << drover::bench::format_drill_point(p) << std::endl;
+      });
+      std::cout << (json_output ? drover::bench::drill_json(drill_opt, r).dump(2)
+                                : drover::bench::format_drill_summary(drill_opt, r))
                 << std::endl;
       return r.failed() ? 1 : 0;
     }

@@ -21,43 +21,11 @@ std::optional<Stage> stage_of(const std::string& name) {
   return std::nullopt;
 }
 
-// Bounds of a histogram's p95: the lower one at the rank below it by z standard deviations of
-// a binomial count (lower bucket edge), the upper one above it (upper bucket edge).
-double quantile_lower_s(const LatencyHistogram& h, double z) {
-  const double n = static_cast<double>(h.count());
-  const double rank = std::floor(n * kQuantile - z * std::sqrt(n * kQuantile * (1 - kQuantile)));
-  const auto r = static_cast<std::uint64_t>(std::max(1.0, rank));
-  return LatencyHistogram::lower_edge_s(h.bucket_at_rank(r));
-}
-
-double quantile_upper_s(const LatencyHistogram& h, double z) {
-  const double n = static_cast<double>(h.count());
-  const double rank = std::ceil(n * kQuantile + z * std::sqrt(n * kQuantile * (1 - kQuantile)));
-  const auto r = static_cast<std::uint64_t>(std::min(n, std::max(1.0, rank)));
-  return LatencyHistogram::upper_edge_s(h.bucket_at_rank(r));
-}
-
 json cohort_json(const CohortStats& c) {
   return {{"requests", c.requests}, {"errors", c.errors}, {"crashes", c.crashes}};
 }
 
 }  // namespace
-
-double wilson_lower(std::uint64_t k, std::uint64_t n, double z) {
-  if (n == 0) return 0.0;
-  const double nn = static_cast<double>(n), p = static_cast<double>(k) / nn, z2 = z * z;
-  const double centre = p + z2 / (2 * nn);
-  const double spread = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
-  return std::max(0.0, (centre - spread) / (1 + z2 / nn));
-}
-
-double wilson_upper(std::uint64_t k, std::uint64_t n, double z) {
-  if (n == 0) return 1.0;
-  const double nn = static_cast<double>(n), p = static_cast<double>(k) / nn, z2 = z * z;
-  const double centre = p + z2 / (2 * nn);
-  const double spread = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
-  return std::min(1.0, (centre + spread) / (1 + z2 / nn));
-}
 
 std::string_view to_string(RolloutController::State s) {
   switch (s) {
@@ -175,8 +143,8 @@ std::optional<RolloutController::Verdict> RolloutController::check_triggers(
   auto quantile = [&](const char* name, double x, const LatencyHistogram& c,
                       const LatencyHistogram& b) -> std::optional<Verdict> {
     if (x <= 0 || c.count() < min || b.count() < min) return std::nullopt;
-    const double lo = quantile_lower_s(c, kZ);
-    const double hi = quantile_upper_s(b, kZ);
+    const double lo = quantile_lower_s(c, kQuantile, kZ);
+    const double hi = quantile_upper_s(b, kQuantile, kZ);
     if (lo <= x * hi) return std::nullopt;
     return Verdict{name, {{"canary_p95_lower_bound_s", lo}, {"baseline_p95_upper_bound_s", hi}, {"limit_x", x}}};
   };

@@ -50,13 +50,10 @@
 #include "common/clock.hpp"
 #include "common/config.hpp"
 #include "common/metrics.hpp"
+#include "supervisor/admin/confidence_bounds.hpp"
 #include "supervisor/pipeline/cohort_metrics.hpp"
 
 namespace drover::supervisor {
-
-// Wilson score interval bounds of a proportion `k` of `n` at normal quantile `z` (n > 0).
-double wilson_lower(std::uint64_t k, std::uint64_t n, double z);
-double wilson_upper(std::uint64_t k, std::uint64_t n, double z);
 
 class RolloutController {
  public:

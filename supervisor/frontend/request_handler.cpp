@@ -263,6 +263,15 @@ std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, Call
     if (sink.reply) sink.reply(proto::make_error(a.client_id, RpcError::shutting_down));
     return nullptr;
   }
+  if (admission_.shed(a.priority)) {
+    if (observer_) observer_(kind, refused(RpcError::overloaded));
+    if (sink.reply) {
+      const std::string data = R"({"retry_after_ms":)" + std::to_string(admission_.shed_retry_after_ms()) +
+                               R"(,"reason":"slo_shed_low_priority"})";
+      sink.reply(proto::make_error(a.client_id, RpcError::overloaded, {}, std::string_view(data)));
+    }
+    return nullptr;
+  }
   if (!admission_.try_acquire()) {
     if (observer_) observer_(kind, refused(RpcError::overloaded));
     if (sink.reply) {

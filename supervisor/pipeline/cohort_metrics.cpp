@@ -17,11 +17,7 @@ const char* cohort_name(int cohort) { return cohort == 1 ? "canary" : "baseline"
 
 proto::json histogram_json(const LatencyHistogram& h) {
   if (h.count() == 0) return {{"count", 0}, {"p50_s", nullptr}, {"p95_s", nullptr}};
-  auto at = [&h](double q) {
-    const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(h.count())));
-    return LatencyHistogram::upper_edge_s(h.bucket_at_rank(std::max<std::uint64_t>(rank, 1)));
-  };
-  return {{"count", h.count()}, {"p50_s", at(0.5)}, {"p95_s", at(0.95)}};
+  return {{"count", h.count()}, {"p50_s", h.quantile_s(0.5)}, {"p95_s", h.quantile_s(0.95)}};
 }
 
 }  // namespace
@@ -52,6 +48,11 @@ int LatencyHistogram::bucket_at_rank(std::uint64_t rank) const {
   return kBuckets - 1;
 }
 
+double LatencyHistogram::quantile_s(double q) const {
+  const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(count_)));
+  return upper_edge_s(bucket_at_rank(std::max<std::uint64_t>(rank, 1)));
+}
+
 LatencyHistogram LatencyHistogram::since(const LatencyHistogram& earlier) const {
   LatencyHistogram d;
   for (std::size_t i = 0; i < buckets_.size(); ++i) d.buckets_[i] = buckets_[i] - earlier.buckets_[i];
@@ -72,27 +73,29 @@ CohortStats CohortStats::since(const CohortStats& e) const {
   return d;
 }
 
+void CohortStats::add(const CallOutcome& o) {
+  ++requests;
+  if (o.code != 0 && !o.cancelled) {
+    ++errors;
+    std::size_t code_index = kCohortErrorCodes.size();
+    for (std::size_t i = 0; i < kCohortErrorCodes.size(); ++i) {
+      if (kCohortErrorCodes[i] == o.code) code_index = i;
+    }
+    ++errors_by_code[code_index];
+    if (o.code == code_of(RpcError::worker_failed)) ++crashes;
+  }
+  latency.observe(o.total);
+  if (o.ttft) ttft.observe(*o.ttft);
+}
+
 void CohortMetrics::record(CohortMask mask, const std::array<int, kStageCount>& percents,
                            const CallOutcome& o) {
-  const bool error = o.code != 0 && !o.cancelled;
-  std::size_t code_index = kCohortErrorCodes.size();
-  for (std::size_t i = 0; error && i < kCohortErrorCodes.size(); ++i) {
-    if (kCohortErrorCodes[i] == o.code) code_index = i;
-  }
   for (std::size_t s = 0; s < kStageCount; ++s) {
     const CohortMask bit = cohort_bit(static_cast<Stage>(s));
     const bool partial = percents[s] > 0 && percents[s] < 100;
     if (!partial && (controlled_ & bit) == 0) continue;
     const int cohort = (mask & bit) ? 1 : 0;
-    CohortStats& st = stats_[s][static_cast<std::size_t>(cohort)];
-    ++st.requests;
-    if (error) {
-      ++st.errors;
-      ++st.errors_by_code[code_index];
-      if (o.code == code_of(RpcError::worker_failed)) ++st.crashes;
-    }
-    st.latency.observe(o.total);
-    if (o.ttft) st.ttft.observe(*o.ttft);
+    stats_[s][static_cast<std::size_t>(cohort)].add(o);
     if (latency_family_ != nullptr) {
       Exported& e = exported(s, cohort);
       e.latency->observe(seconds(o.total));

@@ -41,6 +41,9 @@ class LatencyHistogram {
   static double upper_edge_s(int i);
   // The bucket of the rank-th smallest observation (1-based); REQUIRES 1 <= rank <= count().
   int bucket_at_rank(std::uint64_t rank) const;
+  // The q-quantile in seconds: the upper edge of the bucket of rank ceil(q * count) (an upper
+  // estimate within one bucket). REQUIRES: count() > 0.
+  double quantile_s(double q) const;
   // This histogram's observations since `earlier` (a copy taken before).
   LatencyHistogram since(const LatencyHistogram& earlier) const;
 
@@ -63,6 +66,8 @@ struct CohortStats {
   LatencyHistogram latency;  // every finished request
   LatencyHistogram ttft;     // requests that got output from a worker
 
+  // Counts one finished request.
+  void add(const CallOutcome& o);
   CohortStats since(const CohortStats& earlier) const;
 };
 

@@ -66,6 +66,7 @@ void RequestPipeline::record_outcome(const Call& call) {
     percents[s] = FeatureFlags::rollout_percent(static_cast<Stage>(s), config_.feature_flags);
   }
   cohorts_.record(call.cohorts(), percents, call.outcome());
+  totals_.add(call.outcome());
 }
 
 void RequestPipeline::route(std::shared_ptr<Call> call, PipelineRequest req) {

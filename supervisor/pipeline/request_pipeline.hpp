@@ -85,7 +85,8 @@ class RequestPipeline {
 
   // REQUIRES: call->state() == queued, not yet submitted anywhere; call->cohorts() set.
   void submit(std::shared_ptr<Call> call, PipelineRequest request);
-  // How a submitted call ended, into the cohort metrics (its cohorts, the live percentages).
+  // How a submitted call ended, into the cohort metrics (its cohorts, the live percentages)
+  // and the totals.
   void record_outcome(const Call& call);
   // Cancels a call wherever it is (RequestHandler::cancel: `cancel`, disconnects). The only
   // subscriber of a run cancels the run itself, so its answer is the worker's (the text so
@@ -106,6 +107,9 @@ class RequestPipeline {
   const PromptCache& cache() const { return cache_; }
   const PipelineStats& stats() const { return stats_; }
   const FeatureFlags& flags() const { return flags_; }
+  // Every request the pipeline was given, as it ended (lifetime counts; the SLO engine takes
+  // its sliding window from them).
+  const CohortStats& totals() const { return totals_; }
   CohortMetrics& cohorts() { return cohorts_; }
   const CohortMetrics& cohorts() const { return cohorts_; }
   const FaultInjection& faults() const { return faults_; }
@@ -134,6 +138,7 @@ class RequestPipeline {
   const Clock& clock_;
   FeatureFlags flags_;
   CohortMetrics cohorts_;
+  CohortStats totals_;
   FaultInjection faults_;
   PromptCache cache_;
   InFlightTable table_;

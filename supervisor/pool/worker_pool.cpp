@@ -156,7 +156,7 @@ void WorkerPool::fill_slot(Slot& slot) {
 }
 
 void WorkerPool::spawn_spare() {
-  if (shutting_down_ || static_cast<int>(spares_.size()) >= config_.warm_spares) return;
+  if (shutting_down_ || static_cast<int>(spares_.size()) >= spares_wanted()) return;
   spares_.push_back(make_link(-1, next_spare_id_++));
 }
 
@@ -670,15 +670,27 @@ void WorkerPool::reconfigure(const WorkersConfig& workers, const CircuitBreakerC
     strategy_ = strategy;
     router_ = make_router(strategy);
   }
-  while (static_cast<int>(spares_.size()) < config_.warm_spares) spawn_spare();
-  while (static_cast<int>(spares_.size()) > config_.warm_spares) {
+  fit_spares();
+  if (count != live_count) scale(count);
+  pump();
+}
+
+void WorkerPool::fit_spares() {
+  while (!shutting_down_ && static_cast<int>(spares_.size()) < spares_wanted()) spawn_spare();
+  while (static_cast<int>(spares_.size()) > spares_wanted()) {
     auto extra = std::move(spares_.back());
     spares_.pop_back();
     retire(extra);
     extra->drain(config_.drain_timeout);
   }
-  if (count != live_count) scale(count);
-  pump();
+}
+
+void WorkerPool::set_extra_spares(int extra) {
+  if (extra == extra_spares_) return;
+  log_->info("warm spares {} -> {} (workers.warm_spares {} + {} extra)", spares_wanted(),
+             config_.warm_spares + extra, config_.warm_spares, extra);
+  extra_spares_ = extra;
+  fit_spares();
 }
 
 void WorkerPool::shutdown(std::function<void()> done) {

@@ -136,6 +136,10 @@ class WorkerPool final : public Pool, public LinkObserver {
   // worker count by scaling.
   void reconfigure(const WorkersConfig& workers, const CircuitBreakerConfig& breaker,
                    const RetryConfig& retry, RoutingStrategy strategy);
+  // Warm spares kept on top of workers.warm_spares (the SLO policy add_warm_spare; 0 removes
+  // them again, draining the extra ones).
+  void set_extra_spares(int extra);
+  int extra_spares() const { return extra_spares_; }
   // Graceful stop of every worker; `done` runs once all processes are reaped.
   void shutdown(std::function<void()> done);
 
@@ -179,6 +183,9 @@ class WorkerPool final : public Pool, public LinkObserver {
   std::shared_ptr<WorkerLink> make_link(int slot, int worker_id);
   void fill_slot(Slot& slot);
   void spawn_spare();
+  int spares_wanted() const { return config_.warm_spares + extra_spares_; }
+  // Spawns or drains spares until there are spares_wanted().
+  void fit_spares();
   void vacate(Slot& slot, const LinkLoss* loss);
   void retire(const std::shared_ptr<WorkerLink>& link);
   void maybe_recycle(WorkerLink& link);
@@ -252,6 +259,7 @@ class WorkerPool final : public Pool, public LinkObserver {
   std::unordered_map<std::uint64_t, Clock::time_point> poison_;  // fingerprint -> expiry
   std::uint64_t next_generation_ = 0;
   int next_spare_id_ = 0;
+  int extra_spares_ = 0;
   std::unique_ptr<asio::steady_timer> spare_respawn_timer_;
   RestartPolicy spare_policy_;
   asio::steady_timer breaker_timer_;

@@ -101,5 +101,48 @@ TEST_F(DroverTest, BenchRegressionModeFlagsAWorseRunAndRefusesADifferentShape) {
   EXPECT_EQ(shape.exit_code, 2) << shape.out << shape.err;
 }
 
+// rollout-drill against a canary that fails every request of its cohort: the timeline starts
+// ramping at the first step, the summary reports the rollback by error_ratio_x, and nobody got
+// the injected fault after it. Run twice (the second time --restart resumes the stage, as JSON),
+// and refused with a hint when the stage is already rolled back.
+TEST_F(DroverTest, BenchRolloutDrillPrintsTheTimelineAndTheRollback) {
+  ASSERT_TRUE(start({.workers = 1, .extra_yaml = R"(
+fault_injection: {enabled: true, abort_percent: 100, abort_code: -32002}
+rollouts:
+  fault_injection: {steps: [20, 50, 100], step_interval_s: 1, min_requests: 10}
+)"}));
+  const std::vector<std::string> drill = {bench_bin(), "rollout-drill", "--socket", d().socket_path(),
+                                          "--admin-socket", d().admin_path(), "--stage", "fault_injection",
+                                          "-c", "2", "-p", "4", "--method", "tokenize", "--timeout-s", "60",
+                                          "--after-s", "0.5"};
+  const auto text = run_program(drill, d().dir(), 120s);
+  EXPECT_EQ(text.exit_code, 0) << text.out << text.err;
+  EXPECT_NE(text.out.find("rollout drill: stage fault_injection"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("ramping"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("roll_back (error_ratio_x)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("summary: rolled back after"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("from 20% by error_ratio_x"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(" 0 injected after the rollback"), std::string::npos) << text.out;
+
+  auto refused = run_program(drill, d().dir(), 120s);
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("--restart"), std::string::npos) << refused.err;
+
+  auto json_drill = drill;
+  json_drill.insert(json_drill.end(), {"--restart", "--json"});
+  const auto again = run_program(json_drill, d().dir(), 120s);
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
+  const json out = parse_out(again);
+  EXPECT_EQ(out.value("outcome", ""), "rolled_back");
+  EXPECT_EQ(out.value("trigger", ""), "error_ratio_x");
+  EXPECT_EQ(out.value("from_percent", 0), 20);
+  EXPECT_GT(out.value("injected", 0), 0);
+  EXPECT_EQ(out.value("injected_after_rollback", -1), 0);
+  ASSERT_FALSE(out["timeline"].empty());
+  EXPECT_EQ(out["timeline"].front().value("percent", 0), 20);
+  EXPECT_EQ(out["timeline"].front().value("state", ""), "ramping");
+  EXPECT_EQ(out["timeline"].back().value("state", ""), "rolled_back");
+}
+
 }  // namespace
 }  // namespace drover::test

@@ -820,5 +820,44 @@ TEST_F(HttpTest, SystemdNotifyOnAPathSocket) {
   check_notify_protocol(d(), systemd);
 }
 
+// The SLO engine's families (docs/OPERATIONS.md "SLO policies"): every request is delayed past
+// the latency objective, so the shed_low_priority policy acts; the scrape shows the breach, the
+// action, the policy in force and the shed request, and passes promtool.
+TEST_F(HttpTest, SloFamiliesShowABreachAndTheActionTaken) {
+  ASSERT_TRUE(start_with_metrics({.workers = 1, .extra_yaml = R"(
+fault_injection: {enabled: true, delay_ms: 300, delay_percent: 100}
+slo:
+  latency_p95_ms: 100
+  window_s: 30
+  eval_interval_ms: 100
+  min_requests: 20
+  policies:
+    - {action: shed_low_priority, retry_after_ms: 1000}
+)"}));
+  auto c = d().client();
+  std::int64_t next = 1;
+  // Rounds of 20 requests at once until the policy has acted; the window (30 s) keeps the
+  // breach for the scrape below.
+  ASSERT_TRUE(wait_until([&] {
+    std::vector<json> ids;
+    for (int i = 0; i < 20; ++i) {
+      ids.emplace_back(next++);
+      c.send(request(ids.back(), "tokenize", {{"text", "slo"}}));
+    }
+    for (std::size_t i = 0; i < ids.size(); ++i) read_one(c);
+    const json s = d().admin().call("slo.status")["result"];
+    return s["policies"]["shed_low_priority"]["active"].get<bool>();
+  }, 60s));
+  EXPECT_EQ(error_code(c.call("tokenize", {{"text", "slo"}, {"priority", "low"}})), -32001);
+  const std::string text = scrape();
+  EXPECT_EQ(promtool_check_metrics(text, d().dir()), "");
+  EXPECT_EQ(value_of(text, R"(drover_slo_breached{slo="latency_p95"})"), 1);
+  EXPECT_EQ(value_of(text, R"(drover_slo_objective{slo="latency_p95"})"), 0.1);
+  EXPECT_GE(value_of(text, R"(drover_slo_window_figure{slo="latency_p95"})"), 0.1);
+  EXPECT_EQ(value_of(text, R"(drover_slo_policy_active{policy="shed_low_priority"})"), 1);
+  EXPECT_EQ(value_of(text, R"(drover_slo_actions_total{policy="shed_low_priority",action="apply",mode="applied"})"), 1);
+  EXPECT_GE(value_of(text, "drover_slo_shed_requests_total"), 1);
+}
+
 }  // namespace
 }  // namespace drover::test
