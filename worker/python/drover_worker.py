@@ -762,20 +762,7 @@ class WorkerRuntime:
             msg = json.loads(line.decode("utf-8"))
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError both
             raise ProtocolError(f"not JSON ({e}): {line[:200]!r}") from None
-        if isinstance(msg, list):
-            self._handle_batch(msg, line)
-            return
-        checked = self._check_message(msg, line)
-        if checked is None:
-            return
-        method, params, request_id = checked
-        if request_id is None:
-            self._on_notification(method, params)
-            return
-        try:
-            self._on_request(request_id, method, params)
-        except WorkerError as e:
-            self._reply_error(request_id, e)
+        self._handle_messages(msg if isinstance(msg, list) else [msg], line)
 
     def _check_message(
         self, msg: Any, line: bytes
@@ -802,13 +789,15 @@ class WorkerRuntime:
             raise ProtocolError(f"request id is not an unsigned integer: {line[:200]!r}")
         return method, msg.get("params"), request_id
 
-    def _handle_batch(self, messages: list[Any], line: bytes) -> None:
-        """A JSON-RPC batch from droverd's batch queue (proto/README.md, "Batches").
+    def _handle_messages(self, messages: list[Any], line: bytes) -> None:
+        """One message, or a JSON-RPC batch from droverd's batch queue (proto/README.md,
+        "Batches").
 
         Every member is checked before any is served (an invalid member makes the whole line
         garbage, as droverd treats it). Members are then served in array order as if each had
         come alone and answered one by one, except the unstreamed ``generate`` calls when the
-        engine implements :meth:`Worker.generate_batch`: those go to it together, in one call.
+        engine implements :meth:`Worker.generate_batch`: those go to it together, in one call
+        (a lone one as a batch of one, so the engine has one path).
         """
         if not messages:
             raise ProtocolError("an empty batch")
@@ -890,11 +879,7 @@ class WorkerRuntime:
         self._check_serving()
         p = _param_object(params, method)
         if method == "generate":
-            request = self._parse_generate(request_id, p)
-            if self._batched_engine and not request.stream:
-                self._spawn_batch([request])  # a batch of one: the engine has one path
-            else:
-                self._spawn_generate(request)
+            self._spawn_generate(self._parse_generate(request_id, p))
         elif method == "batch_tokenize":
             model = self._model_of(p)
             texts = _param_str_list(p, "texts")
