@@ -1210,11 +1210,16 @@ class WorkerRuntime:
         with self._lock:
             self._progress += tokens
             self._tokens_since_heartbeat += tokens
+        return self._generate_reply(request, scanner.text, finish, tokens)
+
+    def _generate_reply(
+        self, request: GenerateRequest, text: str, finish: str, tokens: int
+    ) -> dict[str, Any]:
         prompt_tokens = request.prompt_tokens
         if prompt_tokens is None:
             prompt_tokens = self._worker.count_prompt_tokens(request)
         return {
-            "text": scanner.text,
+            "text": text,
             "finish_reason": finish,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens},
         }
@@ -1278,14 +1283,7 @@ class WorkerRuntime:
             finally:
                 self._slots.release()
         release(scanner.flush())
-        prompt_tokens = request.prompt_tokens
-        if prompt_tokens is None:
-            prompt_tokens = self._worker.count_prompt_tokens(request)
-        return {
-            "text": scanner.text,
-            "finish_reason": finish,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens},
-        }
+        return self._generate_reply(request, scanner.text, finish, tokens)
 
     def _serve_tokenize(self, model: str, texts: list[str]) -> dict[str, Any]:
         out: list[list[int]] = []
