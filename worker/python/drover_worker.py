@@ -1090,7 +1090,9 @@ class WorkerRuntime:
         cancel: threading.Event | None = None,
     ) -> None:
         self._hold({request_id: cancel if cancel is not None else threading.Event()})
-        self._threads.submit(lambda: self._answer(request_id, self._outcome(request_id, method, serve)))
+        self._threads.submit(
+            lambda: self._answer(request_id, self._outcome(request_id, method, serve))
+        )
 
     def _spawn_generate(self, request: GenerateRequest) -> None:
         self._spawn(request.id, "generate", lambda: self._serve_generate(request), request._cancel)
@@ -1187,7 +1189,9 @@ class WorkerRuntime:
             return []
         results = list(self._worker.generate_batch(live))
         if len(results) != len(live):
-            raise TypeError(f"generate_batch returned {len(results)} results for {len(live)} requests")
+            raise TypeError(
+                f"generate_batch returned {len(results)} results for {len(live)} requests"
+            )
         return results
 
     def _batch_reply(self, request: GenerateRequest, result: Any) -> dict[str, Any]:
@@ -1198,7 +1202,9 @@ class WorkerRuntime:
         if not isinstance(completion, Completion) or not isinstance(completion.text, str):
             raise TypeError(f"generate_batch gave {result!r}, not str, Completion or WorkerError")
         if completion.finish_reason not in ("stop", "length", "cancelled"):
-            raise TypeError(f"finish_reason {completion.finish_reason!r} is not stop, length or cancelled")
+            raise TypeError(
+                f"finish_reason {completion.finish_reason!r} is not stop, length or cancelled"
+            )
         scanner = StopScanner(request.stop)
         scanner.add(completion.text)
         finish = "stop" if scanner.stopped else completion.finish_reason

@@ -567,7 +567,9 @@ class BatchTest(SdkTestCase):
         self.assertEqual(worker.batches, [[20, 21, 23, 24]])  # the stream went to generate
         self.assertEqual(replies[20]["result"]["text"], "xy")
         self.assertEqual(replies[20]["result"]["finish_reason"], "stop")
-        self.assertEqual(replies[20]["result"]["usage"], {"prompt_tokens": 3, "completion_tokens": 2})
+        self.assertEqual(
+            replies[20]["result"]["usage"], {"prompt_tokens": 3, "completion_tokens": 2}
+        )
         self.assertEqual(replies[21]["error"]["code"], -32602)
         self.assertEqual(replies[22]["result"]["text"], "st")
         chunks = [m for m in others if m.get("method") == "generate.chunk"]
