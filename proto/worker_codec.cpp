@@ -374,6 +374,12 @@ void encode_heartbeat(std::string& out, const Heartbeat& h) {
     out += R"(,"progress":)";
     append_int(out, h.progress);
   }
+  if (h.steps > 0) {
+    out += R"(,"steps":)";
+    append_int(out, h.steps);
+    out += R"(,"step_us":)";
+    append_double(out, h.step_us);
+  }
   out += "}}";
 }
 
@@ -491,6 +497,8 @@ Decoded<Heartbeat> read_heartbeat(std::string_view params) {
     if (key == "rss_bytes") return read_int(v, h.rss_bytes, "rss_bytes");
     if (key == "tokens_per_s") return read_number(v, h.tokens_per_s, "tokens_per_s");
     if (key == "progress") return read_int(v, h.progress, "progress");
+    if (key == "steps") return read_int(v, h.steps, "steps");
+    if (key == "step_us") return read_number(v, h.step_us, "step_us");
     if (key == "models") {
       h.models.emplace();
       return read_strings(v, *h.models, "models");

@@ -126,6 +126,10 @@ struct Heartbeat {
   double tokens_per_s = 0;
   std::optional<std::vector<std::string>> models;
   std::int64_t progress = -1;  // tokens and replies so far; -1: not reported
+  // A worker that steps its generations together (tinyllm): steps run since its previous
+  // heartbeat and their mean wall time in microseconds; 0 steps: not reported.
+  std::int64_t steps = 0;
+  double step_us = 0;
 };
 
 void encode_generate_result(std::string& out, std::uint64_t id, const GenerateResult& r);

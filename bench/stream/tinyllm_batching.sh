@@ -1,22 +1,31 @@
 #!/bin/bash
 # tinyllm continuous batching (docs/MODELS.md "Continuous batching: measured"): one droverd with
-# ONE tinyllm worker (--threads 1, stream limits off, prompt cache bypassed), streamed generate
-# of 128 tokens from drover-bench: 1 connection (REQS requests), then 16 connections (4 x REQS
-# requests), each keeping one request in flight; every configuration RUNS times. Per run:
-# tokens/s over the run, and tokens per CPU-second of the worker process (from /proc/PID/stat:
-# on a shared machine this does not depend on how much of a core the scheduler gave it).
-# Medians at the end. From the repository root, after building droverd, drover-worker,
-# droverctl, drover-bench and drover-make-model:
+# tinyllm workers (--threads 1, prompt cache bypassed), streamed generate of 128 tokens from
+# drover-bench: for each concurrency C in $STREAMS, C connections each keeping one request in
+# flight (REQS requests for one connection, REQS x 4 otherwise); every configuration RUNS times.
+# Per run: tokens/s over the run; tokens per CPU-second of the worker processes (from
+# /proc/PID/stat: on a shared machine this does not depend on how much of a core the scheduler
+# gave them); time to first chunk p95; the slowest request's latency over the fastest's (all
+# generate 128 tokens unless a story ends first). Medians at the end. From the repository
+# root, after building droverd, drover-worker, droverctl, drover-bench and drover-make-model:
 #   bench/stream/tinyllm_batching.sh [BIN_DIR] [shipped|s15] [RUNS] [REQS]
 # BIN_DIR defaults to build/bin (compare builds by pointing it at another build's bin/).
 # s15: a stories15M-shaped checkpoint with random weights (dim 288, hidden 768, 6 layers,
 # 6 heads, vocab 32000, seq_len 256, own classifier; 98 MB), generated into a temp dir by the
 # script and removed at the end; never shipped.
+# Environment: STREAMS (default "1 16"), WORKERS (default 1), BATCH_QUEUE (off|on, default off:
+# batch_queue.enabled), STREAM_LIMIT (streaming.max_concurrent_per_worker; default 0, the
+# adaptive limit droverd ships with; a number fixes it), MAX_TOKENS (default 128).
 set -eu
 B=$(realpath "${1:-build/bin}")
 model=${2:-shipped}
 runs=${3:-3}
 reqs=${4:-12}
+streams=${STREAMS:-1 16}
+workers=${WORKERS:-1}
+batch_queue=${BATCH_QUEUE:-off}
+stream_limit=${STREAM_LIMIT:-0}
+max_tokens=${MAX_TOKENS:-128}
 d=$(mktemp -d /tmp/drover-batching.XXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$d"; }
@@ -29,17 +38,20 @@ else
   "$B/drover-make-model" --preset shipped --out-dir "$d" > /dev/null
   path=$d/tinyllm.bin
 fi
+enabled=false; [ "$batch_queue" = on ] && enabled=true
 cat > "$d/c.yaml" <<Y
 server:
   socket: $d/s.sock
   admin_socket: $d/a.sock
 workers:
-  count: 1
+  count: $workers
   command: [$B/drover-worker, --threads, "1", --model-path, $path, --model, m]
   backend: tinyllm
   warm_spares: 0
 streaming:
-  max_concurrent_per_worker: 0
+  max_concurrent_per_worker: $stream_limit
+batch_queue:
+  enabled: $enabled
 model_preload:
   enabled: false
 metrics:
@@ -48,29 +60,40 @@ Y
 "$B/droverd" --config "$d/c.yaml" > "$d/droverd.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do  # start-up poll, at most 30 s
-  [ -S "$d/s.sock" ] && "$B/droverctl" --socket "$d/s.sock" health 2>/dev/null | grep -q '"workers_ready": 1' && break
+  [ -S "$d/s.sock" ] && "$B/droverctl" --socket "$d/s.sock" health 2>/dev/null | grep -q "\"workers_ready\": $workers" && break
   sleep 0.1
 done
-worker=$(pgrep -P "$pid" drover-worker)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$worker/stat"; }
-echo "== $model, $B, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for c in 1 16; do
-  n=$reqs; [ "$c" = 16 ] && n=$((reqs * 4))
+worker_pids=$(pgrep -P "$pid" drover-worker)
+cpu_ticks() { for w in $worker_pids; do awk '{print $14 + $15}' "/proc/$w/stat"; done | awk '{s += $1} END {print s}'; }
+echo "== $model, $B, $workers worker(s), batch queue $batch_queue, stream limit $stream_limit," \
+     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for c in $streams; do
+  n=$reqs; [ "$c" != 1 ] && n=$((reqs * 4))
   for r in $(seq "$runs"); do
     t0=$(cpu_ticks)
-    out=$("$B/drover-bench" throughput --socket "$d/s.sock" --stream --cache-bypass -c "$c" -p 1 \
-          -n "$n" --warmup-s 0 --max-tokens 128 --prompt "Once upon a time")
+    "$B/drover-bench" throughput --socket "$d/s.sock" --stream --cache-bypass -c "$c" -p 1 \
+      -n "$n" --warmup-s 0 --max-tokens "$max_tokens" --prompt "Once upon a time" --json > "$d/run.json"
     t1=$(cpu_ticks)
-    tps=$(echo "$out" | sed -n 's/^throughput: .* req\/s, \([0-9]*\) tokens\/s$/\1/p')
-    win=$(echo "$out" | sed -n 's/^window: .* warm-up, \([0-9.]*\) s$/\1/p')
-    cpu_tps=$(awk -v t="$tps" -v w="$win" -v c=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
-              'BEGIN {printf "%.0f", (c > 0 ? t * w / (c / hz) : 0)}')
-    echo "streams $c run $r: $tps tokens/s, $cpu_tps tokens per worker CPU-second"
-    echo "$c $tps $cpu_tps" >> "$d/results"
+    line=$(python3 - "$d/run.json" $((t1 - t0)) "$(getconf CLK_TCK)" <<'P'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cpu_s = int(sys.argv[2]) / int(sys.argv[3])
+tokens = r["completion_tokens"]
+lat, first = r["latency_ms"], r["first_chunk_ms"]
+print(f'{r["tokens_per_s"]:.0f} {tokens / cpu_s if cpu_s > 0 else 0:.0f} {first["p95"]:.1f} '
+      f'{lat["max"] / lat["min"] if lat["min"] > 0 else 0:.2f} {r["errors"]}')
+P
+)
+    set -- $line
+    echo "streams $c run $r: $1 tokens/s, $2 tokens per worker CPU-second, first chunk p95 $3 ms," \
+         "slowest/fastest request $4, errors $5"
+    echo "$c $line" >> "$d/results"
   done
 done
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-for c in 1 16; do
-  echo "median, $c stream(s): $(awk -v c="$c" '$1 == c {print $2}' "$d/results" | median) tokens/s," \
-       "$(awk -v c="$c" '$1 == c {print $3}' "$d/results" | median) tokens per worker CPU-second"
+for c in $streams; do
+  col() { awk -v c="$c" -v k="$1" '$1 == c {print $k}' "$d/results" | median; }
+  echo "median, $c stream(s): $(col 2) tokens/s, $(col 3) tokens per worker CPU-second," \
+       "first chunk p95 $(col 4) ms, slowest/fastest request $(col 5)"
 done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

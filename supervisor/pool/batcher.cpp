@@ -29,8 +29,17 @@ Batcher::Decision Batcher::decide(std::size_t pending, std::size_t in_flight) co
   return Decision::wait;
 }
 
-Batcher::Micros Batcher::window() const {
-  return config_.adaptive_window ? window_.window() : config_.flush_interval;
+Batcher::Micros Batcher::window(Clock::time_point now) const {
+  const Micros base = config_.adaptive_window ? window_.window() : config_.flush_interval;
+  if (!controller_.steps_fresh(now)) return base;
+  return std::min(base, std::max(worker_step_, Micros(1)));
+}
+
+void Batcher::on_worker_steps(Micros step_time, std::uint64_t steps, Clock::time_point now) {
+  if (steps == 0) return;
+  worker_step_ = step_time;
+  ++step_reports_;
+  if (config_.enabled) controller_.record_steps(step_time, steps, now);
 }
 
 void Batcher::on_flush(std::size_t requests, std::size_t merged_texts, FlushCause cause) {
@@ -67,7 +76,7 @@ void Batcher::update_targets(std::optional<Micros> target, std::optional<int> si
   }
 }
 
-json Batcher::stats(const std::array<std::size_t, 3>& queue_depth) const {
+json Batcher::stats(const std::array<std::size_t, 3>& queue_depth, Clock::time_point now) const {
   auto ms = [](double us) { return us / 1000.0; };
   json time = {{"count", batches_done_}, {"window_samples", times_us_.size()}};
   time["mean_ms"] = batches_done_ ? ms(time_sum_us_ / static_cast<double>(batches_done_)) : 0.0;
@@ -91,7 +100,10 @@ json Batcher::stats(const std::array<std::size_t, 3>& queue_depth) const {
           {"size", controller_.size()},
           {"max_batch_size", config_.max_batch_size},
           {"target_batch_time_ms", ms(static_cast<double>(controller_.target().count()))},
-          {"window_ms", ms(static_cast<double>(window().count()))},
+          {"window_ms", ms(static_cast<double>(window(now).count()))},
+          {"size_source", controller_.steps_fresh(now) ? "worker_steps" : "batch_time"},
+          {"worker_step_ms", ms(static_cast<double>(worker_step_.count()))},
+          {"worker_step_reports", step_reports_},
           {"smoothed_depth", window_.smoothed_depth()},
           {"flushes", flushes_},
           {"requests", requests_},

@@ -17,7 +17,11 @@
 // worker idles between its last reply and the next batch; with two it serves one batch while
 // the next is already in its socket, and requests are held only while both are busy.
 // The window is the adaptive one when adaptive_window is on (fed with each flush's size: the
-// depth the outbox reached), else flush_interval_ms.
+// depth the outbox reached), else flush_interval_ms; while a worker reports its step time
+// (heartbeat `step_us`, fresh within BatchController::kStepReportTtl), never longer than that
+// step: a continuously batching worker admits new generations between steps, so a call held
+// for longer than one step has surely missed a step it could have joined. The same reports
+// feed the size controller (batch_controller.hpp, "Worker step times").
 #pragma once
 
 #include <array>
@@ -52,7 +56,7 @@ class Batcher {
   bool enabled() const { return config_.enabled; }
 
   Decision decide(std::size_t pending, std::size_t in_flight) const;
-  Micros window() const;
+  Micros window(Clock::time_point now) const;
   bool flush_when_batch_done() const { return config_.enabled && config_.fast_path; }
   int size() const { return controller_.size(); }
 
@@ -61,6 +65,8 @@ class Batcher {
   void on_flush(std::size_t requests, std::size_t merged_texts, FlushCause cause);
   // Every reply of one flush is back, `batch_time` after it was sent.
   void on_batch_done(Micros batch_time, Clock::time_point now);
+  // A worker's heartbeat said it ran `steps` steps of `step_time` on average (steps > 0).
+  void on_worker_steps(Micros step_time, std::uint64_t steps, Clock::time_point now);
 
   // config.updateAdaptiveTargets. REQUIRES: target > 0, size in 1..100 (the caller validates).
   void update_targets(std::optional<Micros> target, std::optional<int> size);
@@ -72,12 +78,14 @@ class Batcher {
   }
 
   // telemetry.batchStats; `queue_depth` per priority (high, normal, low) comes from the pool.
-  proto::json stats(const std::array<std::size_t, 3>& queue_depth) const;
+  proto::json stats(const std::array<std::size_t, 3>& queue_depth, Clock::time_point now) const;
 
  private:
   BatchQueueConfig config_;
   BatchController controller_;
   AdaptiveWindow window_;
+  Micros worker_step_{0};  // the latest step report's mean step time (any worker)
+  std::uint64_t step_reports_ = 0;
   std::uint64_t flushes_ = 0;
   std::uint64_t requests_ = 0;
   std::uint64_t merged_texts_ = 0;

@@ -27,7 +27,8 @@ StreamLimiter::Worker& StreamLimiter::worker(int slot) {
 int StreamLimiter::limit(int slot) const {
   if (config_.per_worker > 0) return config_.per_worker;
   const auto it = workers_.find(slot);
-  const double l = it == workers_.end() ? kInitialLimit : it->second.limit;
+  double l = kInitialLimit;
+  if (it != workers_.end()) l = std::max(it->second.limit, static_cast<double>(it->second.floor));
   return std::clamp(static_cast<int>(l), 1, std::max(1, config_.max_limit));
 }
 
@@ -116,7 +117,8 @@ void StreamLimiter::on_sample(int slot, double tokens_per_s, std::int64_t runnin
   const double target = w.limit * gradient + std::sqrt(w.limit);
   // Not binding (fewer than half the places used): the sample says nothing about more streams.
   if (target > w.limit && w.active < w.limit / 2) return;
-  w.limit = std::clamp(w.limit * (1 - kSmoothing) + target * kSmoothing, 1.0,
+  w.limit = std::clamp(w.limit * (1 - kSmoothing) + target * kSmoothing,
+                       std::max(1.0, static_cast<double>(w.floor)),
                        static_cast<double>(std::max(1, config_.max_limit)));
 }
 

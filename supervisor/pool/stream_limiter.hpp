@@ -23,6 +23,13 @@
 // streams), so a quiet worker's limit does not drift up unmeasured.
 // Samples come once per heartbeat (1 s by default), so the smoothing is light and the
 // initial limit generous (Gradient2 starts at 20).
+// A worker that computes its generations together states `max_batch` in its init reply
+// (tinyllm's continuous batching): its adaptive limit never goes below that (nor above
+// max_limit). For such a worker the gradient misreads the signal: sixteen streams sharing each
+// step each run at a sixteenth of one alone while the worker's total rises (issue 17: 2x at 16
+// streams on a stories15M-shaped model), so the rule above would settle near 6 streams and
+// hold back ones the worker serves at little extra cost — and a held stream waits for a place
+// before its first token, where an admitted one joins the next step.
 // Worked example, initial limit 16: a worker whose streams each run at 100 tokens/s alone
 // reports 1600 tokens/s with 16 running: r = 100, gradient 1, target 16 + 4 = 20, limit 18;
 // then 20.1, 22.4, 24.8... (+sqrt(limit)/2 per heartbeat) while streams keep full speed. A
@@ -64,7 +71,9 @@ class StreamLimiter {
   // `stream` ended: its place is free.
   void end(StreamKey stream, Clock::time_point now);
   // A worker slot in the pool (idempotent); the total limit sums the known workers' limits.
-  void add_worker(int slot) { worker(slot); }
+  // `floor` > 0: the worker runs that many generations together (its max_batch), the least its
+  // adaptive limit may be.
+  void add_worker(int slot, int floor = 0) { worker(slot).floor = floor; }
   // A worker slot left the pool (scaled away).
   void remove_worker(int slot);
 
@@ -86,6 +95,7 @@ class StreamLimiter {
  private:
   struct Worker {
     double limit = kInitialLimit;
+    int floor = 0;  // the worker's max_batch, when it states one
     double baseline = 0;  // per-request tokens/s; 0 until the first sample
     int active = 0;
     // Stream-seconds since the last sample, integrated at every start and end.

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
+
 #include "common/log.hpp"
 
 namespace drover::supervisor {
@@ -596,6 +598,13 @@ void WorkerLink::handle_heartbeat(std::string_view params) {
   report_.queue_depth = beat->queue_depth;
   report_.rss_bytes = beat->rss_bytes;
   report_.tokens_per_s = beat->tokens_per_s;
+  // A worker that steps its generations together says how long its steps take: the batch
+  // queue sizes flushes and caps its window by it (batch_controller.hpp).
+  if (beat->steps > 0 && opt_.batcher) {
+    opt_.batcher->on_worker_steps(
+        std::chrono::microseconds(std::llround(std::max(beat->step_us, 0.0))),
+        static_cast<std::uint64_t>(beat->steps), now);
+  }
   if (beat->models) report_.models = std::move(*beat->models);
   report_.last_heartbeat = now;
   // `progress` counts the worker's tokens and replies: work moving inside a long unary
@@ -644,7 +653,7 @@ void WorkerLink::dispatch(std::shared_ptr<Call> call) {
 void WorkerLink::arm_flush() {
   if (flush_armed_) return;
   flush_armed_ = true;
-  flush_timer_.expires_after(opt_.batcher->window());
+  flush_timer_.expires_after(opt_.batcher->window(clock_.now()));
   flush_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
     auto self = weak.lock();
     if (!self || ec || !self->flush_armed_) return;

@@ -246,7 +246,8 @@ void WorkerPool::set_batching(const BatchQueueConfig& config) {
 
 json WorkerPool::batch_stats() const {
   return batcher_->stats({queue_.depth(Priority::high), queue_.depth(Priority::normal),
-                          queue_.depth(Priority::low)});
+                          queue_.depth(Priority::low)},
+                         clock_.now());
 }
 
 void WorkerPool::pump() {
@@ -276,7 +277,7 @@ void WorkerPool::pump() {
         const auto load = s->link->inflight() + static_cast<std::size_t>(std::max<std::int64_t>(
                                                     s->link->report().queue_depth, 0));
         candidates.push_back({s->id, static_cast<int>(load)});
-        stream_limiter_->add_worker(s->id);
+        stream_limiter_->add_worker(s->id, static_cast<int>(s->link->max_batch()));
       }
     }
     if (candidates.empty()) {

@@ -234,6 +234,30 @@ TEST_F(DroverTest, BatchesNeverExceedTheWorkersMaxBatch) {
   }
 }
 
+// Issue 17: a tinyllm worker reports its steps in heartbeats (steps, step_us), and the batch
+// queue's controller then sizes by them (size_source "worker_steps") instead of by batch times.
+TEST_F(DroverTest, ATinyllmWorkersStepTimesDriveTheBatchController) {
+  ASSERT_TRUE(start({.workers = 1,
+                     .worker_args = {"--model-path", DROVER_MODEL_PATH, "--threads", "1"},
+                     .workers_yaml = {"backend: tinyllm", "heartbeat_interval_ms: 100"},
+                     .extra_yaml = "batch_queue: {enabled: true}\n"}));
+  auto c = d().client();
+  const json before = batch_stats(d());
+  EXPECT_EQ(before["size_source"], "batch_time") << before.dump();
+  EXPECT_EQ(before["worker_step_reports"], 0) << before.dump();
+  json s;
+  // Generations keep the worker stepping until a heartbeat has reported steps.
+  EXPECT_TRUE(wait_until([&] {
+    const json r = c.call("generate", {{"prompt", "Once upon a time"}, {"max_tokens", 48},
+                                       {"cache", "bypass"}});
+    EXPECT_TRUE(is_result(r)) << r.dump();
+    s = batch_stats(d());
+    return s.value("worker_step_reports", 0) > 0;
+  })) << s.dump();
+  EXPECT_EQ(s["size_source"], "worker_steps") << s.dump();
+  EXPECT_GT(s["worker_step_ms"].get<double>(), 0.0) << s.dump();
+}
+
 // feature_flags.batch_queue rolls batching out by the client's id: at 0 % every request is
 // sent on its own (the batch queue sees no flush), and telemetry counts them out.
 TEST_F(DroverTest, BatchQueueRolloutZeroSendsEveryRequestAlone) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +24,8 @@ namespace drover::test {
 namespace {
 
 const std::string kScript = std::string(DROVER_SOURCE_DIR) + "/worker/python/example_worker.py";
+const std::string kBatchScript =
+    std::string(DROVER_SOURCE_DIR) + "/worker/python/example_batch_worker.py";
 const std::string kSdkTests =
     std::string(DROVER_SOURCE_DIR) + "/worker/python/test_drover_worker.py";
 // The model id the example worker is told to serve, so the tests see it came from the worker.
@@ -111,11 +114,14 @@ class PythonWorkerTest : public DroverTest {
   // Starts droverd with `workers` Python example workers given `args`. The harness writes a
   // drover-worker command; it is replaced here before droverd starts.
   bool start_python(int workers, std::vector<std::string> args = {},
-                    std::vector<std::string> workers_yaml = {}) {
-    std::vector<std::string> argv = {"python3", kScript, "--model", kModel};
+                    std::vector<std::string> workers_yaml = {}, std::string extra_yaml = {},
+                    const std::string& script = kScript) {
+    std::vector<std::string> argv = {"python3", script, "--model", kModel};
     for (auto& a : args) argv.push_back(std::move(a));
-    drover_ = std::make_unique<DroverProcess>(DroverOptions{
-        .workers = workers, .command = std::move(argv), .workers_yaml = std::move(workers_yaml)});
+    drover_ = std::make_unique<DroverProcess>(DroverOptions{.workers = workers,
+                                                            .command = std::move(argv),
+                                                            .workers_yaml = std::move(workers_yaml),
+                                                            .extra_yaml = std::move(extra_yaml)});
     return d().start();
   }
 };
@@ -327,6 +333,101 @@ TEST_F(PythonWorkerTest, ShutdownLetsHeldRequestsFinishAndWorkersExitZero) {
     EXPECT_NE(log.find(line), std::string::npos) << "missing '" << line << "'";
   }
   EXPECT_TRUE(DroverProcess::wait_pids_gone(d().seen_worker_pids()));
+}
+
+// Batch queue on, no fast path, size 8: a client batch of 9 generates reaches the worker's link
+// in one turn and leaves in worker-side batches (of at most the worker's max_batch).
+constexpr const char* kFixedBatches =
+    "batch_queue:\n  enabled: true\n  max_batch_size: 8\n  adaptive_sizing: false\n"
+    "  fast_path: false\n";
+
+json client_batch_of_generates(int n, int max_tokens, int blank_member = -1) {
+  json batch = json::array();
+  for (int i = 0; i < n; ++i) {
+    batch.push_back(request("g" + std::to_string(i), "generate",
+                            gen(i == blank_member ? "   " : "the drover", static_cast<std::uint64_t>(i),
+                                max_tokens)));
+  }
+  return batch;
+}
+
+// Every member of a client batch reply, by id; fails the test on a duplicate id.
+std::map<std::string, json> replies_by_id(const json& replies) {
+  std::map<std::string, json> out;
+  for (const auto& r : replies) {
+    const std::string id = r.value("id", std::string());
+    EXPECT_FALSE(out.contains(id)) << "answered twice: " << id;
+    out[id] = r;
+  }
+  return out;
+}
+
+// The sizes the example batch worker logged (--log-batches), in order.
+std::vector<int> logged_batch_sizes(const std::string& log) {
+  std::vector<int> sizes;
+  const std::string mark = "generate_batch: ";
+  for (auto at = log.find(mark); at != std::string::npos; at = log.find(mark, at + 1)) {
+    sizes.push_back(std::atoi(log.c_str() + at + mark.size()));
+  }
+  return sizes;
+}
+
+// Issue 17: a worker with generate_batch (worker/python/example_batch_worker.py) receives
+// droverd's batches whole — more than one request per call, never more than its max_batch — and
+// every member is answered once; one member's error leaves the others alone.
+TEST_F(PythonWorkerTest, ABatchingEngineGetsDroversBatchesWholeAndAnswersEachMemberOnce) {
+  ASSERT_TRUE(start_python(1, {"--max-batch", "4", "--log-batches"}, {}, kFixedBatches,
+                           kBatchScript));
+  auto c = d().client();
+  c.send(client_batch_of_generates(9, 6, /*blank_member=*/4));
+  const auto replies = c.read(kReplyTimeout);
+  ASSERT_TRUE(replies.has_value() && replies->is_array()) << (replies ? replies->dump() : "");
+  auto got = replies_by_id(*replies);
+  ASSERT_EQ(got.size(), 9u) << replies->dump();
+  for (int i = 0; i < 9; ++i) {
+    const json& r = got["g" + std::to_string(i)];
+    SCOPED_TRACE(r.dump());
+    if (i == 4) {
+      EXPECT_EQ(error_code(r), -32602) << "a blank prompt is that member's error";
+      continue;
+    }
+    ASSERT_TRUE(is_result(r));
+    EXPECT_EQ(r["result"].value("finish_reason", ""), "length");
+    EXPECT_EQ(r["result"]["usage"].value("completion_tokens", -1), 6);
+  }
+  // The worker's log lines are read by droverd asynchronously: wait for all nine requests.
+  std::vector<int> sizes;
+  EXPECT_TRUE(wait_until([&] {
+    sizes = logged_batch_sizes(d().log());
+    int total = 0;
+    for (int s : sizes) total += s;
+    return total == 9;
+  })) << d().log();
+  ASSERT_FALSE(sizes.empty());
+  EXPECT_GT(*std::max_element(sizes.begin(), sizes.end()), 1) << "no batch of more than one";
+  EXPECT_LE(*std::max_element(sizes.begin(), sizes.end()), 4) << "a batch over max_batch";
+  // The per-request path (a stream goes to generate) produces the same text for the same seed.
+  const json streamed = c.call("generate", gen("the drover", 2, 6, true));
+  ASSERT_TRUE(is_result(streamed)) << streamed.dump();
+  EXPECT_EQ(streamed["result"]["text"], got["g2"]["result"]["text"]);
+}
+
+// A worker without generate_batch (the plain example) gets the same batches as JSON-RPC arrays
+// and answers each member on its own.
+TEST_F(PythonWorkerTest, APerRequestWorkerServesEveryMemberOfABatch) {
+  ASSERT_TRUE(start_python(1, {}, {}, kFixedBatches));
+  auto c = d().client();
+  c.send(client_batch_of_generates(9, 5));
+  const auto replies = c.read(kReplyTimeout);
+  ASSERT_TRUE(replies.has_value() && replies->is_array()) << (replies ? replies->dump() : "");
+  auto got = replies_by_id(*replies);
+  ASSERT_EQ(got.size(), 9u) << replies->dump();
+  for (const auto& [id, r] : got) {
+    ASSERT_TRUE(is_result(r)) << r.dump();
+    EXPECT_EQ(r["result"]["usage"].value("completion_tokens", -1), 5);
+  }
+  const json stats = c.call("telemetry.batchStats");
+  EXPECT_GE(stats["result"].value("mean_batch_size", 0.0), 2.0) << stats.dump();
 }
 
 // The SDK's own tests (worker/python/test_drover_worker.py, stdlib unittest): protocol edge

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/result.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,6 +65,14 @@ using ChunkSink = std::function<void(const std::string& text)>;
 // speed) need the backend's cooperation.
 enum class Fault { none, crash, hang, garbage, stall, slow };
 
+// Steps of a backend that computes its generations together (one forward pass per step for
+// all of them): how many ran and their summed wall time. Heartbeats report them (`steps`,
+// `step_us`) so droverd's batch queue can size batches by the worker's own step time.
+struct StepStats {
+  std::uint64_t steps = 0;
+  std::chrono::microseconds busy{0};
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -78,6 +87,8 @@ class Backend {
       const std::string& model, const std::vector<std::string>& texts) = 0;
   virtual BackendResult<std::string> detokenize(const std::string& model,
                                                 const std::vector<std::int64_t>& tokens) = 0;
+  // Steps run since the previous call (zero for a backend that runs each request alone).
+  virtual StepStats take_step_stats() { return {}; }
   // Fault injection hook, consulted once per request; only sim injects faults on its own.
   virtual Fault next_fault() { return Fault::none; }
   // An operator-injected stall or slow fault; returns false when the backend cannot enact it.

@@ -33,6 +33,10 @@ What the SDK does for the engine:
   not (text that might begin a stop string is held back, so the chunks always concatenate to the
   final text), checks for cancellation between pieces, and replies ``{text, finish_reason,
   usage}`` with ``finish_reason`` ``length`` / ``stop`` / ``cancelled``;
+- JSON-RPC batch arrays (droverd's batch queue; ``capabilities.batch`` in hello): each member is
+  served as if it came alone, except that an engine implementing :meth:`Worker.generate_batch`
+  gets the unstreamed ``generate`` calls together in one call (streams still go to
+  :meth:`Worker.generate`); :attr:`Worker.max_batch` goes to droverd in the init reply;
 - ``batch_tokenize`` and ``detokenize`` through :meth:`Worker.tokenize` / :meth:`Worker.detokenize`,
   ``load_model`` / ``unload_model`` through the optional callbacks of the same names;
 - requests naming a model the worker has not loaded get ``-32006 {model}``; bad params
@@ -72,6 +76,7 @@ from typing import Any, Final, NamedTuple, NoReturn, TypeGuard
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Completion",
     "GenerateRequest",
     "StopScanner",
     "InitSettings",
@@ -182,6 +187,21 @@ class Piece(NamedTuple):
     tokens: int = 1
 
 
+class Completion(NamedTuple):
+    """One request's result from :meth:`Worker.generate_batch` (a plain ``str`` is a
+    ``Completion`` with the defaults).
+
+    ``finish_reason`` is ``"stop"`` (the engine ended the text: end of sequence), ``"length"``
+    (it stopped at ``max_tokens``) or ``"cancelled"``; the SDK turns it into ``"stop"`` when it
+    cuts the text at one of the request's stop strings. ``completion_tokens`` None: the SDK
+    counts ``len(tokenize(model, text))`` (0 without a tokenizer).
+    """
+
+    text: str
+    finish_reason: str = "stop"
+    completion_tokens: int | None = None
+
+
 @dataclass(eq=False)
 class GenerateRequest:
     """One ``generate`` call, validated. Given to :meth:`Worker.generate`.
@@ -233,6 +253,11 @@ class Worker:
     #: (reported as heartbeat queue_depth) and can be cancelled while they wait.
     max_concurrency: int | None = None
 
+    #: The most generate calls the engine computes together, sent to droverd in the init reply
+    #: (``max_batch``): droverd's batch queue never sends a batch larger than this. None: no
+    #: limit stated (batches are the queue's own size).
+    max_batch: int | None = None
+
     def load(self, settings: InitSettings) -> Sequence[str] | Mapping[str, Any]:
         """Loads the engine and its models; returns the model ids served (the first is the
         default for requests that name none).
@@ -249,6 +274,24 @@ class Worker:
         ``max_tokens``, on a stop string or on cancel. Ending early on its own (an
         end-of-sequence token) is reported as ``finish_reason: "stop"``. An engine that blocks
         for long between pieces should poll ``request.cancelled``.
+        """
+        raise NotImplementedError
+
+    def generate_batch(
+        self, requests: Sequence[GenerateRequest]
+    ) -> Sequence[str | Completion | WorkerError]:
+        """Optional: computes several unstreamed generate calls together (an engine that
+        batches: vLLM, MLX, transformers). Returns one result per request, in order: the
+        completion's text (``str`` or :class:`Completion`), or a :class:`WorkerError` that
+        answers that request alone.
+
+        When implemented, every generate call with ``stream: false`` comes here — the members
+        of one batch from droverd's batch queue together, a lone call as a batch of one — and
+        streamed calls still go to :meth:`generate`, one by one. The engine applies
+        ``max_tokens`` itself (the SDK cannot cut text it gets whole) and should seed each
+        request by its own ``seed``; the SDK applies stop strings and counts usage. Raising
+        answers every request of the batch with that error. Runs on one request thread and
+        takes one :attr:`max_concurrency` slot per batch.
         """
         raise NotImplementedError
 
@@ -478,16 +521,17 @@ class _EngineSlots:
         with self._cond:
             return self._waiting
 
-    def acquire(self, cancel: threading.Event) -> bool:
-        """Takes a slot (-> True) or gives up when ``cancel`` is set (-> False)."""
+    def acquire(self, cancelled: Callable[[], bool]) -> bool:
+        """Takes a slot (-> True) or gives up once ``cancelled()`` (-> False). Cancel flags
+        are re-checked whenever :meth:`wake` is called."""
         if self._limit is None:
             return True
         limit: int = self._limit
         with self._cond:
             self._waiting += 1
             try:
-                self._cond.wait_for(lambda: self._busy < limit or cancel.is_set())
-                if cancel.is_set():
+                self._cond.wait_for(lambda: self._busy < limit or cancelled())
+                if cancelled():
                     return False
                 self._busy += 1
                 return True
@@ -593,6 +637,8 @@ class WorkerRuntime:
         self._closing = threading.Event()  # set on the way out: heartbeats stop
         self._stalled = threading.Event()  # injected stall: generation pauses until cancelled
         self._slots = _EngineSlots(worker.max_concurrency)
+        # The engine takes unstreamed generate calls together (it overrides generate_batch).
+        self._batched_engine = type(worker).generate_batch is not Worker.generate_batch
 
     @classmethod
     def from_environment(cls, worker: Worker) -> WorkerRuntime:
@@ -627,6 +673,7 @@ class WorkerRuntime:
                     "capabilities": {
                         "shm": False,
                         "batch_tokenize": True,
+                        "batch": True,
                         "stream": True,
                         "models": [],
                     },
@@ -715,6 +762,13 @@ class WorkerRuntime:
             msg = json.loads(line.decode("utf-8"))
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError both
             raise ProtocolError(f"not JSON ({e}): {line[:200]!r}") from None
+        self._handle_messages(msg if isinstance(msg, list) else [msg], line)
+
+    def _check_message(
+        self, msg: Any, line: bytes
+    ) -> tuple[str, Any, int | None] | None:
+        """(method, params, id or None for a notification) of a valid message; None for a
+        reply to ignore; raises ProtocolError for anything that is not the protocol."""
         if not isinstance(msg, dict):
             raise ProtocolError(f"not a JSON object: {line[:200]!r}")
         if msg.get("jsonrpc") != "2.0":
@@ -724,21 +778,52 @@ class WorkerRuntime:
             if ("result" in msg or "error" in msg) and _is_uint(msg.get("id")):
                 # A well-formed reply; droverd sends none today, so there is nothing it answers.
                 _log.warning("ignoring a reply from the supervisor")
-                return
+                return None
             raise ProtocolError(f"neither a request nor a reply: {line[:200]!r}")
         if not isinstance(method, str):
             raise ProtocolError(f"method is not a string: {line[:200]!r}")
-        params = msg.get("params")
         if "id" not in msg:
-            self._on_notification(method, params)
-            return
+            return method, msg.get("params"), None
         request_id = msg["id"]
         if not _is_uint(request_id):
             raise ProtocolError(f"request id is not an unsigned integer: {line[:200]!r}")
-        try:
-            self._on_request(request_id, method, params)
-        except WorkerError as e:
-            self._reply_error(request_id, e)
+        return method, msg.get("params"), request_id
+
+    def _handle_messages(self, messages: list[Any], line: bytes) -> None:
+        """One message, or a JSON-RPC batch from droverd's batch queue (proto/README.md,
+        "Batches").
+
+        Every member is checked before any is served (an invalid member makes the whole line
+        garbage, as droverd treats it). Members are then served in array order as if each had
+        come alone and answered one by one, except the unstreamed ``generate`` calls when the
+        engine implements :meth:`Worker.generate_batch`: those go to it together, in one call
+        (a lone one as a batch of one, so the engine has one path).
+        """
+        if not messages:
+            raise ProtocolError("an empty batch")
+        members = [self._check_message(m, line) for m in messages]
+        batch: list[GenerateRequest] = []
+        for member in members:
+            if member is None:
+                continue
+            method, params, request_id = member
+            if request_id is None:
+                self._on_notification(method, params)
+                continue
+            try:
+                if method == "generate" and self._batched_engine:
+                    self._check_serving()
+                    request = self._parse_generate(request_id, _param_object(params, method))
+                    if request.stream:
+                        self._spawn_generate(request)
+                    else:
+                        batch.append(request)
+                else:
+                    self._on_request(request_id, method, params)
+            except WorkerError as e:
+                self._reply_error(request_id, e)
+        if batch:
+            self._spawn_batch(batch)
 
     # --- notifications ---
 
@@ -791,16 +876,10 @@ class WorkerRuntime:
         if method == "init":
             self._on_init(request_id, params)
             return
-        with self._lock:
-            ready, stopping = self._ready, self._stopping
-        if not ready:
-            raise WorkerError(INTERNAL_ERROR, "not initialised")
-        if stopping:
-            raise WorkerError(SHUTTING_DOWN, "Shutting down")
+        self._check_serving()
         p = _param_object(params, method)
         if method == "generate":
-            request = self._parse_generate(request_id, p)
-            self._spawn(request_id, method, lambda: self._serve_generate(request), request._cancel)
+            self._spawn_generate(self._parse_generate(request_id, p))
         elif method == "batch_tokenize":
             model = self._model_of(p)
             texts = _param_str_list(p, "texts")
@@ -817,6 +896,14 @@ class WorkerRuntime:
             self._spawn(request_id, method, lambda: self._serve_unload_model(model))
         else:
             raise WorkerError(METHOD_NOT_FOUND, "Method not found", {"method": method})
+
+    def _check_serving(self) -> None:
+        with self._lock:
+            ready, stopping = self._ready, self._stopping
+        if not ready:
+            raise WorkerError(INTERNAL_ERROR, "not initialised")
+        if stopping:
+            raise WorkerError(SHUTTING_DOWN, "Shutting down")
 
     def _on_init(self, request_id: int, params: Any) -> None:
         with self._lock:
@@ -850,6 +937,11 @@ class WorkerRuntime:
         # The faults _inject enacts, so droverd refuses the others (slow, and the shm ring
         # faults of the C++ runtime) instead of answering a drill that would do nothing.
         reply["faults"] = list(INJECTABLE_FAULTS)
+        max_batch = self._worker.max_batch
+        if max_batch is not None:
+            if not _is_uint(max_batch) or max_batch == 0:
+                raise WorkerError(INTERNAL_ERROR, "Worker.max_batch must be a positive integer")
+            reply["max_batch"] = max_batch
         with self._lock:
             self._models = list(reply["models"])
         preload = p.get("preload", {})
@@ -997,35 +1089,152 @@ class WorkerRuntime:
         serve: Callable[[], Mapping[str, Any]],
         cancel: threading.Event | None = None,
     ) -> None:
-        with self._lock:
-            if request_id in self._held:
-                raise ProtocolError(f"request id {request_id} is already held")
-            self._held[request_id] = cancel if cancel is not None else threading.Event()
-        self._threads.submit(lambda: self._serve(request_id, method, serve))
+        self._hold({request_id: cancel if cancel is not None else threading.Event()})
+        self._threads.submit(
+            lambda: self._answer(request_id, self._outcome(request_id, method, serve))
+        )
 
-    def _serve(self, request_id: int, method: str, serve: Callable[[], Mapping[str, Any]]) -> None:
-        """A request thread: runs the request, answers it exactly once, forgets it."""
+    def _spawn_generate(self, request: GenerateRequest) -> None:
+        self._spawn(request.id, "generate", lambda: self._serve_generate(request), request._cancel)
+
+    def _spawn_batch(self, requests: list[GenerateRequest]) -> None:
+        self._hold({r.id: r._cancel for r in requests})
+        self._threads.submit(lambda: self._serve_batch(requests))
+
+    def _hold(self, cancels: dict[int, threading.Event]) -> None:
+        with self._lock:
+            for request_id in cancels:
+                if request_id in self._held:
+                    raise ProtocolError(f"request id {request_id} is already held")
+            self._held.update(cancels)
+
+    def _outcome(
+        self, request_id: int, method: str, serve: Callable[[], Mapping[str, Any]]
+    ) -> Mapping[str, Any] | WorkerError:
+        """Runs a callback; its result, or the error that answers it (exceptions converted)."""
         try:
-            self._reply(request_id, serve())
+            return serve()
         except WorkerError as e:
-            self._reply_error(request_id, e)
+            return e
         except NotImplementedError:  # the engine does not have this callback
-            self._reply_error(
-                request_id, WorkerError(METHOD_NOT_FOUND, "Method not found", {"method": method})
-            )
+            return WorkerError(METHOD_NOT_FOUND, "Method not found", {"method": method})
         except Exception as e:  # an engine bug: answered, logged, the worker lives on
             _log.exception("request %d failed", request_id)
-            self._reply_error(
-                request_id,
-                WorkerError(
-                    INTERNAL_ERROR, "Internal error", {"detail": f"{type(e).__name__}: {e}"}
-                ),
+            return WorkerError(
+                INTERNAL_ERROR, "Internal error", {"detail": f"{type(e).__name__}: {e}"}
             )
+
+    def _answer(self, request_id: int, outcome: Mapping[str, Any] | WorkerError) -> None:
+        """Answers a held request exactly once and forgets it."""
+        try:
+            if isinstance(outcome, WorkerError):
+                self._reply_error(request_id, outcome)
+            else:
+                self._reply(request_id, outcome)
         finally:
             with self._lock:
                 del self._held[request_id]
                 self._progress += 1
             self._close_if_drained()
+
+    def _serve_batch(self, requests: list[GenerateRequest]) -> None:
+        """A request thread: one generate_batch call for unstreamed generate requests.
+
+        The batch takes one engine slot (max_concurrency). Members cancelled before the engine
+        starts are answered ``cancelled`` without reaching it; an exception from the engine
+        answers every member with its error; a WorkerError in a member's place answers that
+        member alone.
+        """
+        waiting = list(requests)
+        outcomes: dict[int, Mapping[str, Any] | WorkerError] = {}
+        try:
+            # Members cancelled while the batch waits for a slot are answered at once.
+            while waiting and not self._slots.acquire(lambda: any(r.cancelled for r in waiting)):
+                for r in [r for r in waiting if r.cancelled]:
+                    waiting.remove(r)
+                    self._answer(r.id, self._cancelled_before_start(r))
+            if not waiting:
+                return
+            try:
+                for r in waiting:
+                    if self._stalled.is_set():
+                        r.wait_cancelled(None)  # a wedged engine: only cancel ends it
+                live = [r for r in waiting if not r.cancelled]
+                results = self._outcome(
+                    live[0].id if live else 0,
+                    "generate",
+                    lambda: {"results": self._call_generate_batch(live)},
+                )
+            finally:
+                self._slots.release()
+            for i, r in enumerate(live):
+                if isinstance(results, WorkerError):
+                    outcomes[r.id] = results
+                else:
+                    result = results["results"][i]
+                    outcomes[r.id] = self._outcome(
+                        r.id, "generate", lambda r=r, res=result: self._batch_reply(r, res)
+                    )
+        finally:
+            for r in waiting:
+                self._answer(r.id, outcomes.get(r.id) or self._cancelled_before_start(r))
+
+    def _cancelled_before_start(self, r: GenerateRequest) -> Mapping[str, Any] | WorkerError:
+        return self._outcome(
+            r.id, "generate", lambda: self._batch_reply(r, Completion("", "cancelled", 0))
+        )
+
+    def _call_generate_batch(self, live: list[GenerateRequest]) -> list[Any]:
+        if not live:
+            return []
+        results = list(self._worker.generate_batch(live))
+        if len(results) != len(live):
+            raise TypeError(
+                f"generate_batch returned {len(results)} results for {len(live)} requests"
+            )
+        return results
+
+    def _batch_reply(self, request: GenerateRequest, result: Any) -> dict[str, Any]:
+        """The reply of one generate_batch result: stop strings applied, usage counted."""
+        if isinstance(result, WorkerError):
+            raise result
+        completion = Completion(result) if isinstance(result, str) else result
+        if not isinstance(completion, Completion) or not isinstance(completion.text, str):
+            raise TypeError(f"generate_batch gave {result!r}, not str, Completion or WorkerError")
+        if completion.finish_reason not in ("stop", "length", "cancelled"):
+            raise TypeError(
+                f"finish_reason {completion.finish_reason!r} is not stop, length or cancelled"
+            )
+        scanner = StopScanner(request.stop)
+        scanner.add(completion.text)
+        finish = "stop" if scanner.stopped else completion.finish_reason
+        tokens = completion.completion_tokens
+        if tokens is None:
+            tokens = self._count_tokens(request.model, scanner.text)
+        elif not _is_uint(tokens):
+            raise TypeError(f"completion_tokens {tokens!r} is not an unsigned integer")
+        with self._lock:
+            self._progress += tokens
+            self._tokens_since_heartbeat += tokens
+        return self._generate_reply(request, scanner.text, finish, tokens)
+
+    def _generate_reply(
+        self, request: GenerateRequest, text: str, finish: str, tokens: int
+    ) -> dict[str, Any]:
+        prompt_tokens = request.prompt_tokens
+        if prompt_tokens is None:
+            prompt_tokens = self._worker.count_prompt_tokens(request)
+        return {
+            "text": text,
+            "finish_reason": finish,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens},
+        }
+
+    def _count_tokens(self, model: str, text: str) -> int:
+        try:
+            return len(self._worker.tokenize(model, text))
+        except NotImplementedError:
+            return 0
 
     def _serve_generate(self, request: GenerateRequest) -> dict[str, Any]:
         scanner = StopScanner(request.stop)
@@ -1039,7 +1248,7 @@ class WorkerRuntime:
                 self._send_frame(_chunk_frame(request.id, chunks, text))
                 chunks += 1
 
-        if not self._slots.acquire(request._cancel):
+        if not self._slots.acquire(request._cancel.is_set):
             finish = "cancelled"
         else:
             try:
@@ -1080,14 +1289,7 @@ class WorkerRuntime:
             finally:
                 self._slots.release()
         release(scanner.flush())
-        prompt_tokens = request.prompt_tokens
-        if prompt_tokens is None:
-            prompt_tokens = self._worker.count_prompt_tokens(request)
-        return {
-            "text": scanner.text,
-            "finish_reason": finish,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens},
-        }
+        return self._generate_reply(request, scanner.text, finish, tokens)
 
     def _serve_tokenize(self, model: str, texts: list[str]) -> dict[str, Any]:
         out: list[list[int]] = []

@@ -153,6 +153,24 @@ class Supervisor:
     ) -> dict[str, Any]:
         return self.read_until(lambda m: m.get("id") == request_id and "method" not in m, others)
 
+    def replies_to(
+        self, ids: Sequence[int], others: list[dict[str, Any]] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """The replies to ``ids``, in whatever order they come; each id answered once."""
+        got: dict[int, dict[str, Any]] = {}
+
+        def collect(m: dict[str, Any]) -> bool:
+            if "method" not in m and m.get("id") in ids:
+                assert m["id"] not in got, f"a second reply to {m['id']}"
+                got[m["id"]] = m
+                return len(got) == len(ids)
+            if others is not None and m.get("method") != "heartbeat":
+                others.append(m)
+            return False
+
+        self.read_until(collect)
+        return got
+
     def init(
         self,
         heartbeat_interval_ms: int = 1000,
@@ -228,7 +246,8 @@ class HandshakeTest(SdkTestCase):
         self.assertEqual(p["pid"], os.getpid())
         self.assertEqual(p["protocol"], 1)
         self.assertEqual(
-            p["capabilities"], {"shm": False, "batch_tokenize": True, "stream": True, "models": []}
+            p["capabilities"],
+            {"shm": False, "batch_tokenize": True, "batch": True, "stream": True, "models": []},
         )
         early = sup.request("generate", generate_params("x"))
         self.assertEqual(sup.reply_to(early)["error"]["code"], -32603)
@@ -448,6 +467,8 @@ class LifecycleTest(SdkTestCase):
         bad_lines = [
             b"{not json\n",
             b"[1, 2]\n",
+            b"[]\n",
+            b'[{"jsonrpc": "2.0", "id": 1, "method": "generate", "params": {"prompt": "a"}}, 5]\n',
             b'{"jsonrpc": "1.0", "id": 1, "method": "generate"}\n',
             b'{"jsonrpc": "2.0", "id": -1, "method": "generate"}\n',
             b'{"jsonrpc": "2.0", "id": "a", "method": "generate"}\n',
@@ -476,6 +497,121 @@ class LifecycleTest(SdkTestCase):
             {"jsonrpc": "2.0", "id": 50, "method": "generate", "params": generate_params("ok")}
         ).encode() + b"\r\n")
         self.assertEqual(sup.reply_to(50)["result"]["text"], "ok")
+
+
+class BatchingWorker(ScriptedWorker):
+    """ScriptedWorker plus generate_batch: records each batch's request ids; the text is the
+    prompt without its "|"s; prompt "bad" answers -32602 alone, "explode" fails the batch."""
+
+    max_batch = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()  # prompt "hold" waits for it
+
+    def generate_batch(
+        self, requests: Sequence[dw.GenerateRequest]
+    ) -> list[str | dw.Completion | dw.WorkerError]:
+        self.batches.append([r.id for r in requests])
+        out: list[str | dw.Completion | dw.WorkerError] = []
+        for r in requests:
+            if r.prompt == "explode":
+                raise ValueError("batch exploded")
+            if r.prompt == "hold":
+                self.started.set()
+                self.release.wait(TIMEOUT_S)
+            if r.prompt == "bad":
+                out.append(dw.InvalidParams("bad prompt"))
+            elif r.prompt.startswith("len:"):
+                out.append(dw.Completion(r.prompt[4:], "length", 7))
+            else:
+                out.append(r.prompt.replace("|", ""))
+        return out
+
+
+def batch_line(*members: tuple[int, dict[str, Any]]) -> bytes:
+    return json.dumps(
+        [{"jsonrpc": "2.0", "id": i, "method": "generate", "params": p} for i, p in members]
+    ).encode() + b"\n"
+
+
+class BatchTest(SdkTestCase):
+    def test_without_generate_batch_each_member_is_served_alone(self) -> None:
+        sup = self.start()
+        sup.init()
+        sup.send_raw(json.dumps([
+            {"jsonrpc": "2.0", "id": 10, "method": "generate", "params": generate_params("a|b")},
+            {"jsonrpc": "2.0", "id": 11, "method": "batch_tokenize", "params": {"texts": ["hi"]}},
+            {"jsonrpc": "2.0", "id": 12, "method": "generate",
+             "params": generate_params("c|d", stream=True)},
+        ]).encode() + b"\n")
+        replies = sup.replies_to((10, 11, 12))
+        self.assertEqual(replies[10]["result"]["text"], "ab")
+        self.assertEqual(replies[11]["result"]["tokens"], [[104, 105]])
+        self.assertEqual(replies[12]["result"]["text"], "cd")
+
+    def test_unstreamed_members_reach_generate_batch_together(self) -> None:
+        worker = BatchingWorker()
+        sup = self.start(worker)
+        self.assertEqual(sup.init()["result"]["max_batch"], 4)
+        sup.send_raw(batch_line(
+            (20, generate_params("x|y")),
+            (21, generate_params("bad")),
+            (22, generate_params("s|t", stream=True)),
+            (23, generate_params("one STOP two", stop=["STOP"])),
+            (24, generate_params("len:abc")),
+        ))
+        others: list[dict[str, Any]] = []
+        replies = sup.replies_to((20, 21, 22, 23, 24), others)
+        self.assertEqual(worker.batches, [[20, 21, 23, 24]])  # the stream went to generate
+        self.assertEqual(replies[20]["result"]["text"], "xy")
+        self.assertEqual(replies[20]["result"]["finish_reason"], "stop")
+        self.assertEqual(
+            replies[20]["result"]["usage"], {"prompt_tokens": 3, "completion_tokens": 2}
+        )
+        self.assertEqual(replies[21]["error"]["code"], -32602)
+        self.assertEqual(replies[22]["result"]["text"], "st")
+        chunks = [m for m in others if m.get("method") == "generate.chunk"]
+        self.assertEqual([c["params"]["id"] for c in chunks], [22, 22])
+        self.assertEqual(replies[23]["result"]["text"], "one ")
+        self.assertEqual(replies[23]["result"]["finish_reason"], "stop")
+        self.assertEqual(replies[24]["result"]["finish_reason"], "length")
+        self.assertEqual(replies[24]["result"]["usage"]["completion_tokens"], 7)
+        # A lone unstreamed generate is a batch of one.
+        lone = sup.request("generate", generate_params("p|q"))
+        self.assertEqual(sup.reply_to(lone)["result"]["text"], "pq")
+        self.assertEqual(worker.batches[-1], [lone])
+
+    def test_an_engine_exception_answers_every_member(self) -> None:
+        sup = self.start(BatchingWorker())
+        sup.init()
+        sup.send_raw(batch_line((30, generate_params("ok")), (31, generate_params("explode"))))
+        for reply in sup.replies_to((30, 31)).values():
+            error = reply["error"]
+            self.assertEqual(error["code"], -32603)
+            self.assertIn("batch exploded", error["data"]["detail"])
+        # The worker lives on.
+        again = sup.request("generate", generate_params("ok"))
+        self.assertEqual(sup.reply_to(again)["result"]["text"], "ok")
+
+    def test_members_cancelled_while_queued_are_answered_without_the_engine(self) -> None:
+        worker = BatchingWorker()
+        worker.max_concurrency = 1
+        sup = self.start(worker)
+        sup.init()
+        holder = sup.request("generate", generate_params("hold"))
+        self.assertTrue(worker.started.wait(TIMEOUT_S))
+        sup.send_raw(batch_line((40, generate_params("a")), (41, generate_params("b"))))
+        # Both wait for the engine's one slot; cancelling one leaves the other queued.
+        sup.notify("cancel", {"id": 41})
+        cancelled = sup.reply_to(41)["result"]
+        self.assertEqual((cancelled["text"], cancelled["finish_reason"]), ("", "cancelled"))
+        worker.release.set()
+        replies = sup.replies_to((holder, 40))
+        self.assertEqual(replies[holder]["result"]["text"], "hold")
+        self.assertEqual(replies[40]["result"]["text"], "a")
+        self.assertEqual(worker.batches, [[holder], [40]])
 
 
 if __name__ == "__main__":

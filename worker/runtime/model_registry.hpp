@@ -5,6 +5,7 @@
 // mapping is released when the last request on it ends). Runtime thread only.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,14 @@ class ModelRegistry {
     return it->second;
   }
 
+  // Each distinct backend once.
+  std::vector<std::shared_ptr<Backend>> backends() const {
+    std::vector<std::shared_ptr<Backend>> out;
+    for (const auto& [id, b] : models_) {
+      if (std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
+    }
+    return out;
+  }
   std::vector<std::string> ids() const {
     std::vector<std::string> out;
     for (const auto& [id, backend] : models_) out.push_back(id);

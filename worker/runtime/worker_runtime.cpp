@@ -624,10 +624,20 @@ asio::awaitable<void> WorkerRuntime::heartbeat_loop() {
     const double tps = secs > 0 ? static_cast<double>(tokens_since_heartbeat_) / secs : 0.0;
     tokens_since_heartbeat_ = 0;
     last = now;
+    StepStats steps;
+    for (const auto& backend : models_.backends()) {
+      const StepStats s = backend->take_step_stats();
+      steps.steps += s.steps;
+      steps.busy += s.busy;
+    }
+    proto::worker::Heartbeat h{static_cast<std::int64_t>(running_.size()), 0, resident_bytes(),
+                               tps, models_.ids(), static_cast<std::int64_t>(progress_)};
+    if (steps.steps > 0) {
+      h.steps = static_cast<std::int64_t>(steps.steps);
+      h.step_us = static_cast<double>(steps.busy.count()) / static_cast<double>(steps.steps);
+    }
     std::string beat;
-    proto::worker::encode_heartbeat(
-        beat, {static_cast<std::int64_t>(running_.size()), 0, resident_bytes(), tps, models_.ids(),
-               static_cast<std::int64_t>(progress_)});
+    proto::worker::encode_heartbeat(beat, h);
     send(beat);
     heartbeat_timer_.expires_after(heartbeat_interval_);
     auto [ec] = co_await heartbeat_timer_.async_wait(use_nothrow);

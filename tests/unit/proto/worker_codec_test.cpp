@@ -303,6 +303,8 @@ TEST(WorkerCodecRoundTrip, Heartbeat) {
   h.tokens_per_s = 12.5;
   h.models = std::vector<std::string>{"tiny", "日本 \"m\""};
   h.progress = 99;
+  h.steps = 250;
+  h.step_us = 3812.5;
   std::string wire;
   encode_heartbeat(wire, h);
   const Message m = one(d, wire);
@@ -316,6 +318,8 @@ TEST(WorkerCodecRoundTrip, Heartbeat) {
   EXPECT_EQ(r->tokens_per_s, 12.5);
   EXPECT_EQ(r->models, h.models);
   EXPECT_EQ(r->progress, 99);
+  EXPECT_EQ(r->steps, 250);
+  EXPECT_EQ(r->step_us, 3812.5);
 
   // Without models and progress, they stay "not reported".
   std::string bare;
@@ -325,6 +329,8 @@ TEST(WorkerCodecRoundTrip, Heartbeat) {
   EXPECT_FALSE(b->models.has_value());
   EXPECT_EQ(b->progress, -1);
   EXPECT_EQ(bare.find("progress"), std::string::npos) << bare;
+  EXPECT_EQ(b->steps, 0);
+  EXPECT_EQ(bare.find("step"), std::string::npos) << "no steps, no step figures: " << bare;
 }
 
 // --- the envelope --------------------------------------------------------------------------------

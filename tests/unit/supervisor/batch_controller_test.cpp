@@ -126,5 +126,42 @@ TEST(BatchController, OperatorSizeRestartsTheSampleWindow) {
   EXPECT_EQ(c.size(), 46);  // 40 x 1.15
 }
 
+// Issue 17: a continuously batching worker's step reports replace batch times as samples.
+TEST(BatchController, WorkerStepReportsCountAsManySamplesAsSteps) {
+  BatchController c(20, 10ms, true);
+  // One heartbeat covering 200 steps of 4 ms (0.4x): enough samples for a decision at once.
+  EXPECT_TRUE(c.record_steps(4ms, 200, t0));
+  EXPECT_EQ(c.size(), 30);  // 20 x 1.5
+  EXPECT_TRUE(c.record_steps(16ms, 150, t0 + 1s));
+  EXPECT_EQ(c.size(), 21);  // 30 x 0.7
+  // A report of fewer steps than kMinSamples waits for more, as batch times do.
+  EXPECT_FALSE(c.record_steps(30ms, 5, t0 + 3s));
+  EXPECT_EQ(c.size(), 21);
+  EXPECT_TRUE(c.record_steps(30ms, 5, t0 + 3s));
+  EXPECT_EQ(c.size(), 15);  // 21 x 0.7 = 14.7
+}
+
+TEST(BatchController, BatchTimesAreIgnoredWhileStepReportsAreFresh) {
+  BatchController c(20, 10ms, true);
+  c.record_steps(10ms, 20, t0);  // on target: unchanged, and steps now drive the size
+  EXPECT_TRUE(c.steps_fresh(t0 + 1s));
+  EXPECT_FALSE(feed(c, 50, 100ms, t0 + 2s));  // a generate flush: 10x target, ignored
+  EXPECT_EQ(c.size(), 20);
+  // kStepReportTtl without a report: batch times count again.
+  const auto stale = t0 + BatchController::kStepReportTtl;
+  EXPECT_FALSE(c.steps_fresh(stale));
+  EXPECT_TRUE(feed(c, 10, 100ms, stale));
+  EXPECT_EQ(c.size(), 14);  // 20 x 0.7
+}
+
+TEST(BatchController, SwitchingToStepReportsDropsTheBatchTimeSamples) {
+  BatchController c(20, 10ms, true);
+  feed(c, 9, 100ms, t0);  // nine slow batch times, one short of a decision
+  // The first step report starts a new window: its 10 samples at 0.3x decide alone.
+  EXPECT_TRUE(c.record_steps(3ms, 10, t0 + 2s));
+  EXPECT_EQ(c.size(), 30);
+  EXPECT_FALSE(c.record_steps(3ms, 0, t0 + 4s)) << "a report of no steps is not a sample";
+}
+
 }  // namespace
 }  // namespace drover::supervisor

@@ -54,12 +54,40 @@ TEST(Batcher, FlushesWhenTheBatchIsFull) {
 TEST(Batcher, WindowIsAdaptiveOrTheFlushInterval) {
   auto c = config();
   Batcher adaptive(c);
-  EXPECT_EQ(adaptive.window(), 750us);
+  EXPECT_EQ(adaptive.window(t0), 750us);
   for (int i = 0; i < 3; ++i) adaptive.on_flush(8, 0, Batcher::FlushCause::full);
-  EXPECT_EQ(adaptive.window(), 2000us);
+  EXPECT_EQ(adaptive.window(t0), 2000us);
   c.adaptive_window = false;
   Batcher fixed(c);
-  EXPECT_EQ(fixed.window(), 2000us);
+  EXPECT_EQ(fixed.window(t0), 2000us);
+}
+
+// Issue 17: a worker's step reports cap the window at one step while they are fresh, and drive
+// the size instead of batch times (which, for generates, measure generation length).
+TEST(Batcher, AWorkersStepTimeCapsTheWindowAndDrivesTheSize) {
+  auto c = config();
+  c.adaptive_window = false;  // 2 ms
+  Batcher b(c);
+  b.on_worker_steps(1500us, 200, t0);  // 0.15x the 10 ms target
+  EXPECT_EQ(b.window(t0 + 1s), 1500us) << "held longer than a step, a call misses one";
+  EXPECT_EQ(b.size(), 6);  // 4 x 1.5
+  // Batch times of 10x the target do not count while steps are reported...
+  for (int i = 0; i < 20; ++i) b.on_batch_done(100ms, t0 + 2s);
+  EXPECT_EQ(b.size(), 6);
+  b.on_worker_steps(10ms, 50, t0 + 3s);  // on target (size kept), longer than the window
+  EXPECT_EQ(b.window(t0 + 3s), 2000us);
+  EXPECT_EQ(b.size(), 6);
+  const auto s = b.stats({0, 0, 0}, t0 + 3s);
+  EXPECT_EQ(s["size_source"], "worker_steps");
+  EXPECT_DOUBLE_EQ(s["worker_step_ms"].get<double>(), 10.0);
+  EXPECT_EQ(s["worker_step_reports"], 2);
+  // ...and do again once reports stop: the window is uncapped and batch times size.
+  const auto later = t0 + 3s + BatchController::kStepReportTtl;
+  b.on_worker_steps(1ms, 0, later);  // an idle worker's heartbeat: no steps, no report
+  EXPECT_EQ(b.window(later), 2000us);
+  EXPECT_EQ(b.stats({0, 0, 0}, later)["size_source"], "batch_time");
+  for (int i = 0; i < 10; ++i) b.on_batch_done(100ms, later);
+  EXPECT_EQ(b.size(), 4);  // 6 x 0.7 = 4.2
 }
 
 TEST(Batcher, BatchTimesDriveTheSize) {
@@ -79,7 +107,7 @@ TEST(Batcher, StatsSummariseFlushesAndBatchTimes) {
   b.on_flush(4, 3, Batcher::FlushCause::full);
   b.on_flush(1, 0, Batcher::FlushCause::window);
   for (int i = 1; i <= 100; ++i) b.on_batch_done(std::chrono::microseconds(i * 100), t0);
-  const auto s = b.stats({1, 2, 3});
+  const auto s = b.stats({1, 2, 3}, t0);
   EXPECT_EQ(s["flushes"], 3);
   EXPECT_EQ(s["requests"], 6);
   EXPECT_DOUBLE_EQ(s["mean_batch_size"].get<double>(), 2.0);
@@ -93,6 +121,7 @@ TEST(Batcher, StatsSummariseFlushesAndBatchTimes) {
   EXPECT_DOUBLE_EQ(s["batch_time"]["max_ms"].get<double>(), 10.0);
   EXPECT_EQ(s["queue_depth"]["high"], 1);
   EXPECT_EQ(s["queue_depth"]["low"], 3);
+  EXPECT_EQ(s["size_source"], "batch_time");
   // The first ten batch times (0.1..1 ms, far below the 10 ms target) grew the size 4 -> 6.
   EXPECT_EQ(s["size"], 6);
 }

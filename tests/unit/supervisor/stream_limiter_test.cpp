@@ -114,6 +114,34 @@ TEST(StreamLimiter, AdaptiveLimitSettlesWhereStreamsStopGainingThroughput) {
   EXPECT_LE(l.limit(0), 7);
 }
 
+// Issue 17: a worker that states max_batch (it steps that many generations together) keeps at
+// least that many places whatever the per-stream rate says, and may still grow above it.
+TEST(StreamLimiter, ABatchingWorkersMaxBatchIsTheLeastItsAdaptiveLimitGoesTo) {
+  StreamLimiter l({});
+  l.add_worker(0, 24);
+  EXPECT_EQ(l.limit(0), 24) << "the floor applies from the start";
+  l.start(key(0), 0, t);
+  sample(l, 0, 100, 1);
+  int next = 1;
+  for (int round = 0; round < 50; ++round) {
+    // The same saturated worker as above (400 tokens/s in all): without the floor, ~6.6.
+    while (l.can_start(0)) l.start(key(next++), 0, t);
+    sample(l, 0, 400, l.active(0));
+  }
+  EXPECT_EQ(l.limit(0), 24);
+  EXPECT_EQ(l.active(0), 24);
+  // Streams at full speed still grow it past the floor.
+  StreamLimiter g({});
+  g.add_worker(0, 4);
+  for (int i = 0; i < 16; ++i) g.start(key(i), 0, t);
+  sample(g, 0, 1600, 16);  // 100 tokens/s each, as alone
+  EXPECT_GT(g.limit(0), 16);
+  // A fixed per-worker limit is the operator's and ignores the floor.
+  StreamLimiter f({.per_worker = 8});
+  f.add_worker(0, 24);
+  EXPECT_EQ(f.limit(0), 8);
+}
+
 TEST(StreamLimiter, OnlyASingleRequestSampleLowersTheBaseline) {
   StreamLimiter l({});
   l.start(key(0), 0, t);

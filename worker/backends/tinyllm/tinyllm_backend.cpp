@@ -304,12 +304,16 @@ asio::awaitable<void> TinyLlmBackend::run_steps() {
       }
     };
     std::exception_ptr failed;
+    const auto started = std::chrono::steady_clock::now();
     try {
       co_await on_compute(std::move(step));
     } catch (...) {
       failed = std::current_exception();
     }
     ++steps_;
+    ++step_stats_.steps;
+    step_stats_.busy += std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
     if (failed) {
       // A step that threw (out of memory) ends the generations in it, not the worker.
       std::string what = "tinyllm: forward pass failed";

@@ -27,6 +27,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <deque>
 #include <memory>
+#include <utility>
 #include <vector>
 #include <string>
 
@@ -73,6 +74,8 @@ class TinyLlmBackend final : public Backend {
   }
   // Forward passes run for generations so far (each serves every generation then running).
   std::uint64_t steps() const { return steps_; }
+  // Steps since the previous call and their wall time (compute thread hand-off included).
+  StepStats take_step_stats() override { return std::exchange(step_stats_, {}); }
 
  private:
   struct Model {
@@ -98,6 +101,7 @@ class TinyLlmBackend final : public Backend {
   std::vector<std::shared_ptr<Job>> running_;  // io thread, and the compute thread in a step
   bool stepping_ = false;                      // run_steps() is running
   std::uint64_t steps_ = 0;
+  StepStats step_stats_;  // io thread
   boost::asio::thread_pool compute_{1};
 };
 
