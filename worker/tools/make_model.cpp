@@ -20,8 +20,9 @@ namespace {
 
 using namespace drover::worker::tinyllm;
 
-// Writes `src` as Q8_0 to `out` and prints what was written; returns the exit status.
-int quantize_to(const Checkpoint& src, int group_size, const std::string& out) {
+// Writes `src` as Q8_0 to `out` (and, with `announce`, what was written); returns the exit
+// status.
+int quantize_to(const Checkpoint& src, int group_size, const std::string& out, bool announce) {
   if (group_size == 0) group_size = default_group_size(src.config());
   if (auto msg = validate_group_size(src.config(), group_size); !msg.empty()) {
     std::cerr << "drover-make-model: --group-size: " << msg << "\n";
@@ -32,10 +33,12 @@ int quantize_to(const Checkpoint& src, int group_size, const std::string& out) {
     std::cerr << "drover-make-model: " << stats.error() << "\n";
     return 1;
   }
-  std::cout << fmt::format(
-      "wrote {} ({} bytes: llama2.c version 2, Q8_0 in groups of {}; largest weight error "
-      "{:.3g})\n",
-      out, stats->file_bytes, group_size, stats->max_error);
+  if (announce) {
+    std::cout << fmt::format(
+        "wrote {} ({} bytes: llama2.c version 2, Q8_0 in groups of {}; largest weight error "
+        "{:.3g})\n",
+        out, stats->file_bytes, group_size, stats->max_error);
+  }
   return 0;
 }
 
@@ -95,7 +98,7 @@ int main(int argc, char** argv) {
       std::cerr << "drover-make-model: " << src.error() << "\n";
       return 1;
     }
-    return quantize_to(*src, group_size, model_path);
+    return quantize_to(*src, group_size, model_path, true);
   }
 
   ModelSpec spec;
@@ -152,7 +155,7 @@ int main(int argc, char** argv) {
   if (!quantize.empty()) {
     int rc = 1;
     if (auto src = Checkpoint::open(f32_path)) {
-      rc = quantize_to(*src, group_size, model_path);
+      rc = quantize_to(*src, group_size, model_path, false);
     } else {
       std::cerr << "drover-make-model: " << src.error() << "\n";
     }
@@ -163,9 +166,9 @@ int main(int argc, char** argv) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::cout << fmt::format(
       "wrote {} ({} bytes: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}{}, "
-      "seq_len {}, {} parameters) and {} in {:.0f} ms\n",
+      "seq_len {}, {} parameters{}) and {} in {:.0f} ms\n",
       model_path, std::filesystem::file_size(model_path), c.dim, c.hidden_dim, c.n_layers,
       c.n_heads, c.n_kv_heads, c.vocab_size, c.shared_classifier ? "" : " unshared", c.seq_len,
-      c.parameter_count(), tokenizer_path, ms);
+      c.parameter_count(), quantize.empty() ? "" : ", Q8_0", tokenizer_path, ms);
   return 0;
 }

@@ -59,9 +59,7 @@ boost::system::result<QuantizeStats, std::string> write_q8_0(const Checkpoint& s
   put(header.data(), header.size());
 
   const std::size_t d = static_cast<std::size_t>(c.dim);
-  const std::size_t h = static_cast<std::size_t>(c.hidden_dim);
   const std::size_t l = static_cast<std::size_t>(c.n_layers);
-  const std::size_t kv = static_cast<std::size_t>(c.kv_dim());
   const std::size_t v = static_cast<std::size_t>(c.vocab_size);
   put(w.rms_att, l * d * sizeof(float));
   put(w.rms_ffn, l * d * sizeof(float));
@@ -87,17 +85,10 @@ boost::system::result<QuantizeStats, std::string> write_q8_0(const Checkpoint& s
     put(q.data(), q.size());
     put(scales.data(), scales.size() * sizeof(float));
   };
-  auto layers = [&](const float* f, std::size_t rows, std::size_t cols) {
-    for (std::size_t i = 0; i < l; ++i) tensor(f + i * rows * cols, rows, cols);
-  };
   tensor(w.token_embedding, v, d);
-  layers(w.wq, d, d);
-  layers(w.wk, kv, d);
-  layers(w.wv, kv, d);
-  layers(w.wo, d, d);
-  layers(w.w1, h, d);
-  layers(w.w2, d, h);
-  layers(w.w3, h, d);
+  for (const LayerMatrix& m : layer_matrices(c)) {
+    for (std::size_t i = 0; i < l; ++i) tensor(w.*m.f32 + i * m.rows * m.cols, m.rows, m.cols);
+  }
   if (!c.shared_classifier) tensor(w.wcls, v, d);
   if (!ok || std::fclose(file.release()) != 0) return fail();
   if (std::rename(tmp.c_str(), out_path.c_str()) != 0) return fail();

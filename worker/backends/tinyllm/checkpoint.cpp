@@ -82,6 +82,19 @@ std::string validate_config(const ModelConfig& c) {
   return {};
 }
 
+std::array<LayerMatrix, 7> layer_matrices(const ModelConfig& c) {
+  const auto d = static_cast<std::size_t>(c.dim);
+  const auto h = static_cast<std::size_t>(c.hidden_dim);
+  const auto kv = static_cast<std::size_t>(c.kv_dim());
+  return {{{&Weights::wq, &Weights::q_wq, d, d},
+           {&Weights::wk, &Weights::q_wk, kv, d},
+           {&Weights::wv, &Weights::q_wv, kv, d},
+           {&Weights::wo, &Weights::q_wo, d, d},
+           {&Weights::w1, &Weights::q_w1, h, d},
+           {&Weights::w2, &Weights::q_w2, d, h},
+           {&Weights::w3, &Weights::q_w3, h, d}}};
+}
+
 std::string validate_group_size(const ModelConfig& c, int group_size) {
   if (group_size <= 0 || c.dim % group_size != 0 || c.hidden_dim % group_size != 0) {
     return fmt::format(
@@ -105,6 +118,21 @@ std::uint64_t q8_weight_bytes(const ModelConfig& c, int group_size) {
 }
 
 namespace {
+
+// The 7 int32 sizes both headers share; vocab_size as stored (the legacy format signs it).
+ModelConfig read_sizes(const void* at) {
+  std::int32_t h[7];
+  std::memcpy(h, at, sizeof(h));
+  ModelConfig c;
+  c.dim = h[0];
+  c.hidden_dim = h[1];
+  c.n_layers = h[2];
+  c.n_heads = h[3];
+  c.n_kv_heads = h[4];
+  c.vocab_size = h[5];
+  c.seq_len = h[6];
+  return c;
+}
 
 // `format` names the format the header claims; `extra` adds header fields of that format.
 std::string size_mismatch(std::size_t size, const ModelConfig& c, std::uint64_t expected,
@@ -157,17 +185,10 @@ boost::system::result<Checkpoint, std::string> Checkpoint::open(const std::strin
 }
 
 std::string Checkpoint::map_legacy() {
-  std::int32_t header[7];
-  std::memcpy(header, map_, kHeaderBytes);
+  config_ = read_sizes(map_);
   ModelConfig& c = config_;
-  c.dim = header[0];
-  c.hidden_dim = header[1];
-  c.n_layers = header[2];
-  c.n_heads = header[3];
-  c.n_kv_heads = header[4];
-  c.shared_classifier = header[5] > 0;
-  c.vocab_size = header[5] == INT32_MIN ? 0 : std::abs(header[5]);
-  c.seq_len = header[6];
+  c.shared_classifier = c.vocab_size > 0;
+  c.vocab_size = c.vocab_size == INT32_MIN ? 0 : std::abs(c.vocab_size);
   if (auto msg = validate_config(c); !msg.empty()) {
     return fmt::format(
         "not a llama2.c checkpoint: neither the magic 'ak42' of a versioned export nor a legacy "
@@ -225,16 +246,8 @@ std::string Checkpoint::map_versioned() {
         "float32 export, and version 2, Q8_0)",
         version);
   }
-  std::int32_t header[7];
-  std::memcpy(header, base + 8, sizeof(header));
+  config_ = read_sizes(base + 8);
   ModelConfig& c = config_;
-  c.dim = header[0];
-  c.hidden_dim = header[1];
-  c.n_layers = header[2];
-  c.n_heads = header[3];
-  c.n_kv_heads = header[4];
-  c.vocab_size = header[5];
-  c.seq_len = header[6];
   const auto shared = static_cast<std::uint8_t>(base[36]);
   std::int32_t group_size = 0;
   std::memcpy(&group_size, base + 37, sizeof(group_size));
@@ -267,20 +280,11 @@ std::string Checkpoint::map_versioned() {
     p += rows * cols + rows * cols / static_cast<std::size_t>(group_size) * sizeof(float);
     return t;
   };
-  auto layers = [&](std::vector<Q8Tensor>& out, std::size_t rows, std::size_t cols) {
-    for (std::size_t i = 0; i < l; ++i) out.push_back(next(rows, cols));
-  };
-  const std::size_t h = static_cast<std::size_t>(c.hidden_dim);
-  const std::size_t kv = static_cast<std::size_t>(c.kv_dim());
   const std::size_t v = static_cast<std::size_t>(c.vocab_size);
   w.q_token_embedding = next(v, d);
-  layers(w.q_wq, d, d);
-  layers(w.q_wk, kv, d);
-  layers(w.q_wv, kv, d);
-  layers(w.q_wo, d, d);
-  layers(w.q_w1, h, d);
-  layers(w.q_w2, d, h);
-  layers(w.q_w3, h, d);
+  for (const LayerMatrix& m : layer_matrices(c)) {
+    for (std::size_t i = 0; i < l; ++i) (w.*m.q8).push_back(next(m.rows, m.cols));
+  }
   w.q_wcls = c.shared_classifier ? w.q_token_embedding : next(v, d);
   return {};
 }

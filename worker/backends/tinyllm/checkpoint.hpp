@@ -35,6 +35,7 @@
 // weight pointers live as long as the Checkpoint. Immutable after open(): any thread may read.
 #pragma once
 
+#include <array>
 #include <boost/system/result.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -102,6 +103,15 @@ struct Weights {
   Q8Tensor q_token_embedding, q_wcls;  // q_wcls == q_token_embedding when shared
   std::vector<Q8Tensor> q_wq, q_wk, q_wv, q_wo, q_w1, q_w2, q_w3;
 };
+
+// The per-layer matrices in file order (both formats store wq, wk, wv, wo, w1, w2, w3, each
+// for every layer in turn): where each lives in Weights, in either format, and its shape.
+struct LayerMatrix {
+  const float* Weights::*f32;
+  std::vector<Q8Tensor> Weights::*q8;
+  std::size_t rows, cols;
+};
+std::array<LayerMatrix, 7> layer_matrices(const ModelConfig& c);
 
 // Q8_0 group-size rule: positive and a divisor of dim and hidden_dim. Returns an error message
 // naming the values, or an empty string.
