@@ -36,9 +36,10 @@ inline float sum_lanes(const float* a) {
 namespace portable {
 
 // The lane layout of the AVX2 kernel, in plain C++ (see q8.hpp).
-template <int K>
+template <int K, int kGroup>
 inline void dots(const std::int8_t* w, const std::byte* ws, const std::int8_t* const* xq,
-                 const float* const* xs, int n, int gs, float* out) {
+                 const float* const* xs, int n, int group_size, float* out) {
+  const int gs = kGroup != 0 ? kGroup : group_size;
   float acc[K][8] = {};
   for (int g = 0; g * gs < n; ++g) {
     const int base = g * gs;
@@ -94,46 +95,54 @@ inline __m128i dot16(__m128i w, __m128i x) {
   return _mm_madd_epi16(pairs, _mm_set1_epi16(1));
 }
 
-template <int K>
+template <int K, int kGroup>
 __attribute__((always_inline)) inline void dots(const std::int8_t* w, const std::byte* ws,
                                                 const std::int8_t* const* xq,
-                                                const float* const* xs, int n, int gs,
+                                                const float* const* xs, int n, int group_size,
                                                 float* out) {
+  const int gs = kGroup != 0 ? kGroup : group_size;
   __m256 acc[K];
+#pragma GCC unroll 4
   for (int k = 0; k < K; ++k) acc[k] = _mm256_setzero_ps();
   for (int g = 0; g * gs < n; ++g) {
     const int base = g * gs;
     __m256i lanes[K];
+#pragma GCC unroll 4
     for (int k = 0; k < K; ++k) lanes[k] = _mm256_setzero_si256();
     int i = 0;
     for (; i + 32 <= gs; i += 32) {
       const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + base + i));
-      for (int k = 0; k < K; ++k) {
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[k] + base + i));
         lanes[k] = _mm256_add_epi32(lanes[k], dot32(wv, xv));
       }
     }
     for (; i + 16 <= gs; i += 16) {
       const __m128i wv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + base + i));
-      for (int k = 0; k < K; ++k) {
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
         const __m128i xv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xq[k] + base + i));
         lanes[k] = _mm256_add_epi32(lanes[k], _mm256_zextsi128_si256(dot16(wv, xv)));
       }
     }
     if (i < gs) {
-      for (int k = 0; k < K; ++k) {
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
         std::int32_t tail = 0;
         for (int t = i; t < gs; ++t) tail += std::int32_t{w[base + t]} * xq[k][base + t];
         lanes[k] = _mm256_add_epi32(lanes[k], _mm256_setr_epi32(tail, 0, 0, 0, 0, 0, 0, 0));
       }
     }
     const float wscale = scale_at(ws, static_cast<std::size_t>(g));
+#pragma GCC unroll 4
     for (int k = 0; k < K; ++k) {
       // A multiply and an add, not an FMA: the portable kernel rounds the same way.
       const __m256 s = _mm256_set1_ps(wscale * xs[k][g]);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_cvtepi32_ps(lanes[k]), s));
     }
   }
+#pragma GCC unroll 4
   for (int k = 0; k < K; ++k) {
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[k]);
