@@ -8,11 +8,12 @@
 # gave them); time to first chunk p95; the slowest request's latency over the fastest's (all
 # generate 128 tokens unless a story ends first). Medians at the end. From the repository
 # root, after building droverd, drover-worker, droverctl, drover-bench and drover-make-model:
-#   bench/stream/tinyllm_batching.sh [BIN_DIR] [shipped|s15] [RUNS] [REQS]
+#   bench/stream/tinyllm_batching.sh [BIN_DIR] [shipped|s15|shipped-q8|s15-q8] [RUNS] [REQS]
 # BIN_DIR defaults to build/bin (compare builds by pointing it at another build's bin/).
 # s15: a stories15M-shaped checkpoint with random weights (dim 288, hidden 768, 6 layers,
 # 6 heads, vocab 32000, seq_len 256, own classifier; 98 MB), generated into a temp dir by the
-# script and removed at the end; never shipped.
+# script and removed at the end; never shipped. -q8: the same model quantized to Q8_0
+# (drover-make-model --quantize q8_0, default group size; docs/MODELS.md "Q8_0 weights").
 # Environment: STREAMS (default "1 16"), WORKERS (default 1), BATCH_QUEUE (off|on, default off:
 # batch_queue.enabled), STREAM_LIMIT (streaming.max_concurrent_per_worker; default 0, the
 # adaptive limit droverd ships with; a number fixes it), MAX_TOKENS (default 128).
@@ -30,12 +31,14 @@ d=$(mktemp -d /tmp/drover-batching.XXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$d"; }
 trap cleanup EXIT
+quantize=
+case "$model" in *-q8) quantize=--quantize=q8_0; model=${model%-q8} ;; esac
 if [ "$model" = s15 ]; then
   "$B/drover-make-model" --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 --vocab 32000 \
-    --seq-len 256 --unshared --model "$d/s15.bin" --tokenizer "$d/tokenizer.bin" > /dev/null
+    --seq-len 256 --unshared --model "$d/s15.bin" --tokenizer "$d/tokenizer.bin" $quantize > /dev/null
   path=$d/s15.bin
 else
-  "$B/drover-make-model" --preset shipped --out-dir "$d" > /dev/null
+  "$B/drover-make-model" --preset shipped --out-dir "$d" $quantize > /dev/null
   path=$d/tinyllm.bin
 fi
 enabled=false; [ "$batch_queue" = on ] && enabled=true

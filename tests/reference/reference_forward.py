@@ -8,6 +8,12 @@ written for readability rather than speed: RMSNorm, rotary embeddings, grouped-q
 attention over all previous positions (no KV-cache tricks: keys and values are recomputed
 from the stored per-position inputs), SwiGLU, classifier.
 
+Also reads llama2.c's version-2 export (magic "ak42", Q8_0 int8 weights with a float32 scale
+per group) and then computes runq.c's forward pass: the weights are the dequantized values,
+and every matmul input is first quantized the same way (scale = max|x| / 127 per group,
+round half away from zero), i.e. the same products as runq.c's int8 dot products, summed in
+double.
+
 Also implements llama2.c's tokenizer encode() the slow, literal way (rescan every pair after
 every merge).
 
@@ -23,9 +29,68 @@ import struct
 import sys
 
 
+MAGIC = 0x616B3432
+
+
+def f32(v):
+    """v rounded to float32 (the C++ side quantizes float32 values)."""
+    return struct.unpack("<f", struct.pack("<f", v))[0]
+
+
+def read_q8_checkpoint(data):
+    """llama2.c version 2: 256-byte header, float32 norms, then each matrix as int8 + scales."""
+    version, = struct.unpack("<i", data[4:8])
+    if version != 2:
+        raise SystemExit(f"version {version}: only 2 (Q8_0) is read here")
+    dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len = struct.unpack("<7i", data[8:36])
+    shared = data[36] == 1
+    group_size, = struct.unpack("<i", data[37:41])
+    head_size = dim // n_heads
+    kv_dim = head_size * n_kv_heads
+    at = 256
+
+    def floats(count):
+        nonlocal at
+        out = array.array("f")
+        out.frombytes(data[at:at + 4 * count])
+        if sys.byteorder != "little":
+            out.byteswap()
+        at += 4 * count
+        return [float(x) for x in out]
+
+    def matrix(rows, cols):
+        nonlocal at
+        q = array.array("b")
+        q.frombytes(data[at:at + rows * cols])
+        at += rows * cols
+        scales = floats(rows * cols // group_size)
+        flat = [q[i] * scales[i // group_size] for i in range(rows * cols)]
+        return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
+
+    w = {}
+    flat = floats(n_layers * dim)
+    w["rms_att"] = [flat[i * dim:(i + 1) * dim] for i in range(n_layers)]
+    flat = floats(n_layers * dim)
+    w["rms_ffn"] = [flat[i * dim:(i + 1) * dim] for i in range(n_layers)]
+    w["rms_final"] = floats(dim)
+    w["embedding"] = matrix(vocab, dim)
+    for name, rows, cols in (("wq", dim, dim), ("wk", kv_dim, dim), ("wv", kv_dim, dim),
+                             ("wo", dim, dim), ("w1", hidden, dim), ("w2", dim, hidden),
+                             ("w3", hidden, dim)):
+        w[name] = [matrix(rows, cols) for _ in range(n_layers)]
+    w["classifier"] = w["embedding"] if shared else matrix(vocab, dim)
+    if at != len(data):
+        raise SystemExit(f"{len(data) - at} bytes left over; not the expected layout")
+    cfg = dict(dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads,
+               n_kv_heads=n_kv_heads, vocab=vocab, seq_len=seq_len, group_size=group_size)
+    return cfg, w
+
+
 def read_checkpoint(path):
     with open(path, "rb") as f:
         data = f.read()
+    if struct.unpack("<I", data[:4])[0] == MAGIC:
+        return read_q8_checkpoint(data)
     dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len = struct.unpack("<7i", data[:28])
     shared = vocab > 0
     vocab = abs(vocab)
@@ -84,6 +149,18 @@ def matvec(m, x):
     return [sum(a * b for a, b in zip(row, x)) for row in m]
 
 
+def q8_round_trip(x, group_size):
+    """x quantized to Q8_0 and back (runq.c's quantize(), then q * scale)."""
+    out = []
+    for g in range(0, len(x), group_size):
+        group = [f32(v) for v in x[g:g + group_size]]
+        scale = f32(max(abs(v) for v in group) / 127.0)
+        for v in group:
+            q = 0 if scale == 0 else math.floor(abs(f32(v / scale)) + 0.5) * (1 if v >= 0 else -1)
+            out.append(q * scale)
+    return out
+
+
 def rmsnorm(x, weight):
     mean_square = sum(v * v for v in x) / len(x)
     scale = 1.0 / math.sqrt(mean_square + 1e-5)
@@ -114,14 +191,19 @@ def forward_all(cfg, w, tokens):
     """Logits after each prefix of `tokens`: list of len(tokens) lists of vocab floats."""
     dim, n_heads, n_kv_heads = cfg["dim"], cfg["n_heads"], cfg["n_kv_heads"]
     head_size = dim // n_heads
+    group_size = cfg.get("group_size")
+
+    def mm(m, x):  # Q8_0 models: the input is quantized first, as in runq.c
+        return matvec(m, q8_round_trip(x, group_size) if group_size else x)
+
     group = n_heads // n_kv_heads
     # Residual stream of every position, layer by layer (full causal attention each time).
     xs = [list(w["embedding"][t]) for t in tokens]
     for layer in range(cfg["n_layers"]):
         normed = [rmsnorm(x, w["rms_att"][layer]) for x in xs]
-        qs = [rope(matvec(w["wq"][layer], h), p, head_size) for p, h in enumerate(normed)]
-        ks = [rope(matvec(w["wk"][layer], h), p, head_size) for p, h in enumerate(normed)]
-        vs = [matvec(w["wv"][layer], h) for h in normed]
+        qs = [rope(mm(w["wq"][layer], h), p, head_size) for p, h in enumerate(normed)]
+        ks = [rope(mm(w["wk"][layer], h), p, head_size) for p, h in enumerate(normed)]
+        vs = [mm(w["wv"][layer], h) for h in normed]
         new_xs = []
         for p, x in enumerate(xs):
             attended = []
@@ -139,15 +221,15 @@ def forward_all(cfg, w, tokens):
                     for i in range(head_size):
                         head_out[i] += weights[t] * v[i]
                 attended.extend(head_out)
-            x = [a + b for a, b in zip(x, matvec(w["wo"][layer], attended))]
+            x = [a + b for a, b in zip(x, mm(w["wo"][layer], attended))]
             h = rmsnorm(x, w["rms_ffn"][layer])
-            gate = matvec(w["w1"][layer], h)
-            up = matvec(w["w3"][layer], h)
+            gate = mm(w["w1"][layer], h)
+            up = mm(w["w3"][layer], h)
             act = [g / (1.0 + math.exp(-g)) * u for g, u in zip(gate, up)]
-            x = [a + b for a, b in zip(x, matvec(w["w2"][layer], act))]
+            x = [a + b for a, b in zip(x, mm(w["w2"][layer], act))]
             new_xs.append(x)
         xs = new_xs
-    return [matvec(w["classifier"], rmsnorm(x, w["rms_final"])) for x in xs]
+    return [mm(w["classifier"], rmsnorm(x, w["rms_final"])) for x in xs]
 
 
 def read_tokenizer(path, vocab_size):

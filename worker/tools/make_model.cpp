@@ -1,9 +1,12 @@
 // drover-make-model: writes the model drover ships (or a test model) in llama2.c's format.
-//   drover-make-model --out-dir build/models              # build/models/tinyllm.bin +
-//   tokenizer.bin drover-make-model --preset tiny --model m.bin --tokenizer t.bin drover-make-model
-//   --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 --out-dir d
+//   drover-make-model --out-dir build/models     # build/models/tinyllm.bin + tokenizer.bin
+//   drover-make-model --preset tiny --model m.bin --tokenizer t.bin
+//   drover-make-model --dim 288 --hidden-dim 768 --layers 6 --heads 6 --kv-heads 6 --out-dir d
+//   drover-make-model --quantize q8_0 [--group-size 64] --out-dir d   # the same, Q8_0 weights
+//   drover-make-model --quantize q8_0 --from f32.bin --model q8.bin   # quantize a checkpoint
 // Deterministic: the same flags write the same bytes. Files are replaced atomically.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -11,9 +14,37 @@
 #include <iostream>
 
 #include "worker/tools/model_generator.hpp"
+#include "worker/tools/model_quantizer.hpp"
+
+namespace {
+
+using namespace drover::worker::tinyllm;
+
+// Writes `src` as Q8_0 to `out` (and, with `announce`, what was written); returns the exit
+// status.
+int quantize_to(const Checkpoint& src, int group_size, const std::string& out, bool announce) {
+  if (group_size == 0) group_size = default_group_size(src.config());
+  if (auto msg = validate_group_size(src.config(), group_size); !msg.empty()) {
+    std::cerr << "drover-make-model: --group-size: " << msg << "\n";
+    return 2;
+  }
+  auto stats = write_q8_0(src, group_size, out);
+  if (!stats) {
+    std::cerr << "drover-make-model: " << stats.error() << "\n";
+    return 1;
+  }
+  if (announce) {
+    std::cout << fmt::format(
+        "wrote {} ({} bytes: llama2.c version 2, Q8_0 in groups of {}; largest weight error "
+        "{:.3g})\n",
+        out, stats->file_bytes, group_size, stats->max_error);
+  }
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  using namespace drover::worker::tinyllm;
   CLI::App app{"drover-make-model: write a deterministic llama2.c-format model and tokenizer"};
   std::string preset = "shipped";
   std::string out_dir;
@@ -25,6 +56,9 @@ int main(int argc, char** argv) {
   overrides.seed = 0;
   bool unshared = false;
   bool if_missing = false;
+  std::string quantize;
+  int group_size = 0;
+  std::string from;
   app.add_option("--preset", preset, "shipped, tiny or tiny-unshared")->capture_default_str();
   app.add_option("--out-dir", out_dir, "write tinyllm.bin and tokenizer.bin here");
   app.add_option("--model", model_path, "checkpoint path (instead of --out-dir)");
@@ -40,7 +74,32 @@ int main(int argc, char** argv) {
   app.add_option("--seed", overrides.seed, "override: weight seed");
   app.add_flag("--unshared", unshared, "store a separate classifier (negative vocab_size)");
   app.add_flag("--if-missing", if_missing, "do nothing when both files exist");
+  app.add_option("--quantize", quantize,
+                 "q8_0: write llama2.c's version-2 export (int8 weights in groups, runq.c)")
+      ->check(CLI::IsMember({"q8_0"}));
+  app.add_option("--group-size", group_size,
+                 "Q8_0 group size; must divide dim and hidden_dim (default: the largest power "
+                 "of two <= 64 that does)");
+  app.add_option("--from", from,
+                 "quantize this float32 checkpoint to --model instead of generating one (the "
+                 "tokenizer is not written)");
   CLI11_PARSE(app, argc, argv);
+  if ((group_size != 0 || !from.empty()) && quantize.empty()) {
+    std::cerr << "drover-make-model: --group-size and --from need --quantize q8_0\n";
+    return 2;
+  }
+  if (!from.empty()) {
+    if (model_path.empty()) {
+      std::cerr << "drover-make-model: --from needs --model OUT\n";
+      return 2;
+    }
+    auto src = Checkpoint::open(from);
+    if (!src) {
+      std::cerr << "drover-make-model: " << src.error() << "\n";
+      return 1;
+    }
+    return quantize_to(*src, group_size, model_path, true);
+  }
 
   ModelSpec spec;
   if (!preset_spec(preset, spec)) {
@@ -79,18 +138,37 @@ int main(int argc, char** argv) {
       std::filesystem::exists(tokenizer_path)) {
     return 0;
   }
+  if (!quantize.empty() && group_size != 0) {
+    if (auto msg = validate_group_size(c, group_size); !msg.empty()) {
+      std::cerr << "drover-make-model: --group-size: " << msg << "\n";
+      return 2;
+    }
+  }
   const auto start = std::chrono::steady_clock::now();
-  if (auto err = write_model(spec, model_path, tokenizer_path); !err.empty()) {
+  // Q8_0: the float32 model goes to a temporary file first, then is quantized from there.
+  const std::string f32_path =
+      quantize.empty() ? model_path : fmt::format("{}.f32.tmp.{}", model_path, ::getpid());
+  if (auto err = write_model(spec, f32_path, tokenizer_path); !err.empty()) {
     std::cerr << "drover-make-model: " << err << "\n";
     return 1;
+  }
+  if (!quantize.empty()) {
+    int rc = 1;
+    if (auto src = Checkpoint::open(f32_path)) {
+      rc = quantize_to(*src, group_size, model_path, false);
+    } else {
+      std::cerr << "drover-make-model: " << src.error() << "\n";
+    }
+    std::filesystem::remove(f32_path);
+    if (rc != 0) return rc;
   }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::cout << fmt::format(
       "wrote {} ({} bytes: dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {}{}, "
-      "seq_len {}, {} parameters) and {} in {:.0f} ms\n",
+      "seq_len {}, {} parameters{}) and {} in {:.0f} ms\n",
       model_path, std::filesystem::file_size(model_path), c.dim, c.hidden_dim, c.n_layers,
       c.n_heads, c.n_kv_heads, c.vocab_size, c.shared_classifier ? "" : " unshared", c.seq_len,
-      c.parameter_count(), tokenizer_path, ms);
+      c.parameter_count(), quantize.empty() ? "" : ", Q8_0", tokenizer_path, ms);
   return 0;
 }

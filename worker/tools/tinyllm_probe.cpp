@@ -3,13 +3,17 @@
 //   encode   --model M < texts.json         JSON token lists for a JSON array of strings
 //   generate --model M --prompt P ...       one generation through TinyLlmBackend: text and
 //                                           load time, time to first token and tokens/s
+//   agree    --model A --other B            greedy-token agreement of two models (a float32
+//                                           checkpoint and its Q8_0 version) position by position
 #include <fmt/format.h>
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -17,6 +21,7 @@
 
 #include "common/async_util.hpp"
 #include "common/log.hpp"
+#include "worker/backends/tinyllm/sampler.hpp"
 #include "worker/backends/tinyllm/tinyllm_backend.hpp"
 
 namespace {
@@ -56,6 +61,50 @@ int cmd_logits(const std::string& model_path, const std::string& tokens_csv, int
     out["logits"].push_back(std::vector<float>(logits.begin(), logits.end()));
   }
   std::cout << out.dump() << "\n";
+  return 0;
+}
+
+// Both models read the same tokens — sampled from model A at temperature 1 with `seed`, so
+// the text is varied — and at every position their argmax tokens are compared.
+int cmd_agree(const std::string& a_path, const std::string& b_path, int positions,
+              std::uint64_t seed) {
+  auto a = Checkpoint::open(a_path);
+  auto b = Checkpoint::open(b_path);
+  for (const auto* cp : {&a, &b}) {
+    if (!*cp) {
+      std::cerr << cp->error() << "\n";
+      return 1;
+    }
+  }
+  const ModelConfig& c = a->config();
+  if (c.vocab_size != b->config().vocab_size) {
+    std::cerr << "the models have different vocabularies\n";
+    return 1;
+  }
+  positions = std::min({positions, c.seq_len, b->config().seq_len});
+  Transformer ta(*a, 1), tb(*b, 1);
+  auto sa = ta.new_sequence();
+  auto sb = tb.new_sequence();
+  Sampler sampler(c.vocab_size, 1.0f, 1.0f, seed);
+  int token = kBosToken, same = 0;
+  double max_diff = 0, max_gap = 0;
+  for (int pos = 0; pos < positions; ++pos) {
+    const auto la = ta.forward(sa, token, pos);
+    const auto lb = tb.forward(sb, token, pos);
+    const auto best_a = static_cast<std::size_t>(argmax(la));
+    const auto best_b = static_cast<std::size_t>(argmax(lb));
+    same += best_a == best_b ? 1 : 0;
+    // How far behind A's best token B's choice is, in A's logits: near ties or real misses.
+    max_gap = std::max(max_gap, static_cast<double>(la[best_a] - la[best_b]));
+    for (std::size_t i = 0; i < la.size(); ++i)
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(la[i] - lb[i])));
+    std::vector<float> logits(la.begin(), la.end());
+    token = sampler.sample(logits);
+  }
+  std::cout << fmt::format(
+      "argmax agreement {}/{} positions ({:.1f}%), largest logit difference {:.4g}; where they "
+      "differ, the other's choice is at most {:.4g} below the best in the first model's logits\n",
+      same, positions, 100.0 * same / positions, max_diff, max_gap);
   return 0;
 }
 
@@ -191,6 +240,14 @@ int main(int argc, char** argv) {
   logits->add_option("--model", model_path)->required();
   logits->add_option("--tokens", tokens_csv, "comma-separated token ids")->required();
   logits->add_option("--threads", threads);
+  std::string other_path;
+  int positions = 256;
+  std::uint64_t agree_seed = 1;
+  auto* agree = app.add_subcommand("agree", "argmax agreement of two models of one vocabulary");
+  agree->add_option("--model", model_path)->required();
+  agree->add_option("--other", other_path)->required();
+  agree->add_option("--positions", positions, "at most seq_len")->capture_default_str();
+  agree->add_option("--seed", agree_seed, "sampling seed of the tokens fed")->capture_default_str();
   auto* encode = app.add_subcommand("encode", "encode a JSON array of strings read from stdin");
   encode->add_option("--model", model_path)->required();
   encode->add_option("--tokenizer", tokenizer_path);
@@ -215,6 +272,7 @@ int main(int argc, char** argv) {
   drover::configure_logging("warn", drover::LogFormat::text);
   if (*logits) return cmd_logits(model_path, tokens_csv, threads);
   if (*encode) return cmd_encode(model_path, tokenizer_path);
+  if (*agree) return cmd_agree(model_path, other_path, positions, agree_seed);
   TinyLlmOptions opt;
   opt.model_path = model_path;
   opt.tokenizer_path = tokenizer_path;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <deque>
 
@@ -172,7 +173,18 @@ TEST_P(TinyllmBatch, BatchedPrefillGivesTheSoloLogitsBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, TinyllmBatch, ::testing::Values("tiny", "tiny-unshared"));
+// Q8_0 (runq.c's int8 path): group size 24 runs the 16-byte blocks and the scalar tail of the
+// int8 kernel, 4 the tail only; tinyllm_q8_test covers the 32-byte blocks.
+INSTANTIATE_TEST_SUITE_P(Models, TinyllmBatch,
+                         ::testing::Values("tiny", "tiny-unshared", "tiny@q8_0:24",
+                                           "tiny@q8_0:8", "tiny-unshared@q8_0:4"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 TEST(TinyllmBatchRows, RowsWithoutLogitsGetNoneAndAnEmptyPassIsANoOp) {
   auto cp = Checkpoint::open(testing::tiny_model().model);

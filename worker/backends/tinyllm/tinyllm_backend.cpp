@@ -135,10 +135,11 @@ asio::awaitable<BackendResult<json>> TinyLlmBackend::load() {
   const ModelConfig& c = model_->checkpoint.config();
   component_logger("tinyllm")->info(
       "loaded {} from {}: dim {}, hidden {}, {} layers, {} heads ({} kv), vocab {}{}, seq_len {}, "
-      "{} parameters, {} threads; load {:.1f} ms, warm-up {:.1f} ms",
+      "{} parameters ({} weights), {} threads; load {:.1f} ms, warm-up {:.1f} ms",
       name_, model_->checkpoint.path(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
       c.vocab_size, c.shared_classifier ? "" : " (unshared classifier)", c.seq_len,
-      c.parameter_count(), model_->transformer->threads(), loaded->load_ms, loaded->warmup_ms);
+      c.parameter_count(), weights_name(model_->checkpoint), model_->transformer->threads(),
+      loaded->load_ms, loaded->warmup_ms);
   co_return R(boost::system::in_place_value, json{{"models", models()},
                                                   {"load_ms", loaded->load_ms},
                                                   {"warmup_ms", loaded->warmup_ms},
@@ -156,6 +157,7 @@ asio::awaitable<BackendResult<json>> TinyLlmBackend::load() {
                                                     {"shared_classifier", c.shared_classifier},
                                                     {"parameters", c.parameter_count()},
                                                     {"file_bytes", model_->checkpoint.file_bytes()},
+                                                    {"weights", weights_name(model_->checkpoint)},
                                                     {"threads", model_->transformer->threads()}}}});
 }
 

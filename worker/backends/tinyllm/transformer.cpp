@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "worker/backends/tinyllm/q8.hpp"
+
 namespace drover::worker::tinyllm {
 namespace {
 
@@ -156,6 +158,36 @@ void softmax_in_place(float* x, int size) {
   for (int i = 0; i < size; ++i) x[i] /= sum;
 }
 
+// A weight matrix (of one layer) in the checkpoint's format: float32 or Q8_0.
+struct Matrix {
+  const float* f = nullptr;
+  Q8Tensor q;
+};
+
+Matrix layer_matrix(const float* f, std::size_t size, const std::vector<Q8Tensor>& q,
+                    std::size_t l) {
+  return {f != nullptr ? f + l * size : nullptr, q.empty() ? Q8Tensor{} : q[l]};
+}
+
+// The input rows of a matmul: float32 vectors, or (Q8_0 models) their quantization.
+struct Operand {
+  const float* const* f = nullptr;
+  q8::Inputs q{nullptr, nullptr};
+};
+
+// out[b][r] (+)= W[r] . x[b] for rows [begin, end) and every input b < batch.
+void project(float* const* out, const Matrix& w, const Operand& x, int batch, int n,
+             int group_size, int begin, int end, bool add) {
+  if (x.q.q != nullptr) {
+    const q8::Kernels& k = q8::kernels();
+    (add ? k.matmul_add : k.matmul)(out, w.q, x.q, batch, n, group_size, begin, end);
+  } else if (add) {
+    matmul_add(out, w.f, x.f, batch, n, begin, end);
+  } else {
+    matmul(out, w.f, x.f, batch, n, begin, end);
+  }
+}
+
 }  // namespace
 
 Transformer::Sequence::Sequence(const ModelConfig& c) {
@@ -199,6 +231,13 @@ void Transformer::reserve(std::size_t rows) {
   hb_.resize(rows * static_cast<std::size_t>(c.hidden_dim));
   att_.resize(rows * static_cast<std::size_t>(c.n_heads) * static_cast<std::size_t>(c.seq_len));
   logits_row_.resize(rows);
+  if (w_.format == WeightFormat::q8_0) {
+    const auto widest = static_cast<std::size_t>(std::max(c.dim, c.hidden_dim));
+    xq_.resize(rows * widest);
+    xs_.resize(rows * widest / static_cast<std::size_t>(w_.group_size));
+    xq_row_.resize(rows);
+    xs_row_.resize(rows);
+  }
   capacity_ = rows;
 }
 
@@ -235,6 +274,25 @@ void Transformer::forward(std::span<const Row> rows) {
   logits_row_.assign(nb, -1);
   if (rows.empty()) return;
 
+  const bool q8 = w_.format == WeightFormat::q8_0;
+  const int gs = w_.group_size;
+  // A matmul's input rows `in` (n values each) as its Operand: for Q8_0, quantized into xq_.
+  auto operand = [&](const std::vector<const float*>& in, int n) {
+    Operand op;
+    op.f = in.data();
+    if (!q8) return op;
+    const auto widest = static_cast<std::size_t>(std::max(dim, hidden));
+    for (std::size_t b = 0; b < in.size(); ++b) {
+      std::int8_t* q = xq_.data() + b * widest;
+      float* s = xs_.data() + b * widest / static_cast<std::size_t>(gs);
+      q8::quantize(in[b], n, gs, q, s);
+      xq_row_[b] = q;
+      xs_row_[b] = s;
+    }
+    op.q = {xq_row_.data(), xs_row_.data()};
+    return op;
+  };
+
   // Row b's activation vectors, as the pointer arrays the matmuls take.
   std::vector<float*> x(nb), xb(nb), q(nb), hb(nb), k(nb), v(nb);
   std::vector<const float*> xb_in(nb), hb_in(nb);
@@ -249,8 +307,19 @@ void Transformer::forward(std::span<const Row> rows) {
     hb[b] = hb_.data() + b * hd;
     xb_in[b] = xb[b];
     hb_in[b] = hb[b];
-    std::memcpy(x[b], w_.token_embedding + static_cast<std::size_t>(r.token) * d,
-                d * sizeof(float));
+    const auto token = static_cast<std::size_t>(r.token);
+    if (q8) {
+      // runq.c's dequantize(), for this row only.
+      const std::int8_t* qe = w_.q_token_embedding.q + token * d;
+      const std::size_t groups = token * d / static_cast<std::size_t>(gs);
+      for (std::size_t i = 0; i < d; ++i) {
+        x[b][i] = static_cast<float>(qe[i]) *
+                  q8::scale_at(w_.q_token_embedding.scales,
+                               groups + i / static_cast<std::size_t>(gs));
+      }
+    } else {
+      std::memcpy(x[b], w_.token_embedding + token * d, d * sizeof(float));
+    }
   }
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -265,13 +334,14 @@ void Transformer::forward(std::span<const Row> rows) {
       k[b] = rows[b].seq->key_cache_.get() + at;
       v[b] = rows[b].seq->value_cache_.get() + at;
     }
-    const float* wq = w_.wq + ul * d * d;
-    const float* wk = w_.wk + ul * kvd * d;
-    const float* wv = w_.wv + ul * kvd * d;
+    const Matrix wq = layer_matrix(w_.wq, d * d, w_.q_wq, ul);
+    const Matrix wk = layer_matrix(w_.wk, kvd * d, w_.q_wk, ul);
+    const Matrix wv = layer_matrix(w_.wv, kvd * d, w_.q_wv, ul);
+    const Operand att_in = operand(xb_in, dim);
     pool_.run(dim + 2 * kv_dim, [&](int begin, int end) {
-      auto part = [&](float* const* out, const float* w, int lo, int hi, int base) {
+      auto part = [&](float* const* out, const Matrix& w, int lo, int hi, int base) {
         const int b = std::max(begin, lo), e = std::min(end, hi);
-        if (b < e) matmul(out, w, xb_in.data(), batch, dim, b - base, e - base);
+        if (b < e) project(out, w, att_in, batch, dim, gs, b - base, e - base, false);
       };
       part(q.data(), wq, 0, dim, 0);
       part(k.data(), wk, dim, dim + kv_dim, dim);
@@ -330,21 +400,28 @@ void Transformer::forward(std::span<const Row> rows) {
     });
 
     // Output projection and residual: x += wo . xb.
-    const float* wo = w_.wo + ul * d * d;
+    const Matrix wo = layer_matrix(w_.wo, d * d, w_.q_wo, ul);
+    const Operand wo_in = operand(xb_in, dim);
     pool_.run(dim, [&](int begin, int end) {
-      matmul_add(x.data(), wo, xb_in.data(), batch, dim, begin, end);
+      project(x.data(), wo, wo_in, batch, dim, gs, begin, end, true);
     });
 
     // Feed-forward: x += w2 . (silu(w1 . xb) * (w3 . xb)), xb = rmsnorm(x).
     for (std::size_t b = 0; b < nb; ++b) rmsnorm(xb[b], x[b], w_.rms_ffn + ul * d, dim);
-    const float* w1 = w_.w1 + ul * hd * d;
-    const float* w3 = w_.w3 + ul * hd * d;
+    const Matrix w1 = layer_matrix(w_.w1, hd * d, w_.q_w1, ul);
+    const Matrix w3 = layer_matrix(w_.w3, hd * d, w_.q_w3, ul);
+    const Operand ffn_in = operand(xb_in, dim);
     pool_.run(hidden, [&](int begin, int end) {
-      swiglu(hb.data(), w1, w3, xb_in.data(), batch, dim, begin, end);
+      if (q8) {
+        q8::kernels().swiglu(hb.data(), w1.q, w3.q, ffn_in.q, batch, dim, gs, begin, end);
+      } else {
+        swiglu(hb.data(), w1.f, w3.f, xb_in.data(), batch, dim, begin, end);
+      }
     });
-    const float* w2 = w_.w2 + ul * d * hd;
+    const Matrix w2 = layer_matrix(w_.w2, d * hd, w_.q_w2, ul);
+    const Operand w2_in = operand(hb_in, hidden);
     pool_.run(dim, [&](int begin, int end) {
-      matmul_add(x.data(), w2, hb_in.data(), batch, hidden, begin, end);
+      project(x.data(), w2, w2_in, batch, hidden, gs, begin, end, true);
     });
   }
 
@@ -362,8 +439,10 @@ void Transformer::forward(std::span<const Row> rows) {
   const auto vocab = static_cast<std::size_t>(c.vocab_size);
   if (logits_.size() < out.size() * vocab) logits_.resize(out.size() * vocab);
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = logits_.data() + i * vocab;
+  const Matrix wcls{w_.wcls, w_.q_wcls};
+  const Operand cls_in = operand(in, dim);
   pool_.run(c.vocab_size, [&](int begin, int end) {
-    matmul(out.data(), w_.wcls, in.data(), static_cast<int>(out.size()), dim, begin, end);
+    project(out.data(), wcls, cls_in, static_cast<int>(out.size()), dim, gs, begin, end, false);
   });
 }
 

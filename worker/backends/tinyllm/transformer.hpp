@@ -20,6 +20,13 @@
 // by a few ulps. tests/reference/ compares the logits with an independent Python
 // implementation.
 //
+// Q8_0 checkpoints (llama2.c's version-2 export) run runq.c's forward pass: the same, except
+// that every matmul quantizes its input rows to int8 per group first and multiplies int8 by
+// int8 (q8.hpp), and that the token embedding is dequantized row by row from the file (runq.c
+// dequantizes the whole table at load; this keeps it shared in the page cache). RMSNorm,
+// RoPE, attention and the KV cache stay float32, as in runq.c. The exactness above holds for
+// Q8_0 too.
+//
 // Threads: the Transformer (weights, a ParallelFor and the activations of the rows of one pass)
 // is shared by all sequences; a Sequence (its KV cache) belongs to one generation. forward()
 // must be called by one thread at a time (it drives the ParallelFor and owns the activations);
@@ -27,6 +34,7 @@
 // Transformer.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <vector>
@@ -91,6 +99,12 @@ class Transformer {
   std::size_t capacity_ = 0;
   std::vector<float> x_, xb_, q_, hb_, att_, logits_;
   std::vector<std::ptrdiff_t> logits_row_;  // row -> index in logits_, or -1
+  // Q8_0: the quantized input rows of the current matmul, [rows][max(dim, hidden)] values and
+  // their scales, and pointers to each row's.
+  std::vector<std::int8_t> xq_;
+  std::vector<float> xs_;
+  std::vector<const std::int8_t*> xq_row_;
+  std::vector<const float*> xs_row_;
 };
 
 }  // namespace drover::worker::tinyllm
