@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import signal
 import subprocess
 import sys
 import unittest
@@ -149,6 +150,83 @@ class SyncClientServerLifecycleTest(unittest.TestCase):
                 self.assertEqual(c.generate("after restart", max_tokens=3)["usage"]["completion_tokens"], 3)
         finally:
             d.close()
+
+
+class SyncClientTcpRetryTest(unittest.TestCase):
+    """tcp:// addresses and retry_safe (docs/API.md, "What the client libraries add"): a droverd
+    SIGKILLed, or draining, with a call in flight, started again on the same TCP port."""
+
+    def setUp(self) -> None:
+        self.d = Droverd(workers=1, tcp=True, drain_timeout_ms=round(WAIT_S * 1000)).start()
+        self.d.pin_tcp_port()
+        self.addr = self.d.tcp_address()
+
+    def tearDown(self) -> None:
+        self.d.close()
+
+    def call_in_thread(self, c: Client, *args, **kwargs) -> concurrent.futures.Future:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.addCleanup(pool.shutdown)
+        future = pool.submit(c.generate, *args, **kwargs)
+        wait_until(lambda: self.d.inflight() > 0, what="the call to reach the worker")
+        return future
+
+    def test_tcp_address_same_answers_as_the_socket(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as tcp, Client(self.d.socket, timeout=WAIT_S) as unix:
+            self.assertEqual(tcp.generate("over tcp", max_tokens=6, seed=3)["text"],
+                             unix.generate("over tcp", max_tokens=6, seed=3)["text"])
+            self.assertEqual(tcp.detokenize(tcp.tokenize("héllo")), "héllo")
+            with tcp.stream("over tcp", max_tokens=6, seed=3) as s:
+                self.assertEqual("".join(c["text"] for c in s), s.result["text"])
+
+    def test_seeded_generate_is_resent_across_a_sigkilled_droverd(self) -> None:
+        with Client(self.d.socket, timeout=WAIT_S) as unix:
+            quiet = unix.generate("resent", max_tokens=1000, seed=21, cache="bypass")
+        with Client(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S, retry_safe=True) as c:
+            future = self.call_in_thread(c, "resent", max_tokens=1000, seed=21, cache="bypass")
+            self.d.kill()
+            self.d.launch()
+            r = future.result(timeout=WAIT_S)
+            self.assertEqual(r["text"], quiet["text"])
+            self.assertEqual(c.retries, 1)
+
+    def test_unseeded_generate_is_not_resent(self) -> None:
+        with Client(self.addr, timeout=WAIT_S, retry_safe=True) as c:
+            future = self.call_in_thread(c, "not resent", max_tokens=LONG)
+            self.d.kill()
+            with self.assertRaises(ConnectionLostError):
+                future.result(timeout=WAIT_S)
+            self.assertEqual(c.retries, 0)
+
+    def test_retry_is_off_by_default(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as c:
+            future = self.call_in_thread(c, "off by default", max_tokens=LONG, seed=4)
+            self.d.kill()
+            with self.assertRaises(ConnectionLostError):
+                future.result(timeout=WAIT_S)
+            self.assertEqual(c.retries, 0)
+
+    def test_refused_while_draining_is_resent_whatever_the_method(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as plain, \
+                Client(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S, retry_safe=True) as c:
+            s = plain.stream("holds the drain", max_tokens=LONG)  # until it is closed
+            next(s)
+            c.health()  # connected before the drain: the refusal comes on this connection
+            self.d.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "shutting down" in self.d.log_text() or self.d.proc.poll() is not None,
+                       what="the drain to start")
+            with self.assertRaises(DroverError) as e:
+                plain.generate("refused", max_tokens=2)
+            self.assertEqual(e.exception.code, -32009)
+            self.assertEqual(e.exception.data, {"started": False})
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            self.addCleanup(pool.shutdown)
+            future = pool.submit(c.generate, "unseeded, never started", max_tokens=2)
+            wait_until(lambda: c.retries == 1, what="the refused call to be sent again")
+            s.close()  # the drain ends
+            self.assertEqual(self.d.proc.wait(timeout=WAIT_S), 0)
+            self.d.launch()
+            self.assertEqual(future.result(timeout=WAIT_S)["usage"]["completion_tokens"], 2)
 
 
 class ReadmeExamplesTest(unittest.TestCase):
