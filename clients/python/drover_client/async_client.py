@@ -267,9 +267,7 @@ class AsyncClient:
         self._tls = TlsOptions(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.retry_safe = retry_safe
-        self.retry_attempts = max(1, retry_attempts)
-        self.retries = 0
+        self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
         self._max_buffered = max_buffered_chunks
         self._retired: list[_AsyncConnection] = []  # still finishing their calls
         self._conn: _AsyncConnection | None = None
@@ -302,20 +300,13 @@ class AsyncClient:
                 request_id, inbox = await conn.start(method, params)
                 return _outcome(*await _pop(conn, request_id, inbox, deadline, timeout))
             except (ConnectionLostError, DroverError) as e:
-                if not self._resend(e, conn, method, params, sent, deadline):
+                if not self._retry.resend(e, conn, method, params, sent, deadline):
                     raise
 
-    def _resend(self, error: Exception, conn: _AsyncConnection, method: str, params: Any, sent: int,
-                deadline: float | None) -> bool:
-        """Whether to send a failed call again (on a new connection)."""
-        if not self.retry_safe or sent >= self.retry_attempts or not retry.may_resend(error, method, params):
-            return False
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        self.retries += 1
-        if retry.never_started(error):
-            conn.retired = True
-        return True
+    @property
+    def retries(self) -> int:
+        """Calls sent again under retry_safe."""
+        return self._retry.retries
 
     async def generate(self, prompt: str | None = None, *, timeout: float | None = None,
                        **params: Any) -> dict[str, Any]:

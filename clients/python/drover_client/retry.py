@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from .errors import SHUTTING_DOWN, ConnectionLostError, DroverError
@@ -33,3 +35,27 @@ def never_started(error: BaseException) -> bool:
 
 def may_resend(error: BaseException, method: str, params: Any) -> bool:
     return never_started(error) or (isinstance(error, ConnectionLostError) and safe_to_repeat(method, params))
+
+
+class RetryPolicy:
+    """A client's retry_safe setting and the count of calls it sent again (thread-safe)."""
+
+    def __init__(self, enabled: bool, attempts: int):
+        self.enabled = enabled
+        self.attempts = max(1, attempts)
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def resend(self, error: BaseException, conn: Any, method: str, params: Any, sent: int,
+               deadline: float | None) -> bool:
+        """Whether a call that failed after `sent` sendings goes out again (on a new connection).
+        A refusal by a draining droverd retires `conn`: no new calls go to it."""
+        if not self.enabled or sent >= self.attempts or not may_resend(error, method, params):
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        with self._lock:
+            self.retries += 1
+        if never_started(error):
+            conn.retired = True
+        return True

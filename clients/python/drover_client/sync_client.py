@@ -259,9 +259,7 @@ class Client:
         self._tls = TlsOptions(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.retry_safe = retry_safe
-        self.retry_attempts = max(1, retry_attempts)
-        self.retries = 0
+        self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
         self._max_buffered = max_buffered_chunks
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -299,21 +297,13 @@ class Client:
                     raise client_timeout(timeout or 0)
                 return _outcome(*item)
             except (ConnectionLostError, DroverError) as e:
-                if not self._resend(e, conn, method, params, sent, deadline):
+                if not self._retry.resend(e, conn, method, params, sent, deadline):
                     raise
 
-    def _resend(self, error: Exception, conn: _Connection, method: str, params: Any, sent: int,
-                deadline: float | None) -> bool:
-        """Whether to send a failed call again (on a new connection)."""
-        if not self.retry_safe or sent >= self.retry_attempts or not retry.may_resend(error, method, params):
-            return False
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        with self._lock:
-            self.retries += 1
-            if retry.never_started(error):
-                conn.retired = True
-        return True
+    @property
+    def retries(self) -> int:
+        """Calls sent again under retry_safe."""
+        return self._retry.retries
 
     def generate(self, prompt: str | None = None, *, timeout: float | None = None, **params: Any) -> dict[str, Any]:
         return self.call("generate", protocol.generate_params(prompt, params, False), timeout=timeout)
