@@ -229,6 +229,33 @@ class SyncClientTcpRetryTest(unittest.TestCase):
             self.assertEqual(future.result(timeout=WAIT_S)["usage"]["completion_tokens"], 2)
 
 
+class RetryRuleTest(unittest.TestCase):
+    """Which failures retry_safe sends again (drover_client/retry.py), and address parsing."""
+
+    def test_what_is_safe_to_repeat(self) -> None:
+        from drover_client.retry import may_resend
+        lost = ConnectionLostError("lost", "x")
+        refused = DroverError(-32009, "Shutting down", {"started": False})
+        cut_off = DroverError(-32009, "Shutting down")
+        self.assertTrue(may_resend(lost, "generate", {"prompt": "p", "seed": 1, "stream": False}))
+        self.assertFalse(may_resend(lost, "generate", {"prompt": "p", "stream": False}))
+        self.assertFalse(may_resend(lost, "generate", {"prompt": "p", "seed": 1, "stream": True}))
+        self.assertTrue(may_resend(lost, "tokenize", {"text": "t"}))
+        self.assertFalse(may_resend(lost, "cancel", {"id": 1}))
+        self.assertTrue(may_resend(refused, "generate", {"prompt": "unseeded"}))
+        self.assertFalse(may_resend(cut_off, "tokenize", {"text": "t"}))
+        self.assertFalse(may_resend(DroverError(-32001, "Overloaded"), "tokenize", {"text": "t"}))
+
+    def test_addresses(self) -> None:
+        from drover_client.transport import parse_address
+        self.assertEqual(parse_address("tcp://[::1]:7000").host, "::1")
+        self.assertTrue(parse_address("tls://db.example:443").tls)
+        self.assertEqual(parse_address("/run/drover/drover.sock").path, "/run/drover/drover.sock")
+        for bad in ("tcp://host", "tcp://host:0", "tcp://:80", "http://host:80"):
+            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, bad.replace("[", r"\[")):
+                Client(bad)
+
+
 class ReadmeExamplesTest(unittest.TestCase):
     """The README's examples run as written (against this droverd, through DROVER_SERVER_SOCKET)."""
 
