@@ -1,11 +1,19 @@
-// RpcClient: a small blocking JSON-RPC client for droverd's Unix sockets, used by droverctl,
-// drover-bench and the integration tests. One connection, one thread; every read takes a
-// deadline so a caller can never hang on a silent server.
+// RpcClient: a small blocking JSON-RPC client for droverd, used by droverctl, drover-bench and
+// the integration tests. One connection, one thread; every read takes a deadline so a caller
+// can never hang on a silent server.
+//
+// Addresses: a Unix socket path, `tcp://HOST:PORT` (server.tcp_listen) or `tls://HOST:PORT`
+// (server.tcp_listen with server.tls). Over TLS (OpenSSL, 1.2 or later) the server's
+// certificate must chain to TlsOptions::ca_file (the system's CAs when empty) and name HOST:
+// a host name is checked against the certificate's DNS names (and sent as SNI), an IP address
+// against its IP addresses (RFC 6125, as curl does). cert_file/key_file present a client
+// certificate (mutual TLS).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -23,11 +31,23 @@ class ClientError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// PEM files of a tls:// connection (droverctl --tls-ca/--tls-cert/--tls-key, or DROVER_TLS_CA,
+// DROVER_TLS_CERT, DROVER_TLS_KEY through from_environment()).
+struct TlsOptions {
+  std::string ca_file;    // CAs that may sign the server's certificate; empty: the system's
+  std::string cert_file;  // client certificate chain (mutual TLS), with key_file
+  std::string key_file;
+  static TlsOptions from_environment();
+};
+
+class TlsChannel;
+
 class RpcClient {
  public:
-  // Connects to a Unix socket; throws ClientError when it cannot.
-  explicit RpcClient(const std::string& path, proto::Framing framing = proto::Framing::ndjson,
-                     std::size_t max_message_bytes = 64 * 1024 * 1024);
+  // Connects to `address` (see above); throws ClientError when it cannot, the TLS handshake
+  // included (within 30 s).
+  explicit RpcClient(const std::string& address, proto::Framing framing = proto::Framing::ndjson,
+                     std::size_t max_message_bytes = 64 * 1024 * 1024, const TlsOptions& tls = {});
   // Takes ownership of an already connected stream socket (an accepted connection, one end of
   // a socketpair): drover-bench --direct plays the supervisor on a worker's link this way.
   static RpcClient adopt(int fd, proto::Framing framing = proto::Framing::ndjson,
@@ -56,17 +76,20 @@ class RpcClient {
             std::chrono::milliseconds timeout = std::chrono::seconds(30),
             const std::function<void(const json&)>& on_notification = {});
 
-  // Half-close: no more requests, replies still readable.
+  // Half-close: no more requests, replies still readable (TLS: sends close_notify).
   void shutdown_write();
   void close();
   bool closed_by_server() const { return eof_; }
+  // The socket. Writing to it directly bypasses TLS: plain connections only.
   int fd() const { return fd_; }
+  bool tls() const { return tls_ != nullptr; }
 
  private:
   RpcClient(int fd, proto::Framing framing, std::size_t max_message_bytes);
   bool fill(std::chrono::steady_clock::time_point deadline);
 
   int fd_ = -1;
+  std::unique_ptr<TlsChannel> tls_;  // tls:// only
   proto::Framing framing_;
   proto::FrameDecoder decoder_;
   std::int64_t next_id_ = 1;

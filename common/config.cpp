@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "common/run_paths.hpp"
+#include "common/tls_context.hpp"
 
 extern char** environ;
 
@@ -414,6 +415,34 @@ void read_rollout_blocks(const YAML::Node& root, Config& c) {
   }
 }
 
+// A tls block (server.tls, openai.tls); the files are loaded once here so that a missing,
+// unreadable or mismatched file fails the load naming its key.
+void read_tls(const YAML::Node& node, const std::string& path, TlsConfig& t) {
+  BlockReader r(node, path);
+  r.string("cert_file", t.cert_file, /*allow_empty=*/true);
+  r.string("key_file", t.key_file, /*allow_empty=*/true);
+  r.string("client_ca_file", t.client_ca_file, /*allow_empty=*/true);
+  r.finish();
+  if (t.cert_file.empty() != t.key_file.empty()) {
+    throw ConfigError(fmt::format("config: keys '{0}.cert_file' and '{0}.key_file' go together: "
+                                  "set both for TLS, or neither",
+                                  path));
+  }
+  if (!t.client_ca_file.empty() && t.cert_file.empty()) {
+    throw ConfigError(fmt::format(
+        "config: key '{0}.client_ca_file' needs '{0}.cert_file' and '{0}.key_file' (mutual TLS "
+        "is TLS first)",
+        path));
+  }
+  if (t.enabled()) {
+    try {
+      make_tls_server_context(t, path);
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(fmt::format("config: {}", e.what()));
+    }
+  }
+}
+
 void read_openai(const YAML::Node& node, OpenAiConfig& o) {
   BlockReader r(node, "openai");
   r.boolean("enabled", o.enabled);
@@ -423,6 +452,7 @@ void read_openai(const YAML::Node& node, OpenAiConfig& o) {
   r.boolean("allow_unauthenticated", o.allow_unauthenticated);
   r.integer("max_body_bytes", o.max_body_bytes, 1024, 1LL << 30);
   const YAML::Node templates = r.node("chat_templates");
+  read_tls(r.node("tls"), "openai.tls", o.tls);
   r.finish();
   const auto hp = parse_host_port(o.listen);
   if (!hp) {
@@ -470,6 +500,24 @@ void read_openai(const YAML::Node& node, OpenAiConfig& o) {
   }
 }
 
+void check_tcp_listen(const ServerConfig& s) {
+  if (s.tcp_listen.empty()) return;
+  const auto hp = parse_host_port(s.tcp_listen);
+  if (!hp) {
+    throw ConfigError(fmt::format(
+        "config: key 'server.tcp_listen' must be host:port (e.g. 127.0.0.1:7000 or [::1]:7000, "
+        "port 0..65535) or empty to disable, got '{}'",
+        s.tcp_listen));
+  }
+  if (!s.tls.enabled() && !s.allow_plaintext_tcp && !is_loopback_host(hp->host)) {
+    throw ConfigError(fmt::format(
+        "config: key 'server.tcp_listen' is '{}', not a loopback address, and server.tls is not "
+        "set: configure server.tls (cert_file, key_file), or set server.allow_plaintext_tcp: true "
+        "to serve JSON-RPC unencrypted on the network",
+        s.tcp_listen));
+  }
+}
+
 Config read_blocks(const YAML::Node& root) {
   Config c;
   {
@@ -492,7 +540,11 @@ Config read_blocks(const YAML::Node& root) {
     r.millis("idle_timeout_ms", c.server.idle_timeout, 0, 7LL * 24 * 3600 * 1000);
     r.millis("partial_message_timeout_ms", c.server.partial_message_timeout, 0, 24LL * 3600 * 1000);
     r.millis("max_stream_duration_ms", c.server.max_stream_duration, 0, 7LL * 24 * 3600 * 1000);
+    r.string("tcp_listen", c.server.tcp_listen, /*allow_empty=*/true);
+    read_tls(r.node("tls"), "server.tls", c.server.tls);
+    r.boolean("allow_plaintext_tcp", c.server.allow_plaintext_tcp);
     r.finish();
+    check_tcp_listen(c.server);
   }
   {
     BlockReader r(root["workers"], "workers");
@@ -803,6 +855,10 @@ nlohmann::json fault_json(const FaultInjectionConfig& f) {
           {"delay_percent", f.delay_percent}};
 }
 
+nlohmann::json tls_json(const TlsConfig& t) {
+  return {{"cert_file", t.cert_file}, {"key_file", t.key_file}, {"client_ca_file", t.client_ca_file}};
+}
+
 nlohmann::json rollouts_json(const RolloutsConfig& rollouts) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [stage, r] : rollouts) {
@@ -844,7 +900,10 @@ nlohmann::json to_json(const Config& c) {
         {"max_inflight_per_connection", c.server.max_inflight_per_connection},
         {"idle_timeout_ms", c.server.idle_timeout.count()},
         {"partial_message_timeout_ms", c.server.partial_message_timeout.count()},
-        {"max_stream_duration_ms", c.server.max_stream_duration.count()}}},
+        {"max_stream_duration_ms", c.server.max_stream_duration.count()},
+        {"tcp_listen", c.server.tcp_listen},
+        {"tls", tls_json(c.server.tls)},
+        {"allow_plaintext_tcp", c.server.allow_plaintext_tcp}}},
       {"workers",
        {{"count", c.workers.count},
         {"command", c.workers.command},
@@ -958,7 +1017,8 @@ nlohmann::json to_json(const Config& c) {
         {"api_keys_file", c.openai.api_keys_file},
         {"allow_unauthenticated", c.openai.allow_unauthenticated},
         {"max_body_bytes", c.openai.max_body_bytes},
-        {"chat_templates", c.openai.chat_templates}}},
+        {"chat_templates", c.openai.chat_templates},
+        {"tls", tls_json(c.openai.tls)}}},
   };
 }
 

@@ -27,6 +27,18 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// TLS of a TCP listener (server.tls, openai.tls; docs/SECURITY.md "TCP and TLS"): PEM files.
+// cert_file and key_file set: the listener speaks TLS 1.2+; client_ca_file set as well: mutual
+// TLS, a client must present a certificate signed by that CA. All empty: no TLS. The files are
+// loaded and checked when the configuration is (a bad one is a ConfigError naming its key).
+struct TlsConfig {
+  std::string cert_file;  // the server's certificate chain, leaf first
+  std::string key_file;
+  std::string client_ca_file;
+  bool enabled() const { return !cert_file.empty(); }
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct ServerConfig {
   // Unset: drover.sock and admin.sock in the private run directory (common/run_paths.hpp),
   // filled in by parse_config, so a loaded Config always holds the paths in use.
@@ -64,6 +76,12 @@ struct ServerConfig {
   Millis idle_timeout{600'000};
   Millis partial_message_timeout{30'000};
   Millis max_stream_duration{600'000};
+  // JSON-RPC over TCP as well as the Unix socket: "host:port" (port 0 picks a free port,
+  // logged as `JSON-RPC on tcp://HOST:PORT` or tls://...); empty: off. Client methods only.
+  // A non-loopback address needs tls, or allow_plaintext_tcp: true to say plaintext is meant.
+  std::string tcp_listen;
+  TlsConfig tls;
+  bool allow_plaintext_tcp = false;
 };
 
 struct WorkersConfig {
@@ -301,6 +319,8 @@ struct OpenAiConfig {
   // The chat template of a model by id (llama2 or plain); a model not named here gets llama2
   // when its catalog backend is tinyllm, plain otherwise (docs/OPENAI.md "Chat template").
   std::map<std::string, std::string> chat_templates;
+  // HTTPS instead of HTTP (as server.tls; the log line then says https://).
+  TlsConfig tls;
 };
 
 struct Config {

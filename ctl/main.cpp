@@ -24,6 +24,7 @@ struct Target {
   std::string admin_socket;
   int timeout_ms = 300'000;
   std::string run_base;  // the default private run directory (common/run_paths.hpp)
+  drover::client::TlsOptions tls;  // for a tls:// --socket
 };
 
 // Prints a reply; returns the exit status it stands for.
@@ -53,7 +54,7 @@ json call(const Target& t, const std::string& method, const json& params,
       throw drover::client::ClientError(problem);
     }
   }
-  RpcClient c(path);
+  RpcClient c(path, drover::proto::Framing::ndjson, 64 * 1024 * 1024, t.tls);
   return c.call(method, params, std::chrono::milliseconds(t.timeout_ms), on_notification);
 }
 
@@ -103,7 +104,7 @@ void print_rollouts(const json& result) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"droverctl: talk to droverd (JSON-RPC over its Unix sockets)"};
+  CLI::App app{"droverctl: talk to droverd (JSON-RPC over its Unix sockets, or TCP/TLS)"};
   app.require_subcommand(1);
   // droverd's defaults: the same private run directory from the same environment.
   const std::string run_base = drover::default_run_base(drover::current_environment(), ::geteuid());
@@ -111,8 +112,18 @@ int main(int argc, char** argv) {
                 300'000, run_base};
   if (const char* s = std::getenv("DROVER_SERVER_SOCKET")) target.socket = s;
   if (const char* s = std::getenv("DROVER_SERVER_ADMIN_SOCKET")) target.admin_socket = s;
+  target.tls = drover::client::TlsOptions::from_environment();
   bool as_json = false;
-  app.add_option("--socket", target.socket, "client socket of droverd")->capture_default_str();
+  app.add_option("--socket", target.socket,
+                 "client socket of droverd: a Unix socket path, tcp://HOST:PORT or tls://HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--tls-ca", target.tls.ca_file,
+                 "tls://: CA file that signs droverd's certificate (default: the system's CAs; env "
+                 "DROVER_TLS_CA)");
+  app.add_option("--tls-cert", target.tls.cert_file,
+                 "tls://: client certificate for mutual TLS (env DROVER_TLS_CERT)");
+  app.add_option("--tls-key", target.tls.key_file,
+                 "tls://: key of --tls-cert (env DROVER_TLS_KEY)");
   app.add_option("--admin-socket", target.admin_socket, "admin socket of droverd")->capture_default_str();
   app.add_option("--timeout-ms", target.timeout_ms, "give up waiting after this long")->capture_default_str();
   app.add_flag("--json", as_json, "print results as JSON");

@@ -14,6 +14,7 @@
 
 #include "common/log.hpp"
 #include "common/run_paths.hpp"
+#include "common/tls_context.hpp"
 #include "supervisor/admin/privileges.hpp"
 #include "supervisor/admin/rollout_methods.hpp"
 #include "supervisor/admin/run_dir.hpp"
@@ -109,6 +110,17 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
   admin.group = run_as.owner_gid();
   client_listener_ = std::make_unique<Listener>(io_, client, *handler_);
   admin_listener_ = std::make_unique<Listener>(io_, admin, *handler_);
+  if (!config_.server.tcp_listen.empty()) {
+    TcpListener::Options tcp;
+    tcp.listen = config_.server.tcp_listen;
+    if (config_.server.tls.enabled()) {
+      tcp.tls = make_tls_server_context(config_.server.tls, "server.tls");
+      tcp.mutual_tls = !config_.server.tls.client_ca_file.empty();
+    }
+    tcp.max_connections = config_.server.max_connections;
+    tcp.session = client.session;
+    tcp_listener_ = std::make_unique<TcpListener>(io_, std::move(tcp), *handler_);
+  }
   // A client frontend like the sockets: a listen address that cannot be bound fails the start.
   if (config_.openai.enabled) {
     openai_ = std::make_unique<OpenAiServer>(io_, config_, *handler_, *pool_, &stream_totals_);
@@ -121,10 +133,13 @@ Supervisor::Supervisor(Config config, std::string config_path, ConfigOverrides f
       [c = collector_.get()](CallKind kind, const CallOutcome& o) { c->on_request(kind, o); });
   stream_metrics_ = std::make_unique<StreamMetrics>(metrics_, *pool_, stream_totals_, [this] {
     auto b = client_listener_->buffered();
-    const auto a = admin_listener_->buffered();
-    b.total += a.total;
-    b.max = std::max(b.max, a.max);
-    b.coalescing += a.coalescing;
+    const auto add = [&b](const Listener::Buffered& a) {
+      b.total += a.total;
+      b.max = std::max(b.max, a.max);
+      b.coalescing += a.coalescing;
+    };
+    add(admin_listener_->buffered());
+    if (tcp_listener_) add(tcp_listener_->buffered());
     return b;
   });
   if (config_.metrics.enabled && !config_.metrics.listen.empty()) {
@@ -168,6 +183,7 @@ Supervisor::~Supervisor() {
   http_.reset();
   client_listener_.reset();
   admin_listener_.reset();
+  tcp_listener_.reset();
   handler_.reset();
   pool_.reset();  // kills and reaps any worker still running
   // run_dir_cleanup_ removes the run directory as the members go.
@@ -178,6 +194,7 @@ int Supervisor::run() {
   pool_->start();
   client_listener_->start();
   admin_listener_->start();
+  if (tcp_listener_) tcp_listener_->start();
   if (openai_) openai_->start();
   if (http_) http_->start();
   systemd_->start();
@@ -225,7 +242,8 @@ json Supervisor::reload(std::string& error) {
       "server.socket",          "server.socket_mode",        "server.admin_socket",
       "server.admin_uids",      "server.max_connections",    "server.max_message_bytes",
       "server.write_buffer_bytes", "server.run_dir", "server.socket_group", "server.user",
-      "server.group", "workers.user", "workers.group", "metrics.enabled", "metrics.listen"};
+      "server.group", "workers.user", "workers.group", "metrics.enabled", "metrics.listen",
+      "server.tcp_listen", "server.tls", "server.allow_plaintext_tcp"};
   // Rollout state survives the reload: kept stages keep their percentages, so the new file's
   // feature_flags value for them is not a change.
   rollouts_->configure(next.rollouts);
@@ -268,6 +286,7 @@ void Supervisor::shutdown() {
   systemd_->stopping();
   client_listener_->stop_accepting();
   admin_listener_->stop_accepting();
+  if (tcp_listener_) tcp_listener_->stop_accepting();
   if (openai_) openai_->stop_accepting();
   handler_->set_draining();
   drain_then_stop();
@@ -288,6 +307,7 @@ void Supervisor::drain_then_stop() {
       }
       client_listener_->end_sessions(RpcError::shutting_down);
       admin_listener_->end_sessions(RpcError::shutting_down);
+      if (tcp_listener_) tcp_listener_->end_sessions(RpcError::shutting_down);
       if (openai_) openai_->stop();
       pool_->shutdown([this] { finish(); });
       // Workers that ignore shutdown are killed when the pool is destroyed.

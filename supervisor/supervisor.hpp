@@ -38,6 +38,7 @@
 #include "supervisor/frontend/listener.hpp"
 #include "supervisor/frontend/openai_server.hpp"
 #include "supervisor/frontend/request_handler.hpp"
+#include "supervisor/frontend/tcp_listener.hpp"
 #include "supervisor/pipeline/admission.hpp"
 #include "supervisor/pool/worker_pool.hpp"
 
@@ -83,6 +84,7 @@ class Supervisor final : public AdminControl {
   std::unique_ptr<AdminMethods> admin_methods_;  // registered into handler_; destroyed first
   std::unique_ptr<Listener> client_listener_;
   std::unique_ptr<Listener> admin_listener_;
+  std::unique_ptr<TcpListener> tcp_listener_;  // server.tcp_listen; null when off
   std::unique_ptr<OpenAiServer> openai_;  // null unless openai.enabled
   metrics::Registry metrics_;
   std::unique_ptr<MetricsCollector> collector_;

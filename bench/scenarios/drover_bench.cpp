@@ -92,7 +92,10 @@ class Runner {
 };
 
 void add_target_options(CLI::App* sub, ThroughputOptions& opt, Target& target) {
-  sub->add_option("--socket", opt.socket, "droverd client socket")->capture_default_str();
+  sub->add_option("--socket", opt.socket,
+                  "droverd client socket: a Unix socket path, tcp://HOST:PORT or tls://HOST:PORT "
+                  "(TLS files from DROVER_TLS_CA, DROVER_TLS_CERT, DROVER_TLS_KEY)")
+      ->capture_default_str();
   sub->add_flag("--direct", target.direct,
                 "no droverd: spawn one drover-worker and drive its worker protocol directly "
                 "(the C x P requests in flight share its one link)");

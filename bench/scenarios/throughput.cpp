@@ -372,7 +372,11 @@ ThroughputResult run_throughput(const ThroughputOptions& opt) {
   IdleConnections idle(opt);
   std::vector<client::RpcClient> clients;
   clients.reserve(static_cast<std::size_t>(opt.connections));
-  for (int i = 0; i < opt.connections; ++i) clients.emplace_back(opt.socket, opt.framing);
+  // tcp:// and tls:// addresses too (TLS files from DROVER_TLS_CA/CERT/KEY, as droverctl).
+  const auto tls = client::TlsOptions::from_environment();
+  for (int i = 0; i < opt.connections; ++i) {
+    clients.emplace_back(opt.socket, opt.framing, 64 * 1024 * 1024, tls);
+  }
   std::vector<client::RpcClient*> links;
   for (auto& c : clients) links.push_back(&c);
   ThroughputResult r = run_throughput_on(opt, links);

@@ -9,6 +9,7 @@ DROVER_PACKAGES=(
   libboost1.81-all-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libsimdjson-dev
   libssl-dev  # OpenSSL libcrypto: SHA-256 of the prompt cache and dedup keys
+  openssl  # the CLI: the TLS tests make their certificates with it
   python3 socat curl  # socat, curl: the README tour and OpenAI examples
   clang-14 libclang-rt-14-dev llvm-14  # fuzz/: clang, libFuzzer, llvm-symbolizer
   prometheus systemd

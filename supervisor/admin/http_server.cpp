@@ -101,11 +101,8 @@ tcp::endpoint HttpServer::local_endpoint() const {
 }
 
 void HttpServer::start() {
-  const auto ep = local_endpoint();
-  const std::string host = ep.address().is_v6() ? fmt::format("[{}]", ep.address().to_string())
-                                                : ep.address().to_string();
-  state_->log->info("metrics and probes on http://{}:{} (/metrics, /healthz, /readyz)", host,
-                    ep.port());
+  state_->log->info("metrics and probes on http://{} (/metrics, /healthz, /readyz)",
+                    endpoint_text(local_endpoint()));
   spawn(state_->io, state_->accept_loop());
 }
 

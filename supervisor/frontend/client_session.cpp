@@ -1,10 +1,10 @@
 #include "supervisor/frontend/client_session.hpp"
 
 #include <array>
+#include <vector>
 #include <tuple>
 
 #include <fmt/format.h>
-#include <poll.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -18,15 +18,15 @@ namespace {
 std::uint64_t g_next_session_id = 1;  // supervisor thread only
 }
 
-ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin, const Limits& limits,
-                             std::function<void(ClientSession*)> on_closed)
-    : socket_(std::move(socket)),
+ClientSession::ClientSession(ConnectionStream stream, RequestHandler& handler, bool admin,
+                             const Limits& limits, std::function<void(ClientSession*)> on_closed)
+    : stream_(std::move(stream)),
       handler_(handler),
       admin_(admin),
       id_(g_next_session_id++),
       decoder_(limits.max_message_bytes),
       limits_(limits),
-      writer_(socket_),
+      writer_(stream_),
       flow_(
           [&limits] {
             StreamFlowLimits l = limits.stream;
@@ -34,8 +34,8 @@ ClientSession::ClientSession(Socket socket, RequestHandler& handler, bool admin,
             return l;
           }(),
           limits.stream_totals),
-      flow_timer_(socket_.get_executor()),
-      resume_timer_(socket_.get_executor()),
+      flow_timer_(stream_.get_executor()),
+      resume_timer_(stream_.get_executor()),
       on_closed_(std::move(on_closed)) {}
 
 void ClientSession::start() {
@@ -47,10 +47,30 @@ void ClientSession::start() {
   writer_.on_written([this] {
     if (paused_ && buffered_bytes() <= limits_.write_buffer_bytes / 2) resume_timer_.cancel();
   });
-  spawn(socket_.get_executor(), read_loop());
-  spawn(socket_.get_executor(), write_loop());
+  spawn(stream_.get_executor(), run());
+}
+
+asio::awaitable<void> ClientSession::run() {
+  auto self = shared_from_this();
+  if (stream_.tls()) {
+    const std::string failed =
+        co_await stream_.handshake(handshake_timeout(limits_.partial_message_timeout));
+    if (closed_) co_return;
+    if (!failed.empty()) {
+      component_logger("frontend")->info("session {}: TLS handshake failed: {}", id_, failed);
+      close();
+      co_return;
+    }
+  }
+  spawn(stream_.get_executor(), write_loop());
   if (limits_.idle_timeout.count() > 0 || limits_.partial_message_timeout.count() > 0) {
-    spawn(socket_.get_executor(), watchdog());
+    spawn(stream_.get_executor(), watchdog());
+  }
+  // (Two statements: g++ 12 miscompiles a co_await of a conditional between two awaitables.)
+  if (stream_.tls()) {
+    co_await tls_read_loop();
+  } else {
+    co_await read_loop();
   }
 }
 
@@ -60,7 +80,7 @@ asio::awaitable<void> ClientSession::watchdog() {
     const auto i = limits_.idle_timeout, p = limits_.partial_message_timeout;
     return i.count() == 0 ? p : p.count() == 0 ? i : std::min(i, p);
   }();
-  asio::steady_timer timer(socket_.get_executor());
+  asio::steady_timer timer(stream_.get_executor());
   while (!closed_) {
     timer.expires_after(std::max(shortest / 4, Millis(5)));
     auto [ec] = co_await timer.async_wait(use_nothrow);
@@ -94,12 +114,6 @@ asio::awaitable<void> ClientSession::read_loop() {
   // connections that is 64 MB less RSS. The first read is tried at once (what asio's
   // async_read_some does too), so a busy connection makes no extra syscall.
   static thread_local std::array<char, 64 * 1024> buf;
-  boost::system::error_code ec;
-  socket_.non_blocking(true, ec);
-  if (ec) {
-    close();
-    co_return;
-  }
   while (reading_ && !closed_) {
     if (over_write_limit()) {
       if (!co_await wait_for_writer()) co_return;
@@ -107,25 +121,49 @@ asio::awaitable<void> ClientSession::read_loop() {
       if (handle_buffered_frames()) continue;
       if (!reading_ || closed_) co_return;
     }
-    const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
+    boost::system::error_code ec;
+    const std::size_t n = stream_.try_read(asio::buffer(buf), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      std::tie(ec) = co_await socket_.async_wait(asio::socket_base::wait_read, use_nothrow);
+      std::tie(ec) = co_await stream_.async_wait_readable(use_nothrow);
       if (closed_ || !reading_) co_return;
       if (!ec) continue;
     }
-    if (closed_ || !reading_) co_return;
-    if (ec) {
-      if (ec == asio::error::eof && !peer_gone()) {
-        close_when_idle();  // half-close: answer what was asked, then close
-      } else {
-        close();
-      }
-      co_return;
-    }
-    last_input_ = std::chrono::steady_clock::now();
-    decoder_.feed(std::string_view(buf.data(), n));
-    handle_buffered_frames();
+    if (!after_read(ec, buf.data(), n)) co_return;
   }
+}
+
+asio::awaitable<void> ClientSession::tls_read_loop() {
+  auto self = shared_from_this();
+  // One TLS record's payload: OpenSSL hands out at most that per read.
+  std::vector<char> buf(16 * 1024);
+  while (reading_ && !closed_) {
+    if (over_write_limit()) {
+      if (!co_await wait_for_writer()) co_return;
+      if (handle_buffered_frames()) continue;
+      if (!reading_ || closed_) co_return;
+    }
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(buf), use_nothrow);
+    if (!after_read(ec, buf.data(), n)) co_return;
+  }
+}
+
+bool ClientSession::after_read(const boost::system::error_code& ec, const char* data,
+                               std::size_t n) {
+  if (closed_ || !reading_) return false;
+  if (ec) {
+    // TLS: a peer that closes without close_notify (stream_truncated) is at its end as well.
+    const bool eof = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+    if (eof && !stream_.peer_gone()) {
+      close_when_idle();  // half-close: answer what was asked, then close
+    } else {
+      close();
+    }
+    return false;
+  }
+  last_input_ = std::chrono::steady_clock::now();
+  decoder_.feed(std::string_view(data, n));
+  handle_buffered_frames();
+  return true;
 }
 
 bool ClientSession::handle_buffered_frames() {
@@ -208,13 +246,6 @@ asio::awaitable<void> ClientSession::write_loop() {
   if (ec) close();
 }
 
-bool ClientSession::peer_gone() const {
-  // On a Unix stream socket a peer that shut down only its write side leaves us readable
-  // with EOF; a peer that closed (or died) also sets POLLHUP.
-  pollfd p{const_cast<Socket&>(socket_).native_handle(), POLLOUT, 0};
-  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
-}
-
 void ClientSession::write_reply(std::string&& json_text) {
   if (closed_ || overflowed_) return;
   // Replies of calls accepted before the read loop paused still arrive; past twice the limit
@@ -229,7 +260,7 @@ void ClientSession::write_reply(std::string&& json_text) {
     if (limits_.stream_totals) ++limits_.stream_totals->backlog_closes;
     overflowed_ = true;
     writer_.close();
-    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->close(); });
+    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
     return;
   }
   // Held chunks first: a stream's final reply must follow all of its chunks.
@@ -298,8 +329,7 @@ std::vector<std::shared_ptr<Call>> ClientSession::find_calls(std::string_view id
 void ClientSession::close_when_idle() {
   reading_ = false;
   resume_timer_.cancel();
-  boost::system::error_code ignored;
-  socket_.shutdown(Socket::shutdown_receive, ignored);
+  stream_.shutdown_receive();
   maybe_finish();
 }
 
@@ -332,8 +362,7 @@ void ClientSession::close() {
   writer_.close();
   flow_timer_.cancel();
   resume_timer_.cancel();
-  boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.close();
   if (on_closed_) on_closed_(this);
 }
 

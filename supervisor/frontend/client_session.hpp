@@ -20,8 +20,6 @@
 // 2 x write_buffer_bytes (replies of calls accepted before the pause), is closed with a warning.
 #pragma once
 
-#include <boost/asio/local/stream_protocol.hpp>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -30,6 +28,7 @@
 
 #include "common/async_util.hpp"
 #include "proto/framing.hpp"
+#include "supervisor/frontend/connection_stream.hpp"
 #include "supervisor/frontend/stream_flow.hpp"
 #include "supervisor/pool/call.hpp"
 
@@ -39,8 +38,6 @@ class RequestHandler;
 
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
  public:
-  using Socket = asio::local::stream_protocol::socket;
-
   // Per-connection limits (server.* in the config; 0 disables a timeout).
   struct Limits {
     std::size_t max_message_bytes = 8 * 1024 * 1024;
@@ -57,7 +54,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     StreamFlow::Counters* stream_totals = nullptr;
   };
 
-  ClientSession(Socket socket, RequestHandler& handler, bool admin, const Limits& limits,
+  // `stream`: a Unix socket, TCP or TLS (connection_stream.hpp); a TLS session handshakes
+  // first, within handshake_timeout(partial_message_timeout).
+  ClientSession(ConnectionStream stream, RequestHandler& handler, bool admin, const Limits& limits,
                 std::function<void(ClientSession*)> on_closed);
 
   void start();
@@ -89,7 +88,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::size_t outstanding() const { return calls_.size(); }
 
  private:
+  asio::awaitable<void> run();
+  // Plain sockets: waits for readability, then reads through the thread's shared buffer.
   asio::awaitable<void> read_loop();
+  // TLS: reads through a buffer of its own (connection_stream.hpp says why).
+  asio::awaitable<void> tls_read_loop();
+  // Whether reading may go on after a read: false (and the session closing) on an error.
+  bool after_read(const boost::system::error_code& ec, const char* data, std::size_t n);
   // Hands complete frames in the decoder to the handler until none is left or the unsent
   // output passes write_buffer_bytes (true: stopped for backpressure).
   bool handle_buffered_frames();
@@ -101,14 +106,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Enforces idle_timeout and partial_message_timeout, checked every quarter of the shorter.
   asio::awaitable<void> watchdog();
   void handle_frame(proto::Frame& frame);
-  bool peer_gone() const;
   void maybe_finish();
   // Stream flow: writes the frames StreamFlow released; paces held ones with flow_timer_.
   void write_frames();
   void flow_tick();
   void arm_flow_timer();
 
-  Socket socket_;
+  ConnectionStream stream_;
   RequestHandler& handler_;
   bool admin_;
   std::uint64_t id_;
@@ -116,14 +120,14 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Limits limits_;
   Clock::time_point last_input_ = std::chrono::steady_clock::now();
   std::optional<Clock::time_point> partial_since_;  // a message is half received since
-  WriteQueue<Socket> writer_;
+  WriteQueue<ConnectionStream> writer_;
   StreamFlow flow_;
   std::vector<StreamFlow::Frame> frames_;  // scratch, reused
   asio::steady_timer flow_timer_;
   bool flow_timer_armed_ = false;
   asio::steady_timer resume_timer_;  // a paused read loop waits on it; cancelled to resume
   bool paused_ = false;
-  bool overflowed_ = false;  // past the hard limit: output dropped, close() posted              // not reading: the client has too many unread replies
+  bool overflowed_ = false;  // past the hard limit: output dropped, close() posted
   std::function<void(ClientSession*)> on_closed_;
   std::unordered_map<const Call*, std::shared_ptr<Call>> calls_;
   bool reading_ = true;

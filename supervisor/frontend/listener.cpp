@@ -11,7 +11,6 @@
 #include <stdexcept>
 
 #include "common/log.hpp"
-#include "proto/jsonrpc.hpp"
 
 namespace drover::supervisor {
 namespace local = asio::local;
@@ -66,8 +65,8 @@ local::stream_protocol::acceptor bind_unix_socket(asio::io_context& io, const st
 Listener::Listener(asio::io_context& io, Options options, RequestHandler& handler)
     : io_(io),
       opt_(std::move(options)),
-      handler_(handler),
-      acceptor_(bind_unix_socket(io, opt_.path, opt_.mode, opt_.owner, opt_.group)) {}
+      acceptor_(bind_unix_socket(io, opt_.path, opt_.mode, opt_.owner, opt_.group)),
+      sessions_(handler, opt_.admin, opt_.max_connections, opt_.session) {}
 
 Listener::~Listener() {
   stop_accepting();
@@ -92,28 +91,12 @@ asio::awaitable<void> Listener::accept_loop() {
       continue;
     }
     if (opt_.admin && !peer_allowed(socket)) continue;
-    if (sessions_.size() >= opt_.max_connections) {
-      log->warn("refusing connection on {}: server.max_connections={} reached", opt_.path,
-                opt_.max_connections);
-      // Best effort, never blocking: tell the client why before closing (NDJSON, since it has
-      // not said which framing it speaks).
-      const std::string why =
-          proto::make_error(proto::kNullId, RpcError::overloaded, {},
-                            proto::json{{"reason", "max_connections"},
-                                        {"limit", opt_.max_connections},
-                                        {"retry_after_ms", 100}}) +
-          "\n";
-      [[maybe_unused]] const auto sent =
-          ::send(socket.native_handle(), why.data(), why.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sessions_.full(socket.native_handle(), /*explain=*/true, opt_.path)) {
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
     }
-    auto session = std::make_shared<ClientSession>(
-        std::move(socket), handler_, opt_.admin, opt_.session,
-        [this](ClientSession* s) { sessions_.erase(s); });
-    sessions_.emplace(session.get(), session);
-    session->start();
+    sessions_.open(ConnectionStream(std::move(socket)));
   }
 }
 
@@ -147,28 +130,6 @@ void Listener::stop_accepting() {
         "droverd's user write access to its directory to have it removed at exit)",
         opt_.path, std::strerror(errno));
   }
-}
-
-Listener::Buffered Listener::buffered() const {
-  Buffered b;
-  for (const auto& [ptr, session] : sessions_) {
-    const std::size_t n = session->buffered_bytes();
-    b.total += n;
-    b.max = std::max(b.max, n);
-    b.coalescing += session->coalescing() ? 1 : 0;
-  }
-  return b;
-}
-
-void Listener::end_sessions(RpcError code) {
-  // Copy: a session may close (and unregister) while being ended.
-  auto sessions = sessions_;
-  for (auto& [ptr, s] : sessions) s->end(code);
-}
-
-void Listener::close_all() {
-  auto sessions = std::exchange(sessions_, {});
-  for (auto& [ptr, s] : sessions) s->close();
 }
 
 }  // namespace drover::supervisor

@@ -9,13 +9,11 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <sys/types.h>
 
-#include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/config.hpp"
-#include "supervisor/frontend/client_session.hpp"
+#include "supervisor/frontend/session_registry.hpp"
 
 namespace drover::supervisor {
 
@@ -56,18 +54,14 @@ class Listener {
   // file as stale); live sessions continue.
   void stop_accepting();
   // Closes every live session now.
-  void close_all();
+  void close_all() { sessions_.close_all(); }
   // Answers every unfinished call of every session with `code`, then closes each session once
   // its replies are written.
-  void end_sessions(RpcError code);
+  void end_sessions(RpcError code) { sessions_.end_sessions(code); }
   std::size_t sessions() const { return sessions_.size(); }
   // Bytes accepted for this listener's clients and not yet written (stream flow metrics).
-  struct Buffered {
-    std::size_t total = 0;
-    std::size_t max = 0;     // the largest single connection's
-    int coalescing = 0;      // connections coalescing their stream chunks
-  };
-  Buffered buffered() const;
+  using Buffered = SessionRegistry::Buffered;
+  Buffered buffered() const { return sessions_.buffered(); }
   const std::string& path() const { return opt_.path; }
 
  private:
@@ -77,9 +71,8 @@ class Listener {
 
   asio::io_context& io_;
   Options opt_;
-  RequestHandler& handler_;
   asio::local::stream_protocol::acceptor acceptor_;
-  std::unordered_map<ClientSession*, std::shared_ptr<ClientSession>> sessions_;
+  SessionRegistry sessions_;
   bool accepting_ = false;
 };
 

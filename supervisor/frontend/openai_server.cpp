@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "common/listen_endpoint.hpp"
+#include "common/tls_context.hpp"
 #include "supervisor/frontend/request_handler.hpp"
 
 namespace drover::supervisor {
@@ -50,19 +51,10 @@ OpenAiServer::OpenAiServer(asio::io_context& io, const Config& config, RequestHa
                0,
                stream_totals,
                component_logger("openai")},
-      acceptor_(io),
-      log_(context_.log) {
-  const tcp::endpoint ep = resolve_listen_endpoint(io, config.openai.listen, "openai.listen");
-  boost::system::error_code ec;
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    throw std::runtime_error(
-        fmt::format("openai.listen: cannot listen on {}: {}", config.openai.listen, ec.message()));
-  }
-}
+      acceptor_(open_tcp_listener(io, config.openai.listen, "openai.listen")),
+      tls_(config.openai.tls.enabled() ? make_tls_server_context(config.openai.tls, "openai.tls")
+                                       : nullptr),
+      log_(context_.log) {}
 
 OpenAiServer::~OpenAiServer() { stop(); }
 
@@ -72,10 +64,11 @@ tcp::endpoint OpenAiServer::local_endpoint() const {
 }
 
 void OpenAiServer::start() {
-  const auto ep = local_endpoint();
-  const std::string host = ep.address().is_v6() ? fmt::format("[{}]", ep.address().to_string())
-                                                : ep.address().to_string();
-  log_->info("OpenAI-compatible API on http://{}:{}/v1 ({})", host, ep.port(),
+  log_->info("OpenAI-compatible API on {}://{}/v1 ({}{})", tls_ ? "https" : "http",
+             endpoint_text(local_endpoint()),
+             tls_ && !context_.config.openai.tls.client_ca_file.empty()
+                 ? "client certificates required, "
+                 : "",
              context_.api_keys.empty() ? "no authentication"
                                        : fmt::format("{} API keys", context_.api_keys.size()));
   spawn(io_, accept_loop());
@@ -113,7 +106,8 @@ asio::awaitable<void> OpenAiServer::accept_loop() {
       continue;
     }
     auto session = std::make_shared<OpenAiSession>(
-        std::move(socket), context_, [this](OpenAiSession* s) { sessions_.erase(s); });
+        tls_ ? ConnectionStream(std::move(socket), *tls_) : ConnectionStream(std::move(socket)),
+        context_, [this](OpenAiSession* s) { sessions_.erase(s); });
     sessions_.emplace(session.get(), session);
     session->start();
   }

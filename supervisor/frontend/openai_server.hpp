@@ -4,8 +4,11 @@
 // OpenAiSession per connection; stop() closes the acceptor and every session (their calls are
 // cancelled at the workers).
 //
+// With openai.tls the API is served over HTTPS (TLS 1.2+, mutual TLS with a client_ca_file;
+// common/tls_context.hpp), the log line then says https://.
+//
 // Start-up checks (control plane, so they throw std::runtime_error naming the key): listen
-// must bind; api_keys_file must be readable and hold at least one key. The keys of api_keys and
+// must bind; the TLS files must load; api_keys_file must be readable and hold at least one key. The keys of api_keys and
 // api_keys_file together are the accepted Bearer tokens; none means no authentication (the
 // config refuses that on a non-loopback address unless openai.allow_unauthenticated).
 //
@@ -14,6 +17,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <memory>
 #include <string>
@@ -53,6 +57,7 @@ class OpenAiServer {
   asio::io_context& io_;
   OpenAiSession::Context context_;
   asio::ip::tcp::acceptor acceptor_;
+  std::shared_ptr<asio::ssl::context> tls_;  // openai.tls; null: plain HTTP
   std::unordered_map<OpenAiSession*, std::shared_ptr<OpenAiSession>> sessions_;
   bool stopped_ = false;
   std::shared_ptr<spdlog::logger> log_;

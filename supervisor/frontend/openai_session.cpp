@@ -42,20 +42,19 @@ std::int64_t unix_now() {
 
 }  // namespace
 
-OpenAiSession::OpenAiSession(Socket socket, Context& context,
+OpenAiSession::OpenAiSession(ConnectionStream stream, Context& context,
                              std::function<void(OpenAiSession*)> on_closed)
-    : socket_(std::move(socket)),
+    : stream_(std::move(stream)),
       ctx_(context),
       buffer_(64 * 1024),
-      writer_(socket_),
-      done_timer_(socket_.get_executor(), asio::steady_timer::time_point::max()),
+      writer_(stream_),
+      done_timer_(stream_.get_executor(), asio::steady_timer::time_point::max()),
       on_closed_(std::move(on_closed)) {}
 
 void OpenAiSession::start() {
-  boost::system::error_code ignored;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);  // SSE events leave at once
-  spawn(socket_.get_executor(), write_loop());
-  spawn(socket_.get_executor(), serve());
+  // (ConnectionStream turns Nagle off: SSE events leave at once.)
+  spawn(stream_.get_executor(), write_loop());
+  spawn(stream_.get_executor(), serve());
 }
 
 asio::awaitable<void> OpenAiSession::write_loop() {
@@ -66,6 +65,16 @@ asio::awaitable<void> OpenAiSession::write_loop() {
 
 asio::awaitable<void> OpenAiSession::serve() {
   auto self = shared_from_this();
+  if (stream_.tls()) {
+    const std::string failed =
+        co_await stream_.handshake(handshake_timeout(ctx_.config.server.partial_message_timeout));
+    if (closed_) co_return;
+    if (!failed.empty()) {
+      ctx_.log->info("TLS handshake failed: {}", failed);
+      close();
+      co_return;
+    }
+  }
   while (!closed_) {
     Request request;
     if (!co_await read_request(request)) break;
@@ -87,7 +96,7 @@ asio::awaitable<bool> OpenAiSession::read_request(Request& request) {
   http::request_parser<http::string_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(kMaxHeaderBytes));
   parser.body_limit(ctx_.config.openai.max_body_bytes);
-  asio::steady_timer timer(socket_.get_executor());
+  asio::steady_timer timer(stream_.get_executor());
   boost::system::error_code ec;
   if (buffer_.size() == 0) {
     // Between requests (and before the first): up to idle_timeout (0: no limit) for the first
@@ -95,19 +104,19 @@ asio::awaitable<bool> OpenAiSession::read_request(Request& request) {
     std::size_t n = 0;
     if (server.idle_timeout.count() > 0) {
       timer.expires_after(server.idle_timeout);
-      auto r = co_await (socket_.async_read_some(buffer_.prepare(4096), use_nothrow) ||
+      auto r = co_await (stream_.async_read_some(buffer_.prepare(4096), use_nothrow) ||
                          timer.async_wait(use_nothrow));
       if (r.index() == 1) co_return false;  // idle: closed quietly, as keep-alive allows
       std::tie(ec, n) = std::get<0>(r);
     } else {
-      std::tie(ec, n) = co_await socket_.async_read_some(buffer_.prepare(4096), use_nothrow);
+      std::tie(ec, n) = co_await stream_.async_read_some(buffer_.prepare(4096), use_nothrow);
     }
     buffer_.commit(n);
     if (ec) co_return false;
   }
   if (server.partial_message_timeout.count() > 0) {
     timer.expires_after(server.partial_message_timeout);
-    auto r = co_await (http::async_read(socket_, buffer_, parser, use_nothrow) ||
+    auto r = co_await (http::async_read(stream_, buffer_, parser, use_nothrow) ||
                        timer.async_wait(use_nothrow));
     if (r.index() == 1) {
       keep_alive_ = false;
@@ -118,7 +127,7 @@ asio::awaitable<bool> OpenAiSession::read_request(Request& request) {
     }
     ec = std::get<0>(std::get<0>(r));
   } else {
-    auto [rec, n] = co_await http::async_read(socket_, buffer_, parser, use_nothrow);
+    auto [rec, n] = co_await http::async_read(stream_, buffer_, parser, use_nothrow);
     ec = rec;
   }
   if (closed_) co_return false;
@@ -153,11 +162,11 @@ asio::awaitable<void> OpenAiSession::wait_for_exchange() {
       continue;
     }
     auto r = co_await (done_timer_.async_wait(use_nothrow) ||
-                       socket_.async_wait(Socket::wait_read, use_nothrow));
+                       stream_.async_wait_readable(use_nothrow));
     if (r.index() == 0 || closed_) continue;
     const auto [ec] = std::get<1>(r);
     char byte;
-    const ssize_t n = ec ? -1 : ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t n = ec ? -1 : ::recv(stream_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n > 0) {
       watch = false;  // a pipelined request: read after this response
       continue;
@@ -358,9 +367,7 @@ void OpenAiSession::close() {
   if (exchange_) exchange_->cancel();
   writer_.close();
   done_timer_.cancel();
-  boost::system::error_code ignored;
-  socket_.shutdown(Socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  stream_.close();
   if (on_closed_) on_closed_(this);
 }
 

@@ -17,7 +17,6 @@
 // Shared-owned by the OpenAiServer's registry and its own coroutines; supervisor thread only.
 #pragma once
 
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
@@ -34,6 +33,7 @@
 #include "common/config.hpp"
 #include "common/log.hpp"
 #include "proto/openai_request.hpp"
+#include "supervisor/frontend/connection_stream.hpp"
 #include "supervisor/frontend/stream_flow.hpp"
 
 namespace drover::supervisor {
@@ -44,7 +44,6 @@ class WorkerPool;
 
 class OpenAiSession : public std::enable_shared_from_this<OpenAiSession> {
  public:
-  using Socket = asio::ip::tcp::socket;
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
 
   // What every session of one server shares.
@@ -60,7 +59,10 @@ class OpenAiSession : public std::enable_shared_from_this<OpenAiSession> {
     std::shared_ptr<spdlog::logger> log;
   };
 
-  OpenAiSession(Socket socket, Context& context, std::function<void(OpenAiSession*)> on_closed);
+  // `stream`: TCP, or TLS (openai.tls) which handshakes first within
+  // handshake_timeout(server.partial_message_timeout_ms).
+  OpenAiSession(ConnectionStream stream, Context& context,
+                std::function<void(OpenAiSession*)> on_closed);
 
   void start();
   // Closes now: cancels the exchange in progress, drops unwritten output.
@@ -90,10 +92,10 @@ class OpenAiSession : public std::enable_shared_from_this<OpenAiSession> {
   void write_events(std::string&& events);  // framed as one HTTP chunk when chunked
   void exchange_done();
 
-  Socket socket_;
+  ConnectionStream stream_;
   Context& ctx_;
   boost::beast::flat_buffer buffer_;
-  WriteQueue<Socket> writer_;
+  WriteQueue<ConnectionStream> writer_;
   asio::steady_timer done_timer_;  // cancelled when the exchange in progress has answered
   std::shared_ptr<OpenAiExchange> exchange_;
   // The request being answered: its HTTP version and whether the connection stays open.
