@@ -112,11 +112,6 @@ class HAProxy:
             if answer and "changed" not in answer and "health check port updated" not in answer:
                 raise AssertionError(f"haproxy refused '{command}': {answer}")
 
-    def set_state(self, server: str, state: str) -> None:
-        answer = self.runtime(f"set server {BACKEND}/{server} state {state}").strip()
-        if answer:
-            raise AssertionError(f"haproxy refused state {state} for {server}: {answer}")
-
     def log_text(self) -> str:
         try:
             with open(self.log, errors="replace") as f:

@@ -2,10 +2,10 @@
 JSON-RPC over TCP) behind HAProxy in TCP mode, a client load through HAProxy (the Python
 client with retry_safe, seeded generates), then
 
-1. a rolling restart: each instance in turn is put in maintenance at HAProxy (no new
-   connections; what a deploy script or a Kubernetes preStop does), SIGTERMed, waited for (exit
-   0), started again on new ports, pointed to through HAProxy's runtime API, and waited for
-   until HAProxy sees it UP; asserts 0 lost, 0 errors, every result equal to a quiet run's;
+1. a rolling restart: each instance in turn is SIGTERMed (HAProxy learns of the drain from
+   /readyz), waited for (exit 0), started again on new ports, pointed to through HAProxy's
+   runtime API, and waited for until HAProxy's health checks see it UP; asserts 0 lost, 0
+   errors, every result equal to a quiet run's;
 2. a SIGKILL of one instance under load, with unseeded generates (not safe to repeat) in the
    mix: asserts 0 lost and no error other than a typed ConnectionLostError for an unseeded call,
    and records the retries, the typed errors and the time until HAProxy marks it DOWN;
@@ -129,7 +129,6 @@ def rolling_restart(cluster: Cluster, expected: dict[int, str], retry_safe: bool
         load.progress()
         for i, (name, d) in enumerate(zip(cluster.names, cluster.instances)):
             t0 = time.monotonic()
-            haproxy.set_state(name, "maint")
             d.workers()  # remembers its worker pids, to wait for them
             d.proc.send_signal(signal.SIGTERM)
             code = d.proc.wait(timeout=WAIT_S)
@@ -139,7 +138,6 @@ def rolling_restart(cluster: Cluster, expected: dict[int, str], retry_safe: bool
             t_exit = time.monotonic()
             cluster.restart(i)
             t_ready = time.monotonic()
-            haproxy.set_state(name, "ready")
             haproxy.wait_status(name, "UP")
             t_up = time.monotonic()
             steps.append({"server": name, "drain_exit_s": round(t_exit - t0, 3),
