@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from collections import deque
 from typing import Any, AsyncIterator
@@ -103,9 +104,9 @@ class _AsyncConnection:
                 reader, writer = await asyncio.wait_for(open_streams(address, tls, protocol.MAX_MESSAGE_BYTES),
                                                         max(0.001, deadline - time.monotonic()))
                 return _AsyncConnection(path, reader, writer, limit)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError too
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or isinstance(e, ssl.SSLCertVerificationError):  # retrying will not help
                     raise DroverConnectionError(f"cannot connect to droverd at {path}: {e!r}", path) from e
                 await asyncio.sleep(min(delay, left))  # backoff between connection attempts
                 delay = min(delay * 2, 1.0)

@@ -8,6 +8,7 @@ calls that are safe to repeat are sent again on a new connection instead (retry.
 from __future__ import annotations
 
 import itertools
+import ssl
 import threading
 import time
 from collections import deque
@@ -171,9 +172,9 @@ def _connect(address: Address, tls: TlsOptions, timeout: float) -> Channel:
     while True:
         try:
             return open_channel(address, tls, deadline - time.monotonic())
-        except OSError as e:  # ssl.SSLError too: a refused certificate is retried like a refusal
+        except OSError as e:  # ssl.SSLError too
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or isinstance(e, ssl.SSLCertVerificationError):  # retrying will not help
                 path = address.text
                 raise DroverConnectionError(f"cannot connect to droverd at {path}: {e}", path) from e
             time.sleep(min(delay, left))  # backoff between connection attempts

@@ -23,7 +23,7 @@ from drover_client import Client, DroverConnectionError, DroverError  # noqa: E4
 
 WAIT_S = 60.0  # generous: a loaded 2-core machine
 # droverd's log line for its JSON-RPC TCP listener (server.tcp_listen).
-TCP_LOG = re.compile(r"JSON-RPC (?:over TCP )?on tcp://(\S+?:\d+)")
+TCP_LOG = re.compile(r"JSON-RPC on ((?:tcp|tls)://\S+?:\d+)")
 METRICS_LOG = re.compile(r"metrics and probes on http://\S+?:(\d+) ")
 OPENAI_LOG = re.compile(r"OpenAI-compatible API on http://\S+?:(\d+)/v1")
 
@@ -100,8 +100,8 @@ class Droverd:
         return found[-1]
 
     def tcp_address(self) -> str:
-        """tcp://HOST:PORT of the JSON-RPC TCP listener."""
-        return "tcp://" + self.logged(TCP_LOG, "TCP listener")
+        """tcp://HOST:PORT (tls:// with server.tls) of the JSON-RPC TCP listener."""
+        return self.logged(TCP_LOG, "TCP listener")
 
     def metrics_port(self) -> int:
         return int(self.logged(METRICS_LOG, "metrics listener"))

@@ -14,7 +14,7 @@ export const WAIT_MS = 60_000;  // generous: a loaded 2-core machine
 /** Add to serverYaml for a JSON-RPC TCP listener on a port of the kernel's choice. */
 export const TCP_LISTEN = 'tcp_listen: "127.0.0.1:0"';
 // droverd's log line for its JSON-RPC TCP listener (server.tcp_listen).
-const kTcpLog = /JSON-RPC (?:over TCP )?on tcp:\/\/(\S+?:\d+)/g;
+const kTcpLog = /JSON-RPC on tcp:\/\/(\S+?:\d+)/g;
 
 function binary(name: string): string {
   const p = process.env[name];
