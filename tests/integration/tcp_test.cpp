@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <memory>
@@ -116,8 +117,10 @@ TEST_F(TcpTest, SigtermStopsAcceptingOnTcp) {
   RpcClient busy(address);
   const auto id = busy.send_request("generate", generate_params());
   ASSERT_TRUE(wait_until([&] { return d().health().value("status", "") == "ok"; }));
+  d().workers();  // remembered, so teardown checks they are gone (the admin socket goes now)
   d().terminate();
-  // New connections are refused while the request in flight is still answered.
+  // New connections are refused while the request in flight is still answered (the workers do
+  // not hold the listening socket open: they never inherit it).
   EXPECT_TRUE(wait_until([&] {
     try {
       RpcClient probe(address);
@@ -128,6 +131,9 @@ TEST_F(TcpTest, SigtermStopsAcceptingOnTcp) {
   })) << d().log();
   const json reply = read_reply(busy, id);
   EXPECT_TRUE(is_result(reply)) << reply.dump();
+  const auto status = d().wait_exit();
+  ASSERT_TRUE(status.has_value()) << d().log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << d().log();
 }
 
 class TlsTest : public DroverTest {

@@ -69,7 +69,8 @@ test('tcp:// with retrySafe: across a SIGKILLed droverd only the seeded generate
     await unseeded;
     await defaultOff;
     assert.equal((await seeded).text, expected);
-    assert.deepEqual([c.retries, off.retries], [1, 0]);
+    assert.ok(c.retries >= 1, `retries ${c.retries}`);  // 2 when a sending met the dying listener
+    assert.equal(off.retries, 0);
   } finally {
     await Promise.all([quiet.close(), c.close(), off.close()]);
     await d.close();
