@@ -36,7 +36,8 @@ openssl x509 -req -days 1 -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2 
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" || true; done' EXIT
-# start_droverd NAME SERVER_YAML: starts it, waits for its TCP address; prints "PID ADDRESS".
+# start_droverd NAME SERVER_YAML: starts it (a child of this shell, so the trap can reap it) and
+# waits until it serves; sets PID and ADDRESS (its logged TCP address).
 start_droverd() {
   local name=$1 server=$2
   sim_droverd_config "$name.yaml" "$OUT_DIR/$name.sock" "$OUT_DIR/$name.admin" "$BIN" "metrics:
@@ -45,20 +46,22 @@ start_droverd() {
   sed -i "/^server:/a\\
 $server" "$name.yaml"
   "$BIN/droverd" --config "$name.yaml" > "$name.log" 2>&1 &
-  local pid=$! deadline=$((SECONDS + 30)) address=""
-  until address=$(grep -o 'JSON-RPC on t[a-z]*://127.0.0.1:[0-9]*' "$name.log" | sed 's/JSON-RPC on //'); \
-      [ -n "$address" ] && "$BIN/drover-bench" throughput --socket "$OUT_DIR/$name.sock" \
+  PID=$!
+  PIDS+=("$PID")
+  local deadline=$((SECONDS + 30))
+  ADDRESS=""
+  until ADDRESS=$(grep -o 'JSON-RPC on t[a-z]*://127.0.0.1:[0-9]*' "$name.log" 2> /dev/null | sed 's/JSON-RPC on //'); \
+      [ -n "$ADDRESS" ] && "$BIN/drover-bench" throughput --socket "$OUT_DIR/$name.sock" \
       --requests 1 --warmup-s 0 --timeout-s 2 > /dev/null 2>&1; do
     ((SECONDS < deadline)) || { echo "droverd $name did not become ready" >&2; cat "$name.log" >&2; exit 1; }
     sleep 0.1
   done
-  echo "$pid $address"
 }
-read -r PID_A TCP_A < <(start_droverd a "  tcp_listen: 127.0.0.1:0")
-PIDS+=("$PID_A")
-read -r PID_B TLS_B < <(start_droverd b "  tcp_listen: 127.0.0.1:0\\
-  tls: {cert_file: $OUT_DIR/server.pem, key_file: $OUT_DIR/server.key}")
-PIDS+=("$PID_B")
+start_droverd a "  tcp_listen: 127.0.0.1:0"
+PID_A=$PID TCP_A=$ADDRESS
+start_droverd b "  tcp_listen: 127.0.0.1:0\\
+  tls: {cert_file: $OUT_DIR/server.pem, key_file: $OUT_DIR/server.key}"
+PID_B=$PID TLS_B=$ADDRESS
 export DROVER_TLS_CA=$OUT_DIR/ca.pem
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -3,22 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "common/config.hpp"
+#include "tests/unit/common/config_parse.hpp"
 
 namespace drover {
 namespace {
 
-Config parse(const std::string& yaml, const Environment& env = {}) {
-  return parse_config(yaml, env, {});
-}
-
-std::string error_of(const std::string& yaml, const Environment& env = {}) {
-  try {
-    parse(yaml, env);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(accepted)";
-}
+using test::error_of;
+using test::parse;
 
 TEST(OpenAiConfig, OffByDefaultOnLoopbackPort8000) {
   const Config c = parse("");

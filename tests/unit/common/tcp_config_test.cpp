@@ -7,23 +7,14 @@
 #include <fstream>
 
 #include "common/config.hpp"
+#include "tests/unit/common/config_parse.hpp"
 #include "tests/support/test_certs.hpp"
 
 namespace drover {
 namespace {
 
-Config parse(const std::string& yaml, const Environment& env = {}) {
-  return parse_config(yaml, env, {});
-}
-
-std::string error_of(const std::string& yaml, const Environment& env = {}) {
-  try {
-    parse(yaml, env);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(accepted)";
-}
+using test::error_of;
+using test::parse;
 
 // One PKI for the whole suite: making it runs openssl a dozen times.
 const test::TestCerts& certs() {
