@@ -13,6 +13,7 @@ DROVER_PACKAGES=(
   python3 socat curl  # socat, curl: the README tour and OpenAI examples
   clang-14 libclang-rt-14-dev llvm-14  # fuzz/: clang, libFuzzer, llvm-symbolizer
   prometheus systemd
+  haproxy  # tests/scaling: the multi-instance drill and bench/scaling
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -260,7 +260,11 @@ std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, Call
   };
   if (draining_) {
     if (observer_) observer_(kind, refused(RpcError::shutting_down));
-    if (sink.reply) sink.reply(proto::make_error(a.client_id, RpcError::shutting_down));
+    // "started": false tells a client the request never ran, so it may send it again on a new
+    // connection (another droverd), whatever the method (docs/API.md, -32009).
+    if (sink.reply) {
+      sink.reply(proto::make_error(a.client_id, RpcError::shutting_down, {}, json{{"started", false}}));
+    }
     return nullptr;
   }
   if (admission_.shed(a.priority)) {

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include <boost/process/v2/environment.hpp>
@@ -55,7 +56,21 @@ struct WorkerSetup {
     // with droverd's pid, not with 1: an orphan is reparented to the nearest subreaper
     // (systemd --user, a container's init, a test runner), which is rarely pid 1.
     if (::getppid() != droverd) ::_exit(127);
+    close_inherited_on_exec();
     return {};
+  }
+
+  // Boost 1.81's close_all_fds closes only the descriptors above its last whitelisted one, so
+  // the worker would inherit droverd's listening sockets: after SIGTERM a TCP port would still
+  // accept connections into a backlog nobody serves, reset when the workers exit. Stdio is in
+  // place by now (process_stdio runs first); nothing else is meant to be inherited.
+  static void close_inherited_on_exec() {
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+    const long max = ::sysconf(_SC_OPEN_MAX);  // kernels before 5.11
+    for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); ++fd) {
+      const int flags = ::fcntl(fd, F_GETFD);
+      if (flags >= 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
   }
 };
 

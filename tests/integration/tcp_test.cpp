@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <memory>
@@ -129,7 +130,8 @@ TEST_F(TcpTest, SigtermStopsAcceptingOnTcp) {
     return false;
   }));
   d().terminate();
-  // New connections are refused while the request in flight is still answered.
+  // New connections are refused while the request in flight is still answered (the workers do
+  // not hold the listening socket open: they never inherit it).
   EXPECT_TRUE(wait_until([&] {
     try {
       RpcClient probe(address);
@@ -140,6 +142,9 @@ TEST_F(TcpTest, SigtermStopsAcceptingOnTcp) {
   })) << d().log();
   const json reply = read_reply(busy, id);
   EXPECT_TRUE(is_result(reply)) << reply.dump();
+  const auto status = d().wait_exit();
+  ASSERT_TRUE(status.has_value()) << d().log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << d().log();
 }
 
 class TlsTest : public DroverTest {

@@ -2,19 +2,22 @@
 One connection per client, read by one task that hands replies and chunks to their calls.
 
 Cancelling the task that awaits a call (task.cancel(), asyncio.wait_for) cancels the call at
-droverd too. A connection that drops fails the calls in flight with ConnectionLostError (never
-re-sent); the next call opens a new connection, retrying with backoff for `connect_timeout`.
+droverd too. A connection that drops fails the calls in flight with ConnectionLostError; the
+next call opens a new connection, retrying with backoff for `connect_timeout`. With
+`retry_safe=True`, calls that are safe to repeat are sent again on a new connection (retry.py).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from collections import deque
 from typing import Any, AsyncIterator
 
-from . import protocol
+from . import protocol, retry
 from .errors import ConnectionLostError, DroverConnectionError, DroverError, client_timeout
+from .transport import Address, TlsOptions, open_streams, parse_address
 
 
 class _AsyncInbox:
@@ -88,21 +91,22 @@ class _AsyncConnection:
         self._calls: dict[int, _AsyncInbox] = {}
         self._ids = itertools.count(1)
         self.closed = False
+        self.retired = False  # its droverd is draining: no new calls on it
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @staticmethod
-    async def open(path: str, timeout: float, limit: int) -> "_AsyncConnection":
+    async def open(address: Address, tls: TlsOptions, timeout: float, limit: int) -> "_AsyncConnection":
+        path = address.text
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(path, limit=protocol.MAX_MESSAGE_BYTES),
-                    max(0.001, deadline - time.monotonic()))
+                reader, writer = await asyncio.wait_for(open_streams(address, tls, protocol.MAX_MESSAGE_BYTES),
+                                                        max(0.001, deadline - time.monotonic()))
                 return _AsyncConnection(path, reader, writer, limit)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError too
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or isinstance(e, ssl.SSLCertVerificationError):  # retrying will not help
                     raise DroverConnectionError(f"cannot connect to droverd at {path}: {e!r}", path) from e
                 await asyncio.sleep(min(delay, left))  # backoff between connection attempts
                 delay = min(delay * 2, 1.0)
@@ -246,20 +250,27 @@ class AsyncStream:
 
 
 class AsyncClient:
-    """asyncio client of droverd's client socket (docs/API.md); use from one event loop.
+    """asyncio client of droverd's JSON-RPC API (docs/API.md); use from one event loop.
 
-    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else drover.sock in droverd's
-    private run directory, `default_run_dir()`).
-    `timeout`: default deadline of a call in seconds (None: none). `connect_timeout`: how long a
-    (re)connection keeps retrying.
+    The arguments are Client's: `address` (a socket path, tcp:// or tls://; `socket_path` is
+    its former name), the `tls_*` options, `timeout`, `connect_timeout`, `retry_safe` and
+    `retry_attempts`; `retries` counts the calls sent again.
     """
 
-    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
-                 connect_timeout: float = 10.0, max_buffered_chunks: int = protocol.MAX_BUFFERED_CHUNKS):
-        self.socket_path = socket_path or protocol.default_socket()
+    def __init__(self, address: str | None = None, *, socket_path: str | None = None,
+                 timeout: float | None = None, connect_timeout: float = 10.0,
+                 max_buffered_chunks: int = protocol.MAX_BUFFERED_CHUNKS, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
+                 tls_server_name: str | None = None, retry_safe: bool = False,
+                 retry_attempts: int = retry.DEFAULT_ATTEMPTS):
+        self.socket_path = address or socket_path or protocol.default_socket()
+        self._address = parse_address(self.socket_path)
+        self._tls = TlsOptions(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
         self._max_buffered = max_buffered_chunks
+        self._retired: list[_AsyncConnection] = []  # still finishing their calls
         self._conn: _AsyncConnection | None = None
         self._connecting: asyncio.Future[_AsyncConnection] | None = None
         self._closed = False
@@ -273,17 +284,30 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
-        conn, self._conn = self._conn, None
-        if conn:
-            await conn.close()
+        conns, self._conn, self._retired = [self._conn, *self._retired], None, []
+        for conn in conns:
+            if conn:
+                await conn.close()
 
     async def call(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Any method; returns its result or raises DroverError."""
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        conn = await self._connection()
-        request_id, inbox = await conn.start(method, params)
-        return _outcome(*await _pop(conn, request_id, inbox, deadline, timeout))
+        sent = 0
+        while True:
+            conn = await self._connection()
+            sent += 1
+            try:
+                request_id, inbox = await conn.start(method, params)
+                return _outcome(*await _pop(conn, request_id, inbox, deadline, timeout))
+            except (ConnectionLostError, DroverError) as e:
+                if not self._retry.resend(e, conn, method, params, sent, deadline):
+                    raise
+
+    @property
+    def retries(self) -> int:
+        """Calls sent again under retry_safe."""
+        return self._retry.retries
 
     async def generate(self, prompt: str | None = None, *, timeout: float | None = None,
                        **params: Any) -> dict[str, Any]:
@@ -315,11 +339,18 @@ class AsyncClient:
     async def _connection(self) -> _AsyncConnection:
         if self._closed:
             raise DroverConnectionError("client is closed", self.socket_path)
+        if self._conn is not None and self._conn.retired:
+            self._retired.append(self._conn)  # droverd closes it once its calls are done
+            self._conn = None
+        ended = [c for c in self._retired if c.closed]
+        self._retired = [c for c in self._retired if not c.closed]
+        for old in ended:
+            await old.close()  # frees its socket; its reader has ended
         if self._conn is not None and not self._conn.closed:
             return self._conn
         if self._connecting is None:  # one (re)connection shared by the calls that wait for it
             self._connecting = asyncio.ensure_future(
-                _AsyncConnection.open(self.socket_path, self.connect_timeout, self._max_buffered))
+                _AsyncConnection.open(self._address, self._tls, self.connect_timeout, self._max_buffered))
         connecting = self._connecting
         try:
             conn = await asyncio.shield(connecting)

@@ -1,20 +1,22 @@
 """Client: the blocking client. One connection, read by a background thread that hands each
 reply and chunk to the call it belongs to, so any number of threads may call at once.
 
-A connection that drops fails the calls in flight with ConnectionLostError (never re-sent);
-the next call opens a new connection, retrying with backoff for up to `connect_timeout`.
+A connection that drops fails the calls in flight with ConnectionLostError; the next call opens
+a new connection, retrying with backoff for up to `connect_timeout`. With `retry_safe=True`,
+calls that are safe to repeat are sent again on a new connection instead (retry.py).
 """
 from __future__ import annotations
 
 import itertools
-import socket
+import ssl
 import threading
 import time
 from collections import deque
 from typing import Any, Iterator
 
-from . import protocol
+from . import protocol, retry
 from .errors import ConnectionLostError, DroverConnectionError, DroverError, client_timeout
+from .transport import Address, Channel, TlsOptions, open_channel, parse_address
 
 
 class _Inbox:
@@ -64,10 +66,10 @@ class _Inbox:
 
 
 class _Connection:
-    def __init__(self, path: str, connect_timeout: float, max_buffered_chunks: int):
-        self.path = path
+    def __init__(self, address: Address, tls: TlsOptions, connect_timeout: float, max_buffered_chunks: int):
+        self.path = address.text
         self._limit = max_buffered_chunks
-        self._sock = _connect(path, connect_timeout)
+        self._sock = _connect(address, tls, connect_timeout)
         # Guards _calls and closed. Reentrant: a Stream dropped by the garbage collector while
         # this thread holds it cancels its call from __del__.
         self._lock = threading.RLock()
@@ -75,6 +77,7 @@ class _Connection:
         self._calls: dict[int, _Inbox] = {}
         self._ids = itertools.count(1)
         self.closed = False
+        self.retired = False  # its droverd is draining: no new calls on it
         self._reader = threading.Thread(target=self._read_loop, name="drover-client-reader", daemon=True)
         self._reader.start()
 
@@ -107,10 +110,7 @@ class _Connection:
     def close(self) -> None:
         # Calls still in flight end first, which also frees a reader blocked on a full inbox.
         self._lost(ConnectionError("client closed"))
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._sock.shutdown()
         if threading.current_thread() is not self._reader:
             self._reader.join()
         self._sock.close()
@@ -118,7 +118,7 @@ class _Connection:
     def _send(self, data: bytes) -> None:
         try:
             with self._write_lock:
-                self._sock.sendall(data)
+                self._sock.send(data)
         except OSError as e:
             self._lost(e)
             raise ConnectionLostError(f"connection to {self.path} lost: {e}", self.path) from e
@@ -128,7 +128,7 @@ class _Connection:
         reason: Exception | None = None
         try:
             while True:
-                data = self._sock.recv(1 << 16)
+                data = self._sock.recv()
                 if not data:
                     break
                 scan_from = len(buf)  # what was there before holds no newline
@@ -165,21 +165,17 @@ class _Connection:
             inbox.end("lost", ConnectionLostError(f"connection to {self.path} lost{detail}", self.path))
 
 
-def _connect(path: str, timeout: float) -> socket.socket:
+def _connect(address: Address, tls: TlsOptions, timeout: float) -> Channel:
     """Connects, retrying with backoff (droverd may be restarting) until `timeout` has passed."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock.connect(path)
-            sock.settimeout(None)
-            return sock
-        except OSError as e:
-            sock.close()
+            return open_channel(address, tls, deadline - time.monotonic())
+        except OSError as e:  # ssl.SSLError too
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or isinstance(e, ssl.SSLCertVerificationError):  # retrying will not help
+                path = address.text
                 raise DroverConnectionError(f"cannot connect to droverd at {path}: {e}", path) from e
             time.sleep(min(delay, left))  # backoff between connection attempts
             delay = min(delay * 2, 1.0)
@@ -241,22 +237,34 @@ class Stream:
 
 
 class Client:
-    """Blocking client of droverd's client socket (docs/API.md). Thread-safe.
+    """Blocking client of droverd's JSON-RPC API (docs/API.md). Thread-safe.
 
-    `socket_path`: droverd's socket (default: $DROVER_SERVER_SOCKET, else drover.sock in droverd's
-    private run directory, `default_run_dir()`).
+    `address`: a Unix socket path, `tcp://HOST:PORT` or `tls://HOST:PORT` (default:
+    $DROVER_SERVER_SOCKET, else drover.sock in droverd's private run directory,
+    `default_run_dir()`); `socket_path` is its former name. `tls_ca_file`, `tls_cert_file`,
+    `tls_key_file`, `tls_server_name`: for tls:// (transport.TlsOptions).
     `timeout`: default deadline of a call in seconds (None: none; droverd's own request
     timeout still applies). `connect_timeout`: how long a (re)connection keeps retrying.
+    `retry_safe`: send a call that failed with its connection again on a new connection when
+    that is safe (retry.py), up to `retry_attempts` sendings in all; `retries` counts them.
     """
 
-    def __init__(self, socket_path: str | None = None, *, timeout: float | None = None,
-                 connect_timeout: float = 10.0, max_buffered_chunks: int = protocol.MAX_BUFFERED_CHUNKS):
-        self.socket_path = socket_path or protocol.default_socket()
+    def __init__(self, address: str | None = None, *, socket_path: str | None = None,
+                 timeout: float | None = None, connect_timeout: float = 10.0,
+                 max_buffered_chunks: int = protocol.MAX_BUFFERED_CHUNKS, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
+                 tls_server_name: str | None = None, retry_safe: bool = False,
+                 retry_attempts: int = retry.DEFAULT_ATTEMPTS):
+        self.socket_path = address or socket_path or protocol.default_socket()
+        self._address = parse_address(self.socket_path)
+        self._tls = TlsOptions(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
         self._max_buffered = max_buffered_chunks
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
+        self._retired: list[_Connection] = []  # still finishing their calls
         self._closed = False
 
     def __enter__(self) -> "Client":
@@ -269,20 +277,34 @@ class Client:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            conn, self._conn = self._conn, None
-        if conn:
-            conn.close()
+            conns, self._conn, self._retired = [self._conn, *self._retired], None, []
+        for conn in conns:
+            if conn:
+                conn.close()
 
     def call(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
         """Any method; returns its result or raises DroverError."""
-        conn = self._connection()
-        request_id, inbox = conn.start(method, params)
         timeout = self.timeout if timeout is None else timeout
-        item = inbox.pop(None if timeout is None else time.monotonic() + timeout)
-        if item is None:
-            conn.cancel(request_id)
-            raise client_timeout(timeout or 0)
-        return _outcome(*item)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = 0
+        while True:
+            conn = self._connection()
+            sent += 1
+            try:
+                request_id, inbox = conn.start(method, params)
+                item = inbox.pop(deadline)
+                if item is None:
+                    conn.cancel(request_id)
+                    raise client_timeout(timeout or 0)
+                return _outcome(*item)
+            except (ConnectionLostError, DroverError) as e:
+                if not self._retry.resend(e, conn, method, params, sent, deadline):
+                    raise
+
+    @property
+    def retries(self) -> int:
+        """Calls sent again under retry_safe."""
+        return self._retry.retries
 
     def generate(self, prompt: str | None = None, *, timeout: float | None = None, **params: Any) -> dict[str, Any]:
         return self.call("generate", protocol.generate_params(prompt, params, False), timeout=timeout)
@@ -314,9 +336,16 @@ class Client:
         with self._lock:
             if self._closed:
                 raise DroverConnectionError("client is closed", self.socket_path)
+            if self._conn is not None and self._conn.retired:
+                self._retired.append(self._conn)  # droverd closes it once its calls are done
+                self._conn = None
+            for c in self._retired:
+                if c.closed:
+                    c.close()  # frees its socket; its reader has ended
+            self._retired = [c for c in self._retired if not c.closed]
             if self._conn is None or self._conn.closed:
                 old, self._conn = self._conn, None
                 if old:
                     old.close()
-                self._conn = _Connection(self.socket_path, self.connect_timeout, self._max_buffered)
+                self._conn = _Connection(self._address, self._tls, self.connect_timeout, self._max_buffered)
             return self._conn

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from drover_client import Client, DroverConnectionError, DroverError  # noqa: E402
 
 WAIT_S = 60.0  # generous: a loaded 2-core machine
+# droverd's log line for its JSON-RPC TCP listener (server.tcp_listen).
+TCP_LOG = re.compile(r"JSON-RPC on ((?:tcp|tls)://\S+?:\d+)")
+METRICS_LOG = re.compile(r"metrics and probes on http://\S+?:(\d+) ")
+OPENAI_LOG = re.compile(r"OpenAI-compatible API on http://\S+?:(\d+)/v1")
 
 
 def binary(name: str) -> str:
@@ -41,7 +46,9 @@ def wait_until(pred: Callable[[], bool], timeout: float = WAIT_S, what: str = "c
 class Droverd:
     """One droverd. `tokens_per_s`: the sim workers' rate (so a long stream stays in flight)."""
 
-    def __init__(self, workers: int = 2, tokens_per_s: int = 200, server_yaml: list[str] | None = None):
+    def __init__(self, workers: int = 2, tokens_per_s: int = 200, server_yaml: list[str] | None = None,
+                 tcp: bool = False, drain_timeout_ms: int = 2000, metrics: bool = False,
+                 extra_yaml: list[str] | None = None):
         self.dir = tempfile.mkdtemp(prefix="drover-py-", dir="/tmp")
         self.socket = os.path.join(self.dir, "c.sock")
         self.admin_socket = os.path.join(self.dir, "a.sock")
@@ -52,10 +59,14 @@ class Droverd:
         self.seen_pids: set[int] = set()
         lines = ["server:", f"  socket: {json.dumps(self.socket)}", f"  admin_socket: {json.dumps(self.admin_socket)}",
                  f"  run_dir: {json.dumps(os.path.join(self.dir, 'run'))}"]
+        if tcp:  # port 0: the bound port is read from the log (tcp_address)
+            lines += ['  tcp_listen: "127.0.0.1:0"']
         lines += ["  " + line for line in server_yaml or []]
         lines += ["workers:", f"  count: {workers}", "  backend: sim",
                   f"  command: [{json.dumps(binary('DROVER_WORKER_BIN'))}, \"--tokens-per-s\", \"{tokens_per_s}\"]",
-                  "  drain_timeout_ms: 2000", "metrics:", '  listen: ""', "logging:", "  level: info"]
+                  f"  drain_timeout_ms: {drain_timeout_ms}", "metrics:",
+                  '  listen: "127.0.0.1:0"' if metrics else '  listen: ""', "logging:", "  level: info"]
+        lines += extra_yaml or []
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -80,6 +91,31 @@ class Droverd:
                 return False
             return sum(1 for w in ws if w["state"] == "ready") == self.workers_count
         wait_until(ready, what="droverd ready")
+
+    def logged(self, pattern: re.Pattern, what: str) -> str:
+        """The last match of `pattern`'s group in the log (of the last start)."""
+        found = pattern.findall(self.log_text(whole=True))
+        if not found:
+            raise AssertionError(f"no {what} in the log:\n{self.log_text()}")
+        return found[-1]
+
+    def tcp_address(self) -> str:
+        """tcp://HOST:PORT (tls:// with server.tls) of the JSON-RPC TCP listener."""
+        return self.logged(TCP_LOG, "TCP listener")
+
+    def metrics_port(self) -> int:
+        return int(self.logged(METRICS_LOG, "metrics listener"))
+
+    def openai_port(self) -> int:
+        return int(self.logged(OPENAI_LOG, "OpenAI listener"))
+
+    def pin_tcp_port(self) -> None:
+        """The next start listens on the port this one got (the client keeps its address)."""
+        port = self.tcp_address().rsplit(":", 1)[1]
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(re.sub(r'tcp_listen: "127\.0\.0\.1:\d+"', f'tcp_listen: "127.0.0.1:{port}"', text))
 
     def admin(self, method: str, params: Any = None) -> Any:
         with Client(self.admin_socket, timeout=WAIT_S, connect_timeout=0.5) as c:
@@ -135,10 +171,10 @@ class Droverd:
                 self.proc.wait()
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def log_text(self) -> str:
+    def log_text(self, whole: bool = False) -> str:
         try:
             with open(self.log, errors="replace") as f:
-                return f.read()[-4000:]
+                return f.read() if whole else f.read()[-4000:]
         except OSError:
             return ""
 

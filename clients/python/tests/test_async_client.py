@@ -149,5 +149,48 @@ class AsyncClientServerLifecycleTest(unittest.IsolatedAsyncioTestCase):
             d.close()
 
 
+class AsyncClientTcpRetryTest(unittest.IsolatedAsyncioTestCase):
+    """tcp:// and retry_safe with AsyncClient: a droverd SIGKILLed with calls in flight and
+    started again on the same TCP port."""
+
+    async def asyncSetUp(self) -> None:
+        quiet_slow_callbacks()
+        self.d = Droverd(workers=1, tcp=True).start()
+        self.d.pin_tcp_port()
+        self.addr = self.d.tcp_address()
+
+    async def asyncTearDown(self) -> None:
+        self.d.close()
+
+    async def kill_with_calls_in_flight(self, calls: list) -> list:
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        await wait_async(lambda: self.d.inflight() >= 1, "the calls to reach the worker")
+        self.d.kill()
+        self.d.launch()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def test_tcp_address(self) -> None:
+        async with AsyncClient(self.addr, timeout=WAIT_S) as c:
+            r = await c.generate("over tcp", max_tokens=6, seed=3)
+            async with AsyncClient(self.d.socket) as unix:
+                self.assertEqual(r["text"], (await unix.generate("over tcp", max_tokens=6, seed=3))["text"])
+            self.assertEqual(await c.tokenize("abc"), [97, 98, 99])
+
+    async def test_only_the_seeded_generate_is_resent(self) -> None:
+        async with AsyncClient(self.d.socket, timeout=WAIT_S) as quiet:
+            expected = (await quiet.generate("resent", max_tokens=1000, seed=8, cache="bypass"))["text"]
+        async with AsyncClient(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S, retry_safe=True) as c, \
+                AsyncClient(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S) as off:
+            await off.health()
+            seeded, unseeded, default_off = await self.kill_with_calls_in_flight([
+                c.generate("resent", max_tokens=1000, seed=8, cache="bypass"),
+                c.generate("not resent", max_tokens=LONG),
+                off.generate("off by default", max_tokens=LONG, seed=8)])
+            self.assertEqual(seeded["text"], expected)
+            self.assertIsInstance(unseeded, ConnectionLostError)
+            self.assertIsInstance(default_off, ConnectionLostError)
+            self.assertEqual((c.retries, off.retries), (1, 0))
+
+
 if __name__ == "__main__":
     unittest.main()

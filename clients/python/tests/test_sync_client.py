@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import unittest
 
 from droverd import WAIT_S, Droverd, wait_until
-from drover_client import Client, ConnectionLostError, DroverError
+from drover_client import Client, ConnectionLostError, DroverConnectionError, DroverError
 
 LONG = 100_000  # tokens: a stream that would run for minutes unless cancelled
 D: Droverd
@@ -149,6 +153,168 @@ class SyncClientServerLifecycleTest(unittest.TestCase):
                 self.assertEqual(c.generate("after restart", max_tokens=3)["usage"]["completion_tokens"], 3)
         finally:
             d.close()
+
+
+class SyncClientTcpRetryTest(unittest.TestCase):
+    """tcp:// addresses and retry_safe (docs/API.md, "What the client libraries add"): a droverd
+    SIGKILLed, or draining, with a call in flight, started again on the same TCP port."""
+
+    def setUp(self) -> None:
+        self.d = Droverd(workers=1, tcp=True, drain_timeout_ms=round(WAIT_S * 1000)).start()
+        self.d.pin_tcp_port()
+        self.addr = self.d.tcp_address()
+
+    def tearDown(self) -> None:
+        self.d.close()
+
+    def call_in_thread(self, c: Client, *args, **kwargs) -> concurrent.futures.Future:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.addCleanup(pool.shutdown)
+        future = pool.submit(c.generate, *args, **kwargs)
+        wait_until(lambda: self.d.inflight() > 0, what="the call to reach the worker")
+        return future
+
+    def test_tcp_address_same_answers_as_the_socket(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as tcp, Client(self.d.socket, timeout=WAIT_S) as unix:
+            self.assertEqual(tcp.generate("over tcp", max_tokens=6, seed=3)["text"],
+                             unix.generate("over tcp", max_tokens=6, seed=3)["text"])
+            self.assertEqual(tcp.detokenize(tcp.tokenize("héllo")), "héllo")
+            with tcp.stream("over tcp", max_tokens=6, seed=3) as s:
+                self.assertEqual("".join(c["text"] for c in s), s.result["text"])
+
+    def test_seeded_generate_is_resent_across_a_sigkilled_droverd(self) -> None:
+        with Client(self.d.socket, timeout=WAIT_S) as unix:
+            quiet = unix.generate("resent", max_tokens=1000, seed=21, cache="bypass")
+        with Client(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S, retry_safe=True) as c:
+            future = self.call_in_thread(c, "resent", max_tokens=1000, seed=21, cache="bypass")
+            self.d.kill()
+            self.d.launch()
+            r = future.result(timeout=WAIT_S)
+            self.assertEqual(r["text"], quiet["text"])
+            self.assertGreaterEqual(c.retries, 1)  # 2 when the first sending met the dying listener
+
+    def test_unseeded_generate_is_not_resent(self) -> None:
+        with Client(self.addr, timeout=WAIT_S, retry_safe=True) as c:
+            future = self.call_in_thread(c, "not resent", max_tokens=LONG)
+            self.d.kill()
+            with self.assertRaises(ConnectionLostError):
+                future.result(timeout=WAIT_S)
+            self.assertEqual(c.retries, 0)
+
+    def test_retry_is_off_by_default(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as c:
+            future = self.call_in_thread(c, "off by default", max_tokens=LONG, seed=4)
+            self.d.kill()
+            with self.assertRaises(ConnectionLostError):
+                future.result(timeout=WAIT_S)
+            self.assertEqual(c.retries, 0)
+
+    def test_refused_while_draining_is_resent_whatever_the_method(self) -> None:
+        with Client(self.addr, timeout=WAIT_S) as plain, \
+                Client(self.addr, timeout=WAIT_S, connect_timeout=WAIT_S, retry_safe=True) as c:
+            s = plain.stream("holds the drain", max_tokens=LONG)  # until it is closed
+            next(s)
+            c.health()  # connected before the drain: the refusal comes on this connection
+            self.d.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "shutting down" in self.d.log_text() or self.d.proc.poll() is not None,
+                       what="the drain to start")
+            with self.assertRaises(DroverError) as e:
+                plain.generate("refused", max_tokens=2)
+            self.assertEqual(e.exception.code, -32009)
+            self.assertEqual(e.exception.data, {"started": False})
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            self.addCleanup(pool.shutdown)
+            future = pool.submit(c.generate, "unseeded, never started", max_tokens=2)
+            wait_until(lambda: c.retries == 1, what="the refused call to be sent again")
+            s.close()  # the drain ends
+            self.assertEqual(self.d.proc.wait(timeout=WAIT_S), 0)
+            self.d.launch()
+            self.assertEqual(future.result(timeout=WAIT_S)["usage"]["completion_tokens"], 2)
+
+
+def make_certs(d: str) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed, and a CA
+    that signed neither, as PEM files in `d` (openssl's command line)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=WAIT_S)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other_ca"):
+        openssl("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                "-subj", f"/CN=drover test {ca}")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+
+
+class SyncClientMutualTlsTest(unittest.TestCase):
+    """tls:// with a client certificate against droverd's server.tls with client_ca_file."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.certs = tempfile.mkdtemp(prefix="drover-py-certs-", dir="/tmp")
+        make_certs(cls.certs)
+        c = lambda name: json.dumps(os.path.join(cls.certs, name))  # noqa: E731
+        cls.d = Droverd(workers=1, tcp=True, server_yaml=[
+            "tls:", f"  cert_file: {c('server.pem')}", f"  key_file: {c('server.key')}",
+            f"  client_ca_file: {c('ca.pem')}"]).start()
+        cls.addr = cls.d.tcp_address()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.d.close()
+        shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def client(self, ca: str = "ca.pem", cert: str | None = "client") -> Client:
+        path = lambda name: os.path.join(self.certs, name)  # noqa: E731
+        return Client(self.addr, timeout=WAIT_S, connect_timeout=0.5, tls_ca_file=path(ca),
+                      tls_cert_file=path(f"{cert}.pem") if cert else None,
+                      tls_key_file=path(f"{cert}.key") if cert else None)
+
+    def test_client_certificate_accepted(self) -> None:
+        self.assertTrue(self.addr.startswith("tls://127.0.0.1:"))
+        with self.client() as c:
+            self.assertEqual(c.generate("over tls", max_tokens=6, seed=3)["usage"]["completion_tokens"], 6)
+            with c.stream("over tls", max_tokens=6, seed=3) as s:
+                self.assertEqual("".join(x["text"] for x in s), s.result["text"])
+
+    def test_no_client_certificate_refused(self) -> None:
+        with self.assertRaises(DroverConnectionError):  # at the handshake, or as the first call's
+            with self.client(cert=None) as c:
+                c.health()
+
+    def test_wrong_ca_refused(self) -> None:
+        with self.assertRaisesRegex(DroverConnectionError, "CERTIFICATE_VERIFY_FAILED"):
+            self.client(ca="other_ca.pem").health()
+
+
+class RetryRuleTest(unittest.TestCase):
+    """Which failures retry_safe sends again (drover_client/retry.py), and address parsing."""
+
+    def test_what_is_safe_to_repeat(self) -> None:
+        from drover_client.retry import may_resend
+        lost = ConnectionLostError("lost", "x")
+        refused = DroverError(-32009, "Shutting down", {"started": False})
+        cut_off = DroverError(-32009, "Shutting down")
+        self.assertTrue(may_resend(lost, "generate", {"prompt": "p", "seed": 1, "stream": False}))
+        self.assertFalse(may_resend(lost, "generate", {"prompt": "p", "stream": False}))
+        self.assertFalse(may_resend(lost, "generate", {"prompt": "p", "seed": 1, "stream": True}))
+        self.assertTrue(may_resend(lost, "tokenize", {"text": "t"}))
+        self.assertFalse(may_resend(lost, "cancel", {"id": 1}))
+        self.assertTrue(may_resend(refused, "generate", {"prompt": "unseeded"}))
+        self.assertFalse(may_resend(cut_off, "tokenize", {"text": "t"}))
+        self.assertFalse(may_resend(DroverError(-32001, "Overloaded"), "tokenize", {"text": "t"}))
+
+    def test_addresses(self) -> None:
+        from drover_client.transport import parse_address
+        self.assertEqual(parse_address("tcp://[::1]:7000").host, "::1")
+        self.assertTrue(parse_address("tls://db.example:443").tls)
+        self.assertEqual(parse_address("/run/drover/drover.sock").path, "/run/drover/drover.sock")
+        for bad in ("tcp://host", "tcp://host:0", "tcp://:80", "http://host:80"):
+            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, bad.replace("[", r"\[")):
+                Client(bad)
 
 
 class ReadmeExamplesTest(unittest.TestCase):

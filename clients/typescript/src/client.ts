@@ -1,10 +1,13 @@
 // DroverClient: droverd's client API over one or more connections (docs/API.md).
 //
 // Calls go to the open connection with the fewest calls in flight. A connection that drops
-// fails its calls in flight with ConnectionLostError (never re-sent) and is opened again, with
-// backoff, when a new call needs it; a call waits up to connectTimeoutMs for a connection.
+// fails its calls in flight with ConnectionLostError and is opened again, with backoff, when a
+// new call needs it; a call waits up to connectTimeoutMs for a connection. With `retrySafe`,
+// calls that are safe to repeat are sent again on a new connection instead (retry.ts).
+import { type Address, type TlsMaterial, type TlsOptions, loadTls, parseAddress } from './address.js';
 import { Connection } from './connection.js';
 import { DroverConnectionError, abortError, clientTimeout } from './errors.js';
+import { kDefaultRetryAttempts, mayResend, neverStarted } from './retry.js';
 import { GenerateStream } from './stream.js';
 import type { CallOptions, GenerateParams, GenerateResult, Health, ModelInfo } from './types.js';
 
@@ -27,9 +30,17 @@ export function defaultSocket(): string {
 }
 
 export interface ConnectOptions {
-  /** droverd's client socket; default $DROVER_SERVER_SOCKET, else drover.sock in droverd's
-   *  private run directory (defaultRunDir()). */
+  /** Where droverd listens: a Unix socket path, `tcp://HOST:PORT` or `tls://HOST:PORT`; default
+   *  $DROVER_SERVER_SOCKET, else drover.sock in droverd's private run directory
+   *  (defaultRunDir()). `socket` is its former name. */
+  address?: string;
   socket?: string;
+  /** For tls:// addresses: CA, client certificate and key files (mutual TLS), server name. */
+  tls?: TlsOptions;
+  /** Send a call whose connection failed again on a new connection when that is safe
+   *  (retry.ts), up to retryAttempts sendings in all (default 3). Off by default. */
+  retrySafe?: boolean;
+  retryAttempts?: number;
   /** Connections to open, for concurrency (droverd answers each connection in order of
    *  completion, but limits the calls one connection may have in flight). Default 1. */
   connections?: number;
@@ -44,7 +55,15 @@ export interface ConnectOptions {
 }
 
 export class DroverClient {
+  /** The address connected to (a socket path, tcp:// or tls://). */
   readonly socket: string;
+  /** Calls sent again under retrySafe. */
+  retries = 0;
+  private readonly address: Address;
+  private readonly tls: TlsMaterial;
+  private readonly retrySafe: boolean;
+  private readonly retryAttempts: number;
+  private readonly retired = new Set<Connection>();  // still answering their calls
   private readonly conns: (Connection | undefined)[];
   private readonly connecting: (Promise<Connection> | undefined)[];
   private readonly connectTimeoutMs: number;
@@ -54,7 +73,11 @@ export class DroverClient {
   private closed = false;
 
   private constructor(options: ConnectOptions) {
-    this.socket = options.socket ?? defaultSocket();
+    this.socket = options.address ?? options.socket ?? defaultSocket();
+    this.address = parseAddress(this.socket);
+    this.tls = loadTls(options.tls);
+    this.retrySafe = options.retrySafe ?? false;
+    this.retryAttempts = Math.max(1, Math.floor(options.retryAttempts ?? kDefaultRetryAttempts));
     const n = Math.max(1, Math.floor(options.connections ?? 1));
     this.conns = new Array(n).fill(undefined);
     this.connecting = new Array(n).fill(undefined);
@@ -79,8 +102,25 @@ export class DroverClient {
   /** Any method: resolves to its result, rejects with DroverError. */
   async call<T = unknown>(method: string, params?: unknown, options: CallOptions = {}): Promise<T> {
     const { signal, timeoutMs = this.timeoutMs } = options;
-    if (signal?.aborted) throw abortError(signal);
-    const conn = await this.pick();
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    for (let sent = 1; ; sent++) {
+      if (signal?.aborted) throw abortError(signal);
+      const conn = await this.pick();
+      try {
+        return await this.callOn<T>(conn, method, params, signal, timeoutMs, deadline);
+      } catch (e) {
+        const late = deadline !== undefined && Date.now() >= deadline;
+        if (!this.retrySafe || sent >= this.retryAttempts || late || !mayResend(e, method, params)) throw e;
+        this.retries++;
+        if (neverStarted(e)) conn.retired = true;
+      }
+    }
+  }
+
+  // One sending of a call on `conn`; `deadline` (ms since the epoch) bounds it, `timeoutMs` is
+  // what a client-side timeout reports.
+  private async callOn<T>(conn: Connection, method: string, params: unknown, signal: AbortSignal | undefined,
+    timeoutMs: number | undefined, deadline: number | undefined): Promise<T> {
     await conn.writable();
     if (signal?.aborted) throw abortError(signal);
     return new Promise<T>((resolve, reject) => {
@@ -108,12 +148,12 @@ export class DroverClient {
       });
       if (settled) return;  // the connection had closed: rejected already
       signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
+      if (timeoutMs !== undefined && deadline !== undefined) {
         timer = setTimeout(() => {
           done();
           conn.cancel(id);
           reject(clientTimeout(timeoutMs));
-        }, timeoutMs);
+        }, Math.max(0, deadline - Date.now()));
       }
     });
   }
@@ -152,14 +192,20 @@ export class DroverClient {
   /** Closes every connection; calls in flight reject with ConnectionLostError. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.conns.map((c) => c?.close()));
+    await Promise.all([...this.conns, ...this.retired].map((c) => c?.close()));
   }
 
   private async pick(): Promise<Connection> {
     if (this.closed) throw new DroverConnectionError('client is closed', this.socket);
     let best: Connection | undefined;
     const dead: number[] = [];
+    for (const c of this.retired) if (c.closed) this.retired.delete(c);
     this.conns.forEach((c, i) => {
+      if (c?.retired && !c.closed) {
+        this.retired.add(c);  // droverd closes it once its calls are answered
+        this.conns[i] = undefined;
+      }
+      c = this.conns[i];
       if (!c || c.closed) dead.push(i);
       else if (!best || c.inflight < best.inflight) best = c;
     });
@@ -183,7 +229,7 @@ export class DroverClient {
       try {
         for (;;) {
           try {
-            const conn = await Connection.open(this.socket, this.maxMessageBytes);
+            const conn = await Connection.open(this.address, this.tls, this.maxMessageBytes);
             if (this.closed) {
               await conn.close();
               throw new DroverConnectionError('client is closed', this.socket);

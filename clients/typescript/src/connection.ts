@@ -1,6 +1,7 @@
 // Connection: one socket to droverd, newline-delimited JSON both ways. Numbers its requests,
 // hands each reply and generate.chunk to the call it belongs to, and fails every call in
-// flight with ConnectionLostError when the socket closes. Never re-sends anything.
+// flight with ConnectionLostError when the socket closes. Never re-sends anything (the client
+// decides that, client.ts).
 //
 // Bounded buffering: a stream whose consumer lags holds its connection's reading
 // (hold()/release()): dispatching stops (the rest of the current read waits as it is) and the
@@ -8,8 +9,9 @@
 // them, and refuses the stream with -32010 past its own limit) instead of growing here; and
 // requests wait for the socket to drain (writable()) once more than kWriteHighWater bytes are
 // queued for it.
-import net from 'node:net';
+import type net from 'node:net';
 
+import { type Address, type TlsMaterial, connectSocket } from './address.js';
 import { ConnectionLostError, DroverConnectionError, DroverError } from './errors.js';
 import type { Chunk } from './types.js';
 
@@ -30,6 +32,8 @@ export class Connection {
   private backlog: Buffer | undefined;  // bytes read while held, not yet dispatched
   private lostReason: Error | undefined;
   private closedFlag = false;
+  /** Its droverd is draining: no new calls go to it (it closes once they are answered). */
+  retired = false;
 
   private constructor(
     private readonly socket: net.Socket,
@@ -43,16 +47,17 @@ export class Connection {
     socket.on('close', () => this.onClose());
   }
 
-  /** One connection attempt. */
-  static open(path: string, maxMessageBytes: number): Promise<Connection> {
+  /** One connection attempt (its TLS handshake included). */
+  static open(address: Address, tls: TlsMaterial, maxMessageBytes: number): Promise<Connection> {
+    const path = address.text;
     return new Promise((resolve, reject) => {
-      const socket = net.createConnection({ path });
+      const { socket, ready } = connectSocket(address, tls);
       const onError = (e: Error) => {
         socket.destroy();
         reject(new DroverConnectionError(`cannot connect to droverd at ${path}: ${e.message}`, path, { cause: e }));
       };
       socket.once('error', onError);
-      socket.once('connect', () => {
+      socket.once(ready, () => {
         socket.off('error', onError);
         resolve(new Connection(socket, path, maxMessageBytes));
       });

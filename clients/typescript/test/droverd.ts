@@ -11,6 +11,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { DroverClient } from 'drover-client';
 
 export const WAIT_MS = 60_000;  // generous: a loaded 2-core machine
+/** Add to serverYaml for a JSON-RPC TCP listener on a port of the kernel's choice. */
+export const TCP_LISTEN = 'tcp_listen: "127.0.0.1:0"';
+// droverd's log line for its JSON-RPC TCP listener (server.tcp_listen).
+const kTcpLog = /JSON-RPC on tcp:\/\/(\S+?:\d+)/g;
 
 function binary(name: string): string {
   const p = process.env[name];
@@ -122,6 +126,20 @@ export class Droverd {
     } finally {
       fs.rmSync(this.dir, { recursive: true, force: true });
     }
+  }
+
+  /** tcp://HOST:PORT of the JSON-RPC TCP listener, from the log of the last start. */
+  tcpAddress(): string {
+    const found = [...fs.readFileSync(this.log, 'utf8').matchAll(kTcpLog)];
+    if (found.length === 0) throw new Error(`no TCP listener in the log:\n${this.logText()}`);
+    return `tcp://${found[found.length - 1][1]}`;
+  }
+
+  /** The next start listens on the port this one got (a client keeps its address). */
+  pinTcpPort(): void {
+    const port = this.tcpAddress().split(':').pop();
+    const text = fs.readFileSync(this.config, 'utf8');
+    fs.writeFileSync(this.config, text.replace(/tcp_listen: "127\.0\.0\.1:\d+"/, `tcp_listen: "127.0.0.1:${port}"`));
   }
 
   private async waitPidsGone(): Promise<void> {
