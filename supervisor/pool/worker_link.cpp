@@ -529,12 +529,14 @@ void WorkerLink::handle_reply(proto::worker::Message& m) {
     // Only errors the worker is to blame for count against its breaker.
     const bool worker_failure = code == code_of(RpcError::internal_error) ||
                                 code == code_of(RpcError::worker_failed);
-    breaker_.record(!worker_failure, now);
+    if (!held.timed_out) breaker_.record(!worker_failure, now);
     for (const auto& call : held.merged) {
       call->finish_error_text(static_cast<RpcError>(code), m.error->message, m.error->data);
     }
   } else {
-    breaker_.record(true, now);
+    // The answer to a call that timed out (to its cancel) is no news of the worker's health:
+    // counted as a success, a worker too slow for every deadline would never trip.
+    if (!held.timed_out) breaker_.record(true, now);
     if (generated) {
       held.merged.front()->finish_generate(*generated, id());
     } else if (kind == CallKind::tokenize) {
@@ -845,7 +847,12 @@ void WorkerLink::cancel(std::uint64_t worker_request_id) {
   send(std::move(cancel));
 }
 
-void WorkerLink::record_timeout() { breaker_.record(false, clock_.now()); }
+void WorkerLink::record_timeout(std::uint64_t worker_request_id) {
+  if (const auto it = inflight_.find(worker_request_id); it != inflight_.end()) {
+    it->second.timed_out = true;
+  }
+  breaker_.record(false, clock_.now());
+}
 
 void WorkerLink::signal(int sig, bool by_operator) {
   if (by_operator) operator_caused_ = true;

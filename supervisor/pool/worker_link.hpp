@@ -151,8 +151,9 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
   // Asks the worker to stop a call it holds; the worker still answers it (finish_reason
   // "cancelled" or -32005), which is when the link forgets it.
   void cancel(std::uint64_t worker_request_id);
-  // A call this worker held ran out of time: counts against its breaker.
-  void record_timeout();
+  // A call this worker holds ran out of time: counts against its breaker, and the worker's
+  // answer to it (to the cancel that follows) is not counted again.
+  void record_timeout(std::uint64_t worker_request_id);
   // Sends a signal to the process; `by_operator` keeps the death from counting as a crash.
   void signal(int sig, bool by_operator);
   // Asks the worker to enact a fault (chaos drills); the resulting death is not its fault.
@@ -273,6 +274,7 @@ class WorkerLink : public std::enable_shared_from_this<WorkerLink> {
     std::vector<std::shared_ptr<Call>> merged;
     bool sent = false;         // false: still in the outbox
     std::uint64_t flush = 0;   // the flush that sent it (0: sent on its own)
+    bool timed_out = false;    // the breaker has judged it already (record_timeout)
   };
   // Calls in the outbox or sent to the worker and not yet answered by it (a call may already
   // be finished for the client, e.g. after a timeout, while the worker still holds it).

@@ -378,7 +378,7 @@ void WorkerPool::cancel(const std::shared_ptr<Call>& call) {
 void WorkerPool::on_timeout(const std::shared_ptr<Call>& call) {
   if (const auto& a = call->assignment()) {
     for (const auto& s : slots_) {
-      if (s->link && s->link->generation() == a->generation) s->link->record_timeout();
+      if (s->link && s->link->generation() == a->generation) s->link->record_timeout(a->worker_request_id);
     }
   }
   cancel(call);

@@ -242,6 +242,8 @@ TEST_F(DroverTest, PoisonRequestIsStoppedAndFailsFastWhenResubmitted) {
   EXPECT_TRUE(d().wait_ready(2));
 }
 
+// Each timeout counts against the breaker once: the worker's prompt answer to the cancel that
+// follows (sim ends its wait at the cancel) must not count as a success that resets it.
 TEST_F(DroverTest, BreakerOpensOnTimeoutsAndAllOpenGivesMinus32002) {
   ASSERT_TRUE(start({.workers = 1,
                      .worker_args = {"--ttft-ms", "2000"},

@@ -212,8 +212,8 @@ TEST_F(WorkerLinkClock, BreakerOpenedByTimeoutsReopensForProbesAfterOpenDuration
   options_.breaker.consecutive_failures = 2;
   options_.breaker.open_duration = 5000ms;
   auto link = ready_link();
-  link->record_timeout();
-  link->record_timeout();
+  link->record_timeout(/*worker_request_id=*/2);
+  link->record_timeout(/*worker_request_id=*/3);
   EXPECT_EQ(link->breaker().state(), CircuitBreaker::State::open);
   EXPECT_FALSE(link->can_take(8, clock_.now()));
   clock_.advance(4999ms);
