@@ -17,7 +17,8 @@ from typing import Any, AsyncIterator
 
 from . import protocol, retry
 from .errors import ConnectionLostError, DroverConnectionError, DroverError, client_timeout
-from .transport import Address, TlsOptions, open_streams, parse_address
+from .settings import ClientSettings
+from .transport import Address, TlsOptions, open_streams
 
 
 class _AsyncInbox:
@@ -249,27 +250,14 @@ class AsyncStream:
         await self.aclose()
 
 
-class AsyncClient:
+class AsyncClient(ClientSettings):
     """asyncio client of droverd's JSON-RPC API (docs/API.md); use from one event loop.
 
-    The arguments are Client's: `address` (a socket path, tcp:// or tls://; `socket_path` is
-    its former name), the `tls_*` options, `timeout`, `connect_timeout`, `retry_safe` and
-    `retry_attempts`; `retries` counts the calls sent again.
+    Arguments: settings.ClientSettings, as Client's.
     """
 
-    def __init__(self, address: str | None = None, *, socket_path: str | None = None,
-                 timeout: float | None = None, connect_timeout: float = 10.0,
-                 max_buffered_chunks: int = protocol.MAX_BUFFERED_CHUNKS, tls_ca_file: str | None = None,
-                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
-                 tls_server_name: str | None = None, retry_safe: bool = False,
-                 retry_attempts: int = retry.DEFAULT_ATTEMPTS):
-        self.socket_path = address or socket_path or protocol.default_socket()
-        self._address = parse_address(self.socket_path)
-        self._tls = TlsOptions(tls_ca_file, tls_cert_file, tls_key_file, tls_server_name)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
-        self._max_buffered = max_buffered_chunks
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._retired: list[_AsyncConnection] = []  # still finishing their calls
         self._conn: _AsyncConnection | None = None
         self._connecting: asyncio.Future[_AsyncConnection] | None = None
