@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any, AsyncIterator
 
-from . import protocol, retry
+from . import protocol
 from .errors import ConnectionLostError, DroverConnectionError, DroverError, client_timeout
 from .settings import ClientSettings
 from .transport import Address, TlsOptions, open_streams

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any, Iterator
 
-from . import protocol, retry
+from . import protocol
 from .errors import ConnectionLostError, DroverConnectionError, DroverError, client_timeout
 from .settings import ClientSettings
 from .transport import Address, Channel, TlsOptions, open_channel
