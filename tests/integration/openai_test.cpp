@@ -387,6 +387,32 @@ TEST_F(OpenAiTest, OverloadAnswers429WithRetryAfter) {
   EXPECT_TRUE(wait_until([&] { return all_idle(d()); }));
 }
 
+// No worker can take the request (both breakers open after a timeout each): 503 with
+// Retry-After, as JSON-RPC's -32002 with retry_after_ms.
+TEST_F(OpenAiTest, NoWorkerReadyAnswers503WithRetryAfter) {
+  start_openai({"--ttft-ms", "2000"},
+               "circuit_breaker:\n  consecutive_failures: 1\n  open_ms: 60000\n");
+  auto c = d().client();
+  for (int i = 0; i < 2; ++i) {  // the first opens one breaker, so the second goes to the other
+    const json p = {{"prompt", "slow"}, {"seed", i}, {"max_tokens", 2}, {"timeout_ms", 50}};
+    EXPECT_EQ(error_code(c.call("generate", p)), -32004);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& w : d().workers()) {
+      if (w.value("breaker", std::string()) != "open") return false;
+    }
+    return true;
+  })) << d().workers().dump();
+  RawHttp http(port_);
+  http.post("/v1/completions", R"({"model":"sim","prompt":"nobody","max_tokens":1})");
+  const HttpResponse r = http.read_response();
+  EXPECT_EQ(r.status, 503) << r.head << r.body;
+  EXPECT_GE(std::atoi(r.headers.count("retry-after") ? r.headers.at("retry-after").c_str() : "0"), 1) << r.head;
+  const json e = error_of(r);
+  EXPECT_EQ(e["type"], "server_error");
+  EXPECT_EQ(e["code"], "no_worker_ready");
+}
+
 TEST_F(OpenAiTest, ClientNotReadingItsStreamIsCancelledAsAJsonRpcOneIs) {
   // 20,000 tokens/s into a client that reads nothing: the socket buffers, then the 4 KiB write
   // buffer fill, and the stream is failed and cancelled at its worker (the JSON-RPC hard limit).
