@@ -263,7 +263,8 @@ std::shared_ptr<Call> RequestHandler::admit(Admit a, WorkerRequest request, Call
     // "started": false tells a client the request never ran, so it may send it again on a new
     // connection (another droverd), whatever the method (docs/API.md, -32009).
     if (sink.reply) {
-      sink.reply(proto::make_error(a.client_id, RpcError::shutting_down, {}, json{{"started", false}}));
+      sink.reply(proto::make_error(a.client_id, RpcError::shutting_down, {},
+                                   std::string_view(R"({"started":false})")));
     }
     return nullptr;
   }
