@@ -292,11 +292,6 @@ class AsyncClient(ClientSettings):
                 if not self._retry.resend(e, conn, method, params, sent, deadline):
                     raise
 
-    @property
-    def retries(self) -> int:
-        """Calls sent again under retry_safe."""
-        return self._retry.retries
-
     async def generate(self, prompt: str | None = None, *, timeout: float | None = None,
                        **params: Any) -> dict[str, Any]:
         return await self.call("generate", protocol.generate_params(prompt, params, False), timeout=timeout)

@@ -31,3 +31,8 @@ class ClientSettings:
         self.connect_timeout = connect_timeout
         self._retry = retry.RetryPolicy(retry_safe, retry_attempts)
         self._max_buffered = max_buffered_chunks
+
+    @property
+    def retries(self) -> int:
+        """Calls sent again under retry_safe."""
+        return self._retry.retries

@@ -284,11 +284,6 @@ class Client(ClientSettings):
                 if not self._retry.resend(e, conn, method, params, sent, deadline):
                     raise
 
-    @property
-    def retries(self) -> int:
-        """Calls sent again under retry_safe."""
-        return self._retry.retries
-
     def generate(self, prompt: str | None = None, *, timeout: float | None = None, **params: Any) -> dict[str, Any]:
         return self.call("generate", protocol.generate_params(prompt, params, False), timeout=timeout)
 
